@@ -1,0 +1,33 @@
+"""``python -m models`` lists the models; ``python -m models NAME`` prints its layer table."""
+
+import argparse
+import sys
+
+from . import create_model, format_table, input_shape, layer_table, list_models, trainable_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    parser.add_argument("name", nargs="?", help="a model name; omit to list the models")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="output classes (default: 10 for lenet5, 1000 for the ImageNet models)")
+    args = parser.parse_args(argv)
+    if args.name is None:
+        for name in list_models():
+            model = create_model(name, num_classes=10 if name == "lenet5" else 1000)
+            shape = " x ".join(map(str, input_shape(name)))
+            print(f"{name:18s} input {shape:13s} {trainable_params(model):>14,} params")
+        return 0
+    if args.name not in list_models():
+        print(f"error: unknown model {args.name!r}; valid models: {', '.join(list_models())}", file=sys.stderr)
+        return 2
+    num_classes = args.num_classes or (10 if args.name == "lenet5" else 1000)
+    model = create_model(args.name, num_classes=num_classes)
+    shape = input_shape(args.name)
+    print(f"{args.name}: input {' x '.join(map(str, shape))}, {num_classes} classes")
+    print(format_table(layer_table(model, shape), model))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
