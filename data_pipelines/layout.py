@@ -1,0 +1,58 @@
+"""The ImageNet folder layout every dataset here uses, and its checks.
+
+    ROOT/train/<class>/<image>   e.g. train/n01440764/n01440764_10026.JPEG
+    ROOT/val/<class>/<image>     val images sorted into the same class folders
+"""
+
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+EXPECTED = ("expected ROOT/train/<class>/<image> and ROOT/val/<class>/<image> "
+            "(ImageNet's layout; see `python -m data_pipelines.prepare` in the README)")
+
+
+class DataLayoutError(ValueError):
+    """A data folder that is missing or does not have the expected layout."""
+
+
+def class_folders(split_dir: Path) -> dict[str, int]:
+    """Maps each class folder of one split to its number of images.
+
+    Raises:
+        DataLayoutError: naming the path, when the split folder is missing, has no class folders,
+            or a class folder holds no images.
+    """
+    if not split_dir.is_dir():
+        raise DataLayoutError(f"{split_dir} does not exist; {EXPECTED}")
+    counts = {d.name: sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+              for d in sorted(split_dir.iterdir()) if d.is_dir()}
+    if not counts:
+        raise DataLayoutError(f"{split_dir} has no class folders; {EXPECTED}")
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        shown = ", ".join(str(split_dir / e) for e in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise DataLayoutError(f"{len(empty)} empty class folder(s) with no {'/'.join(IMAGE_SUFFIXES)} "
+                              f"images: {shown}")
+    return counts
+
+
+def check_layout(root: str | Path | None) -> list[str]:
+    """Checks a dataset root and returns its class names (sorted, as the label order).
+
+    Raises:
+        DataLayoutError: for an unset or missing root, a missing split, empty class folders, or
+            train and val class sets that differ; the message names the path and the fix.
+    """
+    if root is None or str(root) in ("", "None", "???"):
+        raise DataLayoutError("no data root given: set data.root=/path/to/imagenet or the IMAGENET_ROOT "
+                              "environment variable, or train on the embedded sample with data=digits")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataLayoutError(f"data root {root} does not exist; {EXPECTED}")
+    train, val = class_folders(root / "train"), class_folders(root / "val")
+    if set(train) != set(val):
+        only_train, only_val = sorted(set(train) - set(val)), sorted(set(val) - set(train))
+        raise DataLayoutError(f"train and val class folders under {root} differ: only in train: "
+                              f"{only_train[:5]}{' ...' if len(only_train) > 5 else ''}; only in val: "
+                              f"{only_val[:5]}{' ...' if len(only_val) > 5 else ''}")
+    return sorted(train)

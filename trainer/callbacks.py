@@ -1,0 +1,77 @@
+"""Callbacks the trainer always uses: throughput, non-finite loss guard."""
+
+import time
+
+import pytorch_lightning as pl
+import torch
+
+
+class Throughput(pl.Callback):
+    """Logs ``train/img_per_s`` (all processes together) every ``log_every_n_steps`` and the epoch time.
+
+    Timed on the host between logging steps, with no device synchronisation: over a window of steps
+    the host cannot run ahead of the device by more than the queue depth, so the rate is right.
+    """
+
+    def __init__(self) -> None:
+        self._t0 = self._epoch_t0 = 0.0
+        self._images = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = self._epoch_t0 = time.perf_counter()
+        self._images = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._images += len(batch[0])
+        if (trainer.global_step % trainer.log_every_n_steps) == 0:
+            now = time.perf_counter()
+            rate = self._images * trainer.world_size / max(now - self._t0, 1e-9)
+            pl_module.log("train/img_per_s", rate, on_step=True, on_epoch=False)
+            self._t0, self._images = now, 0
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("train/epoch_time_s", time.perf_counter() - self._epoch_t0, on_step=False, on_epoch=True)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class NonFiniteLossGuard(pl.Callback):
+    """Stops the run at a NaN/inf loss, naming the step, and never lets a checkpoint be written after it.
+
+    The test runs on the device every step (``isfinite`` into a flag that remembers the first bad
+    step); the host reads the flag only every ``log_every_n_steps`` steps, at the end of each epoch
+    and before any checkpoint is written, so there is no host sync per step. The checkpoints written
+    before the bad step are left as they are.
+    """
+
+    def __init__(self) -> None:
+        self._first_bad: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach())
+        step = torch.full_like(self._first_bad, trainer.global_step)  # this batch's step (already counted)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.check(trainer)  # raising here aborts the save before anything is written
+
+    def check(self, trainer) -> None:
+        if self._first_bad is None:
+            return
+        step = int(self._first_bad)
+        if step >= 0:
+            last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+            raise NonFiniteLossError(f"the training loss became NaN/inf at global step {step} (epoch "
+                                     f"{trainer.current_epoch}); training stopped. The last good checkpoint "
+                                     f"is {last}. Lower optim.lr or use precision=32-true, then resume with "
+                                     f"ckpt_path=<that checkpoint>.")

@@ -1,0 +1,84 @@
+"""Checkpoint files: written atomically, loaded without running code, checked against the run."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pickle
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for this run: missing, unsafe, or of another model."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside its target, fsyncs it, then renames it into place.
+
+    A crash mid-write leaves the previous checkpoint intact. (Lightning's own save goes through an
+    fsspec transaction whose temporary file lives in /tmp; the final move is then a copy, not an
+    atomic rename, whenever /tmp is another file system.) Loading is always ``weights_only``.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = True):
+        return load_checkpoint(path, map_location=map_location or "cpu")
+
+
+def load_checkpoint(path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Loads a checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only, no code.
+
+    Raises:
+        CheckpointError: the file is missing, is not a checkpoint, or holds objects that would need
+            arbitrary code to rebuild.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain data, "
+                              f"and loading them could run code from the file ({str(e).splitlines()[0]})") from e
+    except (RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint: {e}") from e
+
+
+def check_compatible(path, model_name: str, num_classes: int) -> dict[str, Any]:
+    """Checks that a checkpoint was trained with the same model and class count as this run.
+
+    Returns:
+        The checkpoint's hyper-parameters.
+
+    Raises:
+        CheckpointError: naming what differs and how to fix it.
+    """
+    ckpt = load_checkpoint(path)
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not hparams or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint written by this trainer (no hyper_parameters)")
+    theirs = (hparams.get("model_name"), hparams.get("num_classes"))
+    if theirs != (model_name, num_classes):
+        raise CheckpointError(f"{path} is a checkpoint of model={theirs[0]} with {theirs[1]} classes, but this run "
+                              f"is model={model_name} with {num_classes} classes; pass model={theirs[0]} and a "
+                              f"data set with {theirs[1]} classes, or another checkpoint")
+    return hparams

@@ -1,0 +1,93 @@
+"""The LightningModule that wraps any registered model for image classification."""
+
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from models import create_model
+
+
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy training of ``models.create_model(model_name)`` with top-1/top-5 error in percent.
+
+    Args:
+        model_name: a name from ``models.list_models()``.
+        num_classes: output classes.
+        input_size: side of the square input (the model's design size: 224, or 32 for LeNet-5).
+        in_channels: input channels (1 for LeNet-5 on grayscale).
+        optimizer: a partial optimizer (Hydra ``_partial_: true``), completed with the parameters.
+        scheduler: a partial LR scheduler or ``None``.
+        scheduler_interval: ``"epoch"`` or ``"step"``.
+        scheduler_monitor: metric a ReduceLROnPlateau schedule watches.
+        channels_last: NHWC memory format (faster convolutions on tensor-core GPUs).
+        compile: wrap the network with ``torch.compile``.
+    """
+
+    def __init__(self, model_name: str, num_classes: int, input_size: int = 224, in_channels: int = 3,
+                 optimizer: partial | None = None, scheduler: partial | None = None,
+                 scheduler_interval: str = "epoch", scheduler_monitor: str = "val/top1_err",
+                 channels_last: bool = False, compile: bool = False) -> None:
+        super().__init__()
+        # Only plain values go into the checkpoint, so it loads with torch.load(weights_only=True).
+        self.save_hyperparameters("model_name", "num_classes", "input_size", "in_channels", "channels_last")
+        self.net = create_model(model_name, num_classes=num_classes, in_channels=in_channels)
+        self.example_input_array = torch.zeros(2, in_channels, input_size, input_size)  # shapes in the summary
+        self.optimizer_factory = optimizer or partial(torch.optim.SGD, lr=0.01, momentum=0.9)
+        self.scheduler_factory = scheduler
+        self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
+        self.channels_last, self.compile = channels_last, compile
+        top5 = min(5, num_classes)
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def configure_model(self) -> None:
+        if self.compile and not isinstance(self.net, torch._dynamo.eval_frame.OptimizedModule):
+            self.net = torch.compile(self.net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        loss = F.cross_entropy(self(images), labels)
+        # The loss stays a tensor: Lightning reduces it on the device and reads it only when it logs.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True)
+        self.val_top1.update(logits, labels)
+        self.val_top5.update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        # compute() syncs the counts over processes, so every rank logs the same global error.
+        self.log("val/top1_err", 100.0 * (1.0 - self.val_top1.compute()), prog_bar=True)
+        self.log("val/top5_err", 100.0 * (1.0 - self.val_top5.compute()), prog_bar=True)
+        self.val_top1.reset()
+        self.val_top5.reset()
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # ZFNet's filter renormalisation (Zeiler & Fergus section 3) runs after every update.
+        renormalize = getattr(self.net, "renormalize_filters", None)
+        if renormalize is not None:
+            renormalize()
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": self.scheduler_interval}
+        if isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler["monitor"] = self.scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,34 @@
+"""The one-screen summary printed at the end of a run."""
+
+from typing import Any
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} %"
+
+
+def print_summary(cfg: DictConfig, result: dict[str, Any]) -> None:
+    table = Table(title=f"{cfg.model.model_name} / {cfg.strategy.name} / {cfg.data.name}", show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    minutes, seconds = divmod(result["wall_s"], 60)
+    rows = [
+        ("val top-1 error (final)", _pct(result["val/top1_err"])),
+        ("val top-5 error (final)", _pct(result["val/top5_err"])),
+        ("val top-1 error (best)", _pct(result["best/top1_err"])),
+        ("epochs / steps", f"{result['epochs']} / {result['global_step']}"),
+        ("wall time", f"{int(minutes)} min {seconds:.0f} s"),
+        ("best checkpoint", result["best_ckpt"] or "-"),
+        ("last checkpoint", result["last_ckpt"] or "-"),
+        ("run folder", result["output_dir"]),
+    ]
+    if result["wandb_dir"]:
+        rows.append(("W&B run", f"{result['wandb_dir']}  (browse: wandb leet {result['wandb_dir']})"))
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)

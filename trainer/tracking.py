@@ -1,0 +1,36 @@
+"""Experiment tracking set-up: W&B online/offline choice and the run's provenance."""
+
+import netrc
+import os
+import subprocess
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def wandb_online_configured() -> bool:
+    """True when the user has set W&B up to sync: ``WANDB_MODE=online``, ``WANDB_API_KEY``, or a
+    ``wandb login`` entry in ~/.netrc. Without one of these, runs are kept offline on disk."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        return False
+    if mode in ("online", "run") or os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].rstrip("/")
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def git_state(path: Path = PROJECT_DIR) -> dict[str, str | bool]:
+    """The commit the code ran at and whether the working tree had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown (not a git checkout)", "git_dirty": False}

@@ -1,0 +1,97 @@
+"""``train(cfg)``: build data, model, loggers and callbacks from a composed config and fit."""
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+
+from .callbacks import NonFiniteLossGuard, Throughput
+from .checkpoints import AtomicCheckpointIO, check_compatible
+from .summary import print_summary
+from .tracking import git_state, wandb_online_configured
+
+log = logging.getLogger(__name__)
+
+
+def build_logger(cfg: DictConfig, output_dir: Path):
+    """The configured Lightning logger, or ``False`` for ``logger=none``."""
+    if not cfg.get("logger") or "_target_" not in cfg.logger:
+        return False
+    kwargs: dict[str, Any] = {"save_dir": str(output_dir)}
+    if cfg.logger._target_.endswith("WandbLogger"):
+        offline = cfg.logger.get("offline")
+        kwargs["offline"] = (not wandb_online_configured()) if offline is None else offline
+    return instantiate(cfg.logger, **kwargs)
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path, logger) -> pl.Trainer:
+    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val/top1_err",
+                                 mode="min", save_last=True, save_top_k=1, auto_insert_metric_name=False)
+    callbacks = [checkpoint, Throughput(), NonFiniteLossGuard()]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar())
+    strategy = cfg.strategy.lightning
+    if OmegaConf.is_dict(strategy):
+        strategy = instantiate(strategy)
+    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, strategy=strategy,
+                       default_root_dir=str(output_dir), plugins=[AtomicCheckpointIO()])
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Trains one run as the config says.
+
+    Returns:
+        ``val/top1_err``, ``val/top5_err``, ``epochs``, ``global_step``, ``wall_s`` and the paths of the
+        checkpoints and the W&B run.
+    """
+    start = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.data)
+    schedule = cfg.schedule
+    module = instantiate(cfg.model, optimizer=instantiate(cfg.optim),
+                         scheduler=instantiate(schedule.scheduler) if schedule.get("scheduler") else None,
+                         scheduler_interval=schedule.get("interval", "epoch"),
+                         scheduler_monitor=schedule.get("monitor", "val/top1_err"))
+    if cfg.get("ckpt_path"):
+        check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes)
+
+    logger = build_logger(cfg, output_dir)
+    trainer = build_trainer(cfg, output_dir, logger)
+    if logger:
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **git_state()})
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    result = {
+        "val/top1_err": metrics.get("val/top1_err"),
+        "val/top5_err": metrics.get("val/top5_err"),
+        "best/top1_err": _best_score(trainer.checkpoint_callback),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_s": time.perf_counter() - start,
+        "output_dir": str(output_dir),
+        "best_ckpt": trainer.checkpoint_callback.best_model_path,
+        "last_ckpt": trainer.checkpoint_callback.last_model_path,
+        "wandb_dir": _wandb_dir(logger),
+    }
+    if trainer.is_global_zero:
+        print_summary(cfg, result)
+    return result
+
+
+def _best_score(checkpoint: ModelCheckpoint) -> float | None:
+    return float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+
+
+def _wandb_dir(logger) -> str | None:
+    if logger and type(logger).__name__ == "WandbLogger" and logger.experiment is not None:
+        return getattr(logger.experiment, "dir", None) and str(Path(logger.experiment.dir).parent)
+    return None
