@@ -70,8 +70,8 @@ class NonFiniteLossGuard(pl.Callback):
             return
         step = int(self._first_bad)
         if step >= 0:
-            last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+            last = getattr(trainer.checkpoint_callback, "last_model_path", "")
+            kept = (f"The last good checkpoint is kept: {last}; resume from it with ckpt_path={last} after "
+                    f"lowering optim.lr." if last else "No checkpoint had been written yet; lower optim.lr.")
             raise NonFiniteLossError(f"the training loss became NaN/inf at global step {step} (epoch "
-                                     f"{trainer.current_epoch}); training stopped. The last good checkpoint "
-                                     f"is {last}. Lower optim.lr or use precision=32-true, then resume with "
-                                     f"ckpt_path=<that checkpoint>.")
+                                     f"{trainer.current_epoch}); training stopped. {kept}")

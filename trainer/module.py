@@ -58,7 +58,7 @@ class ClassifierModule(pl.LightningModule):
         images, labels = batch
         loss = F.cross_entropy(self(images), labels)
         # The loss stays a tensor: Lightning reduces it on the device and reads it only when it logs.
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 

@@ -1,0 +1,59 @@
+"""Shared fixtures: composed configs with tiny CPU settings, an isolated HOME and a cached digits folder."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+PROJECT = Path(__file__).resolve().parents[1]
+CONF = PROJECT / "conf"
+
+
+@pytest.fixture(scope="session")
+def digits_cache(tmp_path_factory) -> Path:
+    """One digits folder for the whole session (written once, as a user's cache would be)."""
+    from data_pipelines import write_digits
+
+    cache = tmp_path_factory.mktemp("cache")
+    write_digits(cache / "digits")
+    return cache
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch, tmp_path):
+    """No W&B login, no ImageNet: the state of a fresh machine."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "IMAGENET_ROOT", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def make_cfg(tmp_path: Path, cache: Path, *overrides: str) -> DictConfig:
+    """The config ``python -m trainer`` would compose, on the CPU with the session's digits cache."""
+    base = [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={cache}", "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=[*base, *overrides])
+
+
+def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 600):
+    """Runs ``python -m module args`` as a user would, returning the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def wandb_inspect(run_dir: Path) -> dict:
+    """Reads an offline W&B run back with the W&B CLI (``wandb leet inspect --summary --json``)."""
+    import json
+
+    wandb_bin = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([str(wandb_bin), "leet", "inspect", "--summary", "--json", str(run_dir)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return json.loads(out)
