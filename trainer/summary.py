@@ -12,23 +12,22 @@ def _pct(v: float | None) -> str:
 
 
 def print_summary(cfg: DictConfig, result: dict[str, Any]) -> None:
+    """Prints the run's numbers as a table, then its files as plain lines that copy and paste whole."""
     table = Table(title=f"{cfg.model.model_name} / {cfg.strategy.name} / {cfg.data.name}", show_header=False,
                   title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
     minutes, seconds = divmod(result["wall_s"], 60)
-    rows = [
+    for row in [
         ("val top-1 error (final)", _pct(result["val/top1_err"])),
         ("val top-5 error (final)", _pct(result["val/top5_err"])),
         ("val top-1 error (best)", _pct(result["best/top1_err"])),
         ("epochs / steps", f"{result['epochs']} / {result['global_step']}"),
         ("wall time", f"{int(minutes)} min {seconds:.0f} s"),
-        ("best checkpoint", result["best_ckpt"] or "-"),
-        ("last checkpoint", result["last_ckpt"] or "-"),
-        ("run folder", result["output_dir"]),
-    ]
-    if result["wandb_dir"]:
-        rows.append(("W&B run", f"{result['wandb_dir']}  (browse: wandb leet {result['wandb_dir']})"))
-    for row in rows:
+    ]:
         table.add_row(*row)
     Console().print(table)
+    lines = [f"run folder:      {result['output_dir']}",
+             f"best checkpoint: {result['best_ckpt'] or '-'}",
+             f"last checkpoint: {result['last_ckpt'] or '-'}"]
+    if result["wandb_dir"]:
+        lines.append(f"W&B run:         {result['wandb_dir']}   (browse: wandb leet {result['wandb_dir']})")
+    print("\n".join(lines), flush=True)

@@ -67,7 +67,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, output_dir, logger)
     if logger:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **git_state()})
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except BaseException:
+        _finish_wandb(logger, exit_code=1)
+        raise
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     result = {
@@ -82,9 +86,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "last_ckpt": trainer.checkpoint_callback.last_model_path,
         "wandb_dir": _wandb_dir(logger),
     }
+    _finish_wandb(logger, exit_code=0)  # close the run here, not at exit: train() may run again in-process
     if trainer.is_global_zero:
         print_summary(cfg, result)
     return result
+
+
+def _finish_wandb(logger, exit_code: int) -> None:
+    if logger and type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+        logger.experiment.finish(exit_code=exit_code)
 
 
 def _best_score(checkpoint: ModelCheckpoint) -> float | None:

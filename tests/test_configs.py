@@ -1,0 +1,97 @@
+"""Every config group option composes and instantiates; unknown names list the valid choices."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONF, make_cfg, run_cli
+from models import input_shape, list_models
+from trainer.__main__ import default_data_overrides
+from trainer.module import ClassifierModule
+from trainer.train import build_logger, build_trainer
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_every_model_has_a_config_and_matches_the_registry(tmp_path, digits_cache):
+    assert options("model") == sorted(list_models())
+    for name in list_models():
+        cfg = make_cfg(tmp_path, digits_cache, f"model={name}")
+        assert (cfg.model.in_channels, cfg.model.input_size, cfg.model.input_size) == input_shape(name)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", "resnet18"])
+def test_model_configs_instantiate(tmp_path, digits_cache, name):
+    cfg = make_cfg(tmp_path, digits_cache, f"model={name}")
+    module = instantiate(cfg.model, optimizer=instantiate(cfg.optim))
+    assert isinstance(module, ClassifierModule) and module.hparams.model_name == name
+    assert module(module.example_input_array).shape == (2, 10)
+
+
+@pytest.mark.parametrize("schedule", options("schedule"))
+def test_optim_and_schedule_instantiate(tmp_path, digits_cache, schedule):
+    cfg = make_cfg(tmp_path, digits_cache, f"schedule={schedule}")
+    optimizer = instantiate(cfg.optim)(params=[torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    if cfg.schedule.scheduler is None:
+        assert schedule == "constant"
+    else:
+        assert isinstance(instantiate(cfg.schedule.scheduler)(optimizer=optimizer),
+                          torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_data_configs_instantiate(tmp_path, digits_cache, data):
+    extra = ["data.root=/some/where"] if data == "imagenet" else []
+    cfg = make_cfg(tmp_path, digits_cache, f"data={data}", *extra)
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, pl.LightningDataModule) and dm.name == data
+    assert dm.num_classes == {"digits": 10, "imagenet": 1000}[data]
+
+
+@pytest.mark.parametrize("logger, expected", [("wandb", "WandbLogger"), ("csv", "CSVLogger"), ("none", None)])
+def test_logger_configs(tmp_path, digits_cache, logger, expected):
+    cfg = make_cfg(tmp_path, digits_cache, f"logger={logger}")
+    built = build_logger(cfg, tmp_path)
+    assert (type(built).__name__ if built else None) == expected
+    if expected == "WandbLogger":
+        assert built._offline is True  # no W&B login on this machine: kept offline
+        assert built._wandb_init["name"] == "lenet5-single-digits"
+
+
+def test_trainer_and_strategy_instantiate(tmp_path, digits_cache):
+    cfg = make_cfg(tmp_path, digits_cache)
+    trainer = build_trainer(cfg, tmp_path, logger=False)
+    assert trainer.max_epochs == 30 and trainer.num_devices == 1 and trainer.checkpoint_callback is not None
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_compose_to_the_paper_recipes(tmp_path, digits_cache, experiment):
+    cfg = make_cfg(tmp_path, digits_cache, f"experiment={experiment}")
+    assert cfg.experiment_name == experiment
+    first_line = (CONF / "experiment" / f"{experiment}.yaml").read_text().splitlines()[1]
+    assert first_line == f"# python -m trainer experiment={experiment}"
+    recipe = {"alexnet_2012": ("alexnet", 0.01, 5e-4, 128, 90), "zfnet_2013": ("zfnet", 0.01, 5e-4, 128, 70),
+              "vgg16_2014": ("vgg16", 0.01, 5e-4, 256, 74), "resnet50_2015": ("resnet50", 0.1, 1e-4, 256, 120),
+              "resnet152_2015": ("resnet152", 0.1, 1e-4, 256, 120), "lenet5_1998": ("lenet5", 0.001, 5e-4, 32, 30)}
+    assert (cfg.model.model_name, cfg.optim.lr, cfg.optim.weight_decay, cfg.data.batch_size,
+            cfg.trainer.max_epochs) == recipe[experiment]
+
+
+def test_default_data_follows_imagenet_root():
+    assert default_data_overrides(["model=alexnet"], {"IMAGENET_ROOT": "/x"}) == ["model=alexnet", "data=imagenet"]
+    assert default_data_overrides(["model=alexnet"], {}) == ["model=alexnet"]
+    assert default_data_overrides(["data=digits"], {"IMAGENET_ROOT": "/x"}) == ["data=digits"]
+
+
+@pytest.mark.parametrize("override, listed", [("model=alexnet2", "alexnet_onetower"), ("strategy=dpp", "single"),
+                                              ("data=imagenet21k", "digits")])
+def test_unknown_names_list_the_valid_choices(tmp_path, override, listed):
+    result = run_cli("trainer", override, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    group = override.split("=")[0]
+    assert f"Could not find '{group}/{override.split('=')[1]}'" in result.stderr
+    assert f"Available options in '{group}'" in result.stderr and listed in result.stderr

@@ -1,0 +1,147 @@
+"""End-to-end training on the CPU: W&B offline run read back with the W&B CLI, resume, bad input."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_cfg, run_cli, wandb_inspect
+from trainer.callbacks import NonFiniteLossError
+from trainer.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from trainer.tracking import wandb_online_configured
+from trainer.train import train
+
+TINY = ["trainer.limit_train_batches=5", "trainer.limit_val_batches=3", "trainer.log_every_n_steps=1",
+        "trainer.num_sanity_val_steps=0"]
+
+
+def run_dir(result) -> Path:
+    return Path(result["wandb_dir"])
+
+
+def test_short_run_logs_to_wandb_offline_and_checkpoints(tmp_path, digits_cache):
+    result = train(make_cfg(tmp_path, digits_cache, "trainer.max_epochs=2", *TINY))
+    assert result["global_step"] == 10 and result["epochs"] == 2
+    assert 0.0 <= result["val/top1_err"] <= 100.0
+    assert run_dir(result).parent == tmp_path / "run" / "wandb"  # the W&B run lives in the run's folder
+    run = wandb_inspect(run_dir(result))
+    summary, config = run["summary"], run["config"]
+    assert run["state"] == "finished" and run["name"] == "lenet5-single-digits"
+    assert summary["val/top1_err"] == pytest.approx(result["val/top1_err"], abs=1e-3)
+    for key in ("val/top5_err", "train/loss", "train/lr", "train/img_per_s", "train/epoch_time_s"):
+        assert key in summary, key
+    assert summary["train/lr"] == pytest.approx(0.0005, rel=1e-4)  # cosine over 2 epochs, after the first
+    assert config["model"]["model_name"] == "lenet5" and re.fullmatch(r"[0-9a-f]{40}", config["git_commit"])
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / name)  # weights_only: plain data only
+        assert ckpt["hyper_parameters"]["model_name"] == "lenet5"
+
+
+def test_resume_continues_at_the_saved_step(tmp_path, digits_cache):
+    halving = ["schedule=step", "schedule.scheduler.step_size=1", "schedule.scheduler.gamma=0.5", "logger=csv"]
+    first = train(make_cfg(tmp_path, digits_cache, "trainer.max_epochs=1", *halving, *TINY))
+    last = first["last_ckpt"]
+    saved = load_checkpoint(last)
+    assert saved["global_step"] == 5 and saved["epoch"] == 0
+    assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0005)
+    second = train(make_cfg(tmp_path / "b", digits_cache, "trainer.max_epochs=3", *halving, f"ckpt_path={last}",
+                            *TINY))
+    assert second["global_step"] == 15 and second["epochs"] == 3  # 5 restored + 2 epochs of 5, not 3 x 5 again
+    resumed = load_checkpoint(second["last_ckpt"])
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 3
+    assert resumed["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.000125)  # 0.001 / 2^3
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, digits_cache):
+    first = train(make_cfg(tmp_path, digits_cache, "trainer.max_epochs=1", "logger=none", *TINY))
+    cfg = make_cfg(tmp_path / "b", digits_cache, "model=resnet18", f"ckpt_path={first['last_ckpt']}", *TINY)
+    with pytest.raises(CheckpointError, match="is a checkpoint of model=lenet5 with 10 classes, but this run is "
+                                              "model=resnet18 with 10 classes"):
+        train(cfg)
+    cfg = make_cfg(tmp_path / "c", digits_cache, "data.num_classes=12", f"ckpt_path={first['last_ckpt']}", *TINY)
+    with pytest.raises(CheckpointError, match="model=lenet5 with 10 classes, but this run is model=lenet5 with 12"):
+        train(cfg)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_cannot_run_code(tmp_path):
+    payload = _Payload()
+    payload.marker = tmp_path / "pwned"
+    torch.save({"state_dict": {}, "hyper_parameters": {"model_name": "lenet5"}, "x": payload}, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="refusing to load .*evil.ckpt: it holds objects other than tensors"):
+        load_checkpoint(tmp_path / "evil.ckpt")
+    assert not payload.marker.exists()
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+class _FailsHalfway:
+    def __reduce__(self):
+        raise RuntimeError("disk full")
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(1000), "bad": _FailsHalfway()}, path)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, digits_cache):
+    # epoch 0 trains normally; the step schedule then multiplies the LR by 1e30 and the loss diverges
+    cfg = make_cfg(tmp_path, digits_cache, "trainer.max_epochs=3", "logger=none", "schedule=step",
+                   "schedule.scheduler.step_size=1", "schedule.scheduler.gamma=1e30", *TINY)
+    with pytest.raises(NonFiniteLossError, match=r"NaN/inf at global step (\d+) \(epoch 1\).*last good checkpoint "
+                                                 r"is kept: .*last.ckpt") as err:
+        train(cfg)
+    step = int(re.search(r"global step (\d+)", str(err.value)).group(1))
+    assert 6 <= step <= 10
+    kept = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert kept["global_step"] == 5
+    assert all(torch.isfinite(t).all() for t in kept["state_dict"].values())
+
+
+def test_wandb_goes_online_only_when_set_up(monkeypatch, tmp_path):
+    assert wandb_online_configured() is False
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_online_configured() is True
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_online_configured() is False
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY")
+    (Path(os.environ["HOME"]) / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "y" * 40)
+    os.chmod(Path(os.environ["HOME"]) / ".netrc", 0o600)
+    assert wandb_online_configured() is True
+
+
+def test_cli_missing_data_folder_is_a_clear_error(tmp_path):
+    result = run_cli("trainer", "model=alexnet", "trainer.max_epochs=1", "logger=none", cwd=tmp_path,
+                     env={"IMAGENET_ROOT": str(tmp_path / "no-imagenet-here")}, timeout=300)
+    assert result.returncode == 1
+    assert f"error: data root {tmp_path / 'no-imagenet-here'} does not exist; expected ROOT/train/<class>/<image>" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_main_job_reaches_three_percent(tmp_path, digits_cache):
+    """The README's main job, exactly as a user runs it: `python -m trainer` in an empty folder."""
+    result = run_cli("trainer", cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "IMAGENET_ROOT is not set: training on the embedded digits sample" in result.stderr
+    (run,) = (tmp_path / "outputs" / "lenet5").iterdir()  # the run's folder under the current directory
+    (wandb_run,) = (run / "wandb").glob("offline-run-*")
+    summary = wandb_inspect(wandb_run)["summary"]
+    print(f"main job: val top-1 {summary['val/top1_err']:.2f} %, top-5 {summary['val/top5_err']:.2f} %")
+    assert summary["val/top1_err"] <= 3.0
+    assert summary["epoch"] == 29 and (run / "checkpoints" / "best.ckpt").is_file()
+    assert "val top-1 error (final)" in result.stdout and str(run / "checkpoints" / "best.ckpt") in result.stdout
