@@ -1,0 +1,31 @@
+# make train   - set up the environment if needed, then run the main job (LeNet-5 on the embedded digits)
+# make test    - set up the environment if needed, then run the test suite
+# Extra trainer overrides: make train ARGS="model=alexnet trainer.max_epochs=1"
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# this machine's pip configuration points at local mirrors that lack some packages: hide its noise
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: train test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "Setting up $(VENV) (first time: a few minutes)..."
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | $(QUIET_PIP)
+	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich"
+	@touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m trainer $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache
