@@ -35,7 +35,27 @@ def _init_paper(module: nn.Module, std: float, bias: float) -> None:
     nn.init.constant_(module.bias, bias)
 
 
-class AlexNet(nn.Module):
+class _FlatConvNet(nn.Module):
+    """A network whose layers are its attributes in call order (so the layer table reads like the paper)."""
+
+    def _add_fc_head(self, num_classes: int, dropout: float) -> None:
+        # fc6 and fc7 read all 9216 / 4096 inputs (across both GPUs); dropout 0.5 on their outputs.
+        self.flatten = nn.Flatten()
+        self.fc6 = nn.Linear(256 * 6 * 6, 4096)
+        self.relu6 = nn.ReLU(inplace=True)
+        self.drop6 = nn.Dropout(dropout)
+        self.fc7 = nn.Linear(4096, 4096)
+        self.relu7 = nn.ReLU(inplace=True)
+        self.drop7 = nn.Dropout(dropout)
+        self.fc8 = nn.Linear(4096, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.children():
+            x = layer(x)
+        return x
+
+
+class AlexNet(_FlatConvNet):
     """The original two-tower AlexNet, 60,965,224 parameters for 1000 classes, on 224x224 input."""
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> None:
@@ -58,27 +78,15 @@ class AlexNet(nn.Module):
         self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=TOWERS)
         self.relu5 = nn.ReLU(inplace=True)
         self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2)
-        self.flatten = nn.Flatten()
-        self.fc6 = nn.Linear(256 * 6 * 6, 4096)
-        self.relu6 = nn.ReLU(inplace=True)
-        self.drop6 = nn.Dropout(dropout)
-        self.fc7 = nn.Linear(4096, 4096)
-        self.relu7 = nn.ReLU(inplace=True)
-        self.drop7 = nn.Dropout(dropout)
-        self.fc8 = nn.Linear(4096, num_classes)
+        self._add_fc_head(num_classes, dropout)
         # Paper section 5: N(0, 0.01) weights everywhere (the code used 0.03 for conv3-5: we follow the
         # paper); bias 1 in conv2, conv4, conv5 and the hidden fc layers so ReLUs start with positive input.
         for layer, bias in [(self.conv1, 0), (self.conv2, 1), (self.conv3, 0), (self.conv4, 1),
                             (self.conv5, 1), (self.fc6, 1), (self.fc7, 1), (self.fc8, 0)]:
             _init_paper(layer, std=0.01, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.children():
-            x = layer(x)
-        return x
 
-
-class ZFNet(nn.Module):
+class ZFNet(_FlatConvNet):
     """ZFNet: AlexNet with conv1 7x7 stride 2 and conv2 stride 2, dense (one GPU), 224x224 input.
 
     Output sizes follow the paper's figure 3 (110, 55, 26, 13, 13, 13, 6), which needs conv1
@@ -105,22 +113,10 @@ class ZFNet(nn.Module):
         self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1)
         self.relu5 = nn.ReLU(inplace=True)
         self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
-        self.flatten = nn.Flatten()
-        self.fc6 = nn.Linear(256 * 6 * 6, 4096)
-        self.relu6 = nn.ReLU(inplace=True)
-        self.drop6 = nn.Dropout(dropout)
-        self.fc7 = nn.Linear(4096, 4096)
-        self.relu7 = nn.ReLU(inplace=True)
-        self.drop7 = nn.Dropout(dropout)
-        self.fc8 = nn.Linear(4096, num_classes)
+        self._add_fc_head(num_classes, dropout)
         for m in self.modules():  # ZF section 3: weights 1e-2, biases 0
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 _init_paper(m, std=0.01, bias=0.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.children():
-            x = layer(x)
-        return x
 
     @torch.no_grad()
     def renormalize_filters(self) -> None:

@@ -145,3 +145,28 @@ def test_main_job_reaches_three_percent(tmp_path, digits_cache):
     assert summary["val/top1_err"] <= 3.0
     assert summary["epoch"] == 29 and (run / "checkpoints" / "best.ckpt").is_file()
     assert "val top-1 error (final)" in result.stdout and str(run / "checkpoints" / "best.ckpt") in result.stdout
+
+
+def test_imagenet_root_alone_selects_imagenet(tmp_path):
+    """With IMAGENET_ROOT set, the command a user types trains on that ImageNet-layout folder."""
+    from PIL import Image
+
+    root = tmp_path / "imagenet"
+    for split in ("train", "val"):
+        for c in range(1000):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            Image.new("RGB", (48, 40), (c % 256, 50, 200)).save(folder / f"{split}_{c}.JPEG")
+    result = run_cli("trainer", "model=lenet5", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                     "trainer.limit_val_batches=2", "data.batch_size=8", "data.num_workers=0", "logger=none",
+                     "trainer.enable_progress_bar=false", cwd=tmp_path, env={"IMAGENET_ROOT": str(root)}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lenet5 / single / imagenet" in result.stdout
+    assert "embedded digits" not in result.stderr
+
+
+@pytest.mark.parametrize("switches", [["trainer.precision=bf16-mixed", "model.channels_last=true"],
+                                      ["model.compile=true"]])
+def test_precision_channels_last_and_compile_switches(tmp_path, digits_cache, switches):
+    result = train(make_cfg(tmp_path, digits_cache, "trainer.max_epochs=1", "logger=none", *switches, *TINY))
+    assert result["global_step"] == 5 and 0.0 <= result["val/top1_err"] <= 100.0
