@@ -2,6 +2,7 @@
 
 from .datamodule import DigitsDataModule, ImageFolderDataModule
 from .digits import write_digits
-from .layout import DataLayoutError, check_layout
+from .layout import DataConfigError, DataLayoutError, check_layout
 
-__all__ = ["DigitsDataModule", "ImageFolderDataModule", "write_digits", "DataLayoutError", "check_layout"]
+__all__ = ["DigitsDataModule", "ImageFolderDataModule", "write_digits", "DataConfigError", "DataLayoutError",
+           "check_layout"]

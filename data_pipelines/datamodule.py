@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from .digits import write_digits
-from .layout import DataLayoutError, check_layout
+from .layout import DataConfigError, DataLayoutError, check_layout
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
@@ -21,7 +21,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
     Args:
         root: the dataset folder; ``None`` falls back to the ``IMAGENET_ROOT`` environment variable.
         num_classes: classes the model is built for; must equal the number of class folders.
-        batch_size: images per step per process.
+        batch_size: images per optimizer step over all processes (the papers' batch sizes are global:
+            128 for AlexNet, 256 for ResNet); each of the N data-parallel processes loads batch_size / N.
         image_size: side of the square crop fed to the model.
         resize_size: the shorter side is resized to this before cropping.
         channels: 3 for RGB, 1 for grayscale models (LeNet-5).
@@ -58,7 +59,16 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val_transform = transforms.Compose([*resize, transforms.CenterCrop(image_size), *tail])
         self.classes: list[str] = []
 
+    @property
+    def per_process_batch_size(self) -> int:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise DataConfigError(f"data.batch_size={self.batch_size} is the global batch and must divide evenly "
+                                  f"over the {world} data-parallel processes; use a multiple of {world}")
+        return self.batch_size // world
+
     def setup(self, stage: str | None = None) -> None:
+        self.per_process_batch_size  # fail before any data is read
         self.classes = check_layout(self.root)
         if len(self.classes) != self.num_classes:
             raise DataLayoutError(f"{self.root} has {len(self.classes)} class folders but the model is configured "
@@ -68,7 +78,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val_set = datasets.ImageFolder(str(root / "val"), transform=self.val_transform)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+        return DataLoader(dataset, batch_size=self.per_process_batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=False, drop_last=False)
 
     def train_dataloader(self) -> DataLoader:

@@ -11,7 +11,11 @@ EXPECTED = ("expected ROOT/train/<class>/<image> and ROOT/val/<class>/<image> "
             "(ImageNet's layout; see `python -m data_pipelines.prepare` in the README)")
 
 
-class DataLayoutError(ValueError):
+class DataConfigError(ValueError):
+    """Data settings that cannot work (the message says which and how to fix them)."""
+
+
+class DataLayoutError(DataConfigError):
     """A data folder that is missing or does not have the expected layout."""
 
 

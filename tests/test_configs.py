@@ -9,7 +9,7 @@ from conftest import CONF, make_cfg, run_cli
 from models import input_shape, list_models
 from trainer.__main__ import default_data_overrides
 from trainer.module import ClassifierModule
-from trainer.train import build_logger, build_trainer
+from trainer.train import build_logger, build_optimizer, build_trainer
 
 
 def options(group):
@@ -26,7 +26,7 @@ def test_every_model_has_a_config_and_matches_the_registry(tmp_path, digits_cach
 @pytest.mark.parametrize("name", ["lenet5", "alexnet", "resnet18"])
 def test_model_configs_instantiate(tmp_path, digits_cache, name):
     cfg = make_cfg(tmp_path, digits_cache, f"model={name}")
-    module = instantiate(cfg.model, optimizer=instantiate(cfg.optim))
+    module = instantiate(cfg.model, optimizer=build_optimizer(cfg))
     assert isinstance(module, ClassifierModule) and module.hparams.model_name == name
     assert module(module.example_input_array).shape == (2, 10)
 
@@ -34,7 +34,7 @@ def test_model_configs_instantiate(tmp_path, digits_cache, name):
 @pytest.mark.parametrize("schedule", options("schedule"))
 def test_optim_and_schedule_instantiate(tmp_path, digits_cache, schedule):
     cfg = make_cfg(tmp_path, digits_cache, f"schedule={schedule}")
-    optimizer = instantiate(cfg.optim)(params=[torch.nn.Parameter(torch.zeros(1))])
+    optimizer = build_optimizer(cfg)(params=[torch.nn.Parameter(torch.zeros(1))])
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
     if cfg.schedule.scheduler is None:
         assert schedule == "constant"
@@ -95,3 +95,28 @@ def test_unknown_names_list_the_valid_choices(tmp_path, override, listed):
     group = override.split("=")[0]
     assert f"Could not find '{group}/{override.split('=')[1]}'" in result.stderr
     assert f"Available options in '{group}'" in result.stderr and listed in result.stderr
+
+
+def test_multirun_with_a_multi_process_strategy_is_refused(tmp_path):
+    result = run_cli("trainer", "-m", "strategy=ddp", "trainer.devices=2", "optim.lr=0.01,0.02", cwd=tmp_path,
+                     timeout=120)
+    assert result.returncode == 2
+    assert "error: Hydra multirun (-m) cannot be combined with strategy=ddp" in result.stderr
+    assert "hydra/launcher=submitit_slurm" in result.stderr
+    assert not (tmp_path / "outputs").exists()  # refused before any training
+
+
+@pytest.mark.parametrize("batch, lr", [(128, 0.01), (256, 0.02), (64, 0.005)])
+def test_lr_scales_linearly_with_the_global_batch(tmp_path, digits_cache, batch, lr):
+    cfg = make_cfg(tmp_path, digits_cache, "experiment=alexnet_2012", f"data.batch_size={batch}")
+    optimizer = build_optimizer(cfg)(params=[torch.nn.Parameter(torch.zeros(1))])
+    assert optimizer.defaults["lr"] == pytest.approx(lr)
+
+
+def test_ddp_strategy_config(tmp_path, digits_cache):
+    import datetime
+
+    cfg = make_cfg(tmp_path, digits_cache, "strategy=ddp", "trainer.devices=2", "strategy.sync_batchnorm=true")
+    strategy = instantiate(cfg.strategy.lightning)
+    assert type(strategy).__name__ == "DDPStrategy" and strategy._timeout == datetime.timedelta(minutes=10)
+    assert cfg.trainer.sync_batchnorm is True

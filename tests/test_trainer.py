@@ -132,20 +132,51 @@ def test_cli_missing_data_folder_is_a_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
-def test_main_job_reaches_three_percent(tmp_path, digits_cache):
-    """The README's main job, exactly as a user runs it: `python -m trainer` in an empty folder."""
-    result = run_cli("trainer", cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=900)
+def run_job(folder: Path, cache: Path, *args: str) -> tuple[Path, dict, object]:
+    """Runs ``python -m trainer ARGS`` in an empty folder; returns its run folder, W&B summary and process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result = run_cli("trainer", *args, cwd=folder, env={"CONVNET_CACHE": str(cache)}, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "IMAGENET_ROOT is not set: training on the embedded digits sample" in result.stderr
-    (run,) = (tmp_path / "outputs" / "lenet5").iterdir()  # the run's folder under the current directory
-    (wandb_run,) = (run / "wandb").glob("offline-run-*")
-    summary = wandb_inspect(wandb_run)["summary"]
+    (run,) = (folder / "outputs" / "lenet5").iterdir()  # the run's folder under the current directory
+    (wandb_run,) = (run / "wandb").glob("offline-run-*")  # one W&B run, however many processes
+    return run, wandb_inspect(wandb_run)["summary"], result
+
+
+@pytest.fixture(scope="module")
+def main_job(tmp_path_factory, digits_cache):
+    """The README's main job, exactly as a user runs it: `python -m trainer` in an empty folder."""
+    return run_job(tmp_path_factory.mktemp("main"), digits_cache)
+
+
+@pytest.mark.slow
+def test_main_job_reaches_three_percent(main_job):
+    run, summary, result = main_job
     print(f"main job: val top-1 {summary['val/top1_err']:.2f} %, top-5 {summary['val/top5_err']:.2f} %")
+    assert "IMAGENET_ROOT is not set: training on the embedded digits sample" in result.stderr
     assert summary["val/top1_err"] <= 3.0
     assert summary["epoch"] == 29 and (run / "checkpoints" / "best.ckpt").is_file()
     assert "val top-1 error (final)" in result.stdout and str(run / "checkpoints" / "best.ckpt") in result.stdout
 
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(main_job, tmp_path, digits_cache):
+    """DDP over 2 CPU processes (gloo), same global batch 32 (16 per process): same steps, same error within noise."""
+    _, single, _ = main_job
+    run, ddp, result = run_job(tmp_path, digits_cache, "strategy=ddp", "trainer.devices=2")
+    print(f"val top-1: 1 process {single['val/top1_err']:.2f} %, 2 processes {ddp['val/top1_err']:.2f} %")
+    assert "lenet5 / ddp / digits" in result.stdout
+    assert ddp["trainer/global_step"] == single["trainer/global_step"]  # index of the last logged step
+    assert "epochs / steps          │ 30 / 1350" in result.stdout  # 45 global batches of 32 x 30 epochs
+    assert ddp["val/top1_err"] <= 3.0
+    assert abs(ddp["val/top1_err"] - single["val/top1_err"]) <= 2.0  # 360 val images: 1 error = 0.28 %
+
+
+def test_global_batch_must_divide_over_processes(tmp_path, digits_cache):
+    result = run_cli("trainer", "strategy=ddp", "trainer.devices=2", "data.batch_size=33", "logger=none",
+                     cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
+    assert result.returncode == 1
+    assert "error: data.batch_size=33 is the global batch and must divide evenly over the 2 data-parallel " \
+           "processes; use a multiple of 2" in result.stderr
 
 def test_imagenet_root_alone_selects_imagenet(tmp_path):
     """With IMAGENET_ROOT set, the command a user types trains on that ImageNet-layout folder."""

@@ -4,15 +4,17 @@ import os
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from data_pipelines import DataLayoutError
+from data_pipelines import DataConfigError
 
 from .callbacks import NonFiniteLossError
 from .checkpoints import CheckpointError
 
 # Errors that are the user's input, not a bug: print the message (which says how to fix it), no traceback.
-USER_ERRORS = (DataLayoutError, CheckpointError, NonFiniteLossError)
+USER_ERRORS = (DataConfigError, CheckpointError, NonFiniteLossError)
 
 
 def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str]:
@@ -30,8 +32,22 @@ def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str
     return overrides
 
 
+MULTIRUN_REFUSED = (
+    "error: Hydra multirun (-m) cannot be combined with strategy={strategy}: Lightning starts each extra process "
+    "by running this command again, and every copy would run its own sweep into its own folder. Sweep with one "
+    "job per point instead: a shell loop over single runs (for lr in 0.01 0.02; do python -m trainer "
+    "strategy={strategy} optim.lr=$lr; done), or on Slurm one sbatch per point, e.g. with the Hydra submitit "
+    "launcher (pip install hydra-submitit-launcher; python -m trainer -m hydra/launcher=submitit_slurm ...), "
+    "where each point is its own job and Lightning never re-runs the script.")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def _main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    in_process_sweep = hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.launcher._target_.endswith("BasicLauncher")
+    if in_process_sweep and cfg.strategy.name != "single":
+        print(MULTIRUN_REFUSED.format(strategy=cfg.strategy.name), file=sys.stderr)
+        sys.exit(2)
     from .train import train  # heavy imports after Hydra has parsed the command line (fast --help)
 
     try:

@@ -29,6 +29,18 @@ def build_logger(cfg: DictConfig, output_dir: Path):
     return instantiate(cfg.logger, **kwargs)
 
 
+def build_optimizer(cfg: DictConfig):
+    """The partial optimizer, with the linear LR scaling rule applied when the global batch was changed."""
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    reference = optim.pop("batch_size_for_lr", None)
+    if reference:
+        optim["lr"] = optim["lr"] * cfg.data.batch_size / reference
+        if cfg.data.batch_size != reference:
+            log.info("global batch %d instead of %d: lr scaled linearly to %g", cfg.data.batch_size, reference,
+                     optim["lr"])
+    return instantiate(optim)
+
+
 def build_trainer(cfg: DictConfig, output_dir: Path, logger) -> pl.Trainer:
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val/top1_err",
                                  mode="min", save_last=True, save_top_k=1, auto_insert_metric_name=False)
@@ -56,7 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = instantiate(cfg.data)
     schedule = cfg.schedule
-    module = instantiate(cfg.model, optimizer=instantiate(cfg.optim),
+    module = instantiate(cfg.model, optimizer=build_optimizer(cfg),
                          scheduler=instantiate(schedule.scheduler) if schedule.get("scheduler") else None,
                          scheduler_interval=schedule.get("interval", "epoch"),
                          scheduler_monitor=schedule.get("monitor", "val/top1_err"))
@@ -84,7 +96,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "output_dir": str(output_dir),
         "best_ckpt": trainer.checkpoint_callback.best_model_path,
         "last_ckpt": trainer.checkpoint_callback.last_model_path,
-        "wandb_dir": _wandb_dir(logger),
+        "wandb_dir": _wandb_dir(logger) if trainer.is_global_zero else None,  # W&B runs on rank 0 only
     }
     _finish_wandb(logger, exit_code=0)  # close the run here, not at exit: train() may run again in-process
     if trainer.is_global_zero:
@@ -102,6 +114,6 @@ def _best_score(checkpoint: ModelCheckpoint) -> float | None:
 
 
 def _wandb_dir(logger) -> str | None:
-    if logger and type(logger).__name__ == "WandbLogger" and logger.experiment is not None:
-        return getattr(logger.experiment, "dir", None) and str(Path(logger.experiment.dir).parent)
+    if logger and type(logger).__name__ == "WandbLogger":
+        return str(Path(logger.experiment.dir).parent)
     return None
