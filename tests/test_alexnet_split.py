@@ -1,0 +1,83 @@
+"""The two-GPU AlexNet split, run as two real processes over gloo, against the single-device grouped model."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from models import create_model, trainable_params
+from models.alexnet import AlexNet
+from models.alexnet_split import AlexNetTower, grouped_state_dict, tower_from_grouped, tower_state_dict
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _equivalence_worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        reference = AlexNet(num_classes=10, dropout=0.0)  # dropout off: the masks are the only randomness
+        tower = tower_from_grouped(reference, rank)
+        x, y = torch.randn(4, 3, 224, 224), torch.tensor([1, 4, 7, 9])  # same batch on both (same seed)
+
+        ref_logits = reference(x)
+        F.cross_entropy(ref_logits, y).backward()
+        logits = tower(x)
+        F.cross_entropy(logits, y).backward()
+
+        report = {"logits": rel_err(logits, ref_logits)}
+        ref_grads = tower_state_dict({n: p.grad for n, p in reference.named_parameters()}, rank)
+        report.update({f"grad/{n}": rel_err(p.grad, ref_grads[n]) for n, p in tower.named_parameters()})
+
+        for model in (reference, tower):
+            torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4).step()
+        ref_weights = tower_state_dict(reference.state_dict(), rank)
+        report.update({f"weight/{n}": rel_err(p, ref_weights[n]) for n, p in tower.state_dict().items()})
+        torch.save(report, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_split_matches_the_grouped_model_in_logits_gradients_and_step(tmp_path):
+    mp.spawn(_equivalence_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        report = torch.load(tmp_path / f"rank{rank}.pt")
+        assert len([k for k in report if k.startswith("grad/")]) == 16  # 8 layers x (weight, bias)
+        worst = max(report, key=report.get)
+        print(f"rank {rank}: worst relative error {report[worst]:.2e} ({worst}), logits {report['logits']:.2e}")
+        assert report[worst] <= 1e-5, (worst, report[worst])
+
+
+def test_each_tower_holds_half_the_parameters():
+    assert trainable_params(AlexNetTower(num_classes=1000)) * 2 == trainable_params(create_model("alexnet")) \
+        == 60_965_224
+
+
+def test_checkpoint_round_trip_between_split_and_grouped():
+    grouped = create_model("alexnet", num_classes=10).state_dict()
+    towers = [tower_state_dict(grouped, t) for t in (0, 1)]
+    assert towers[0]["conv2.weight"].shape == (128, 48, 5, 5) and towers[1]["fc8.weight"].shape == (5, 4096)
+    for t in (0, 1):
+        AlexNetTower(num_classes=10).load_state_dict(towers[t])  # loads with strict key and shape checks
+    joined = grouped_state_dict(towers)
+    assert joined.keys() == grouped.keys() and all(torch.equal(joined[k], grouped[k]) for k in grouped)
+    create_model("alexnet", num_classes=10).load_state_dict(joined)
+
+
+def test_odd_class_count_is_refused():
+    with pytest.raises(ValueError, match="num_classes must be even, got 7"):
+        AlexNetTower(num_classes=7)
