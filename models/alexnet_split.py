@@ -24,7 +24,9 @@ class _GatherTowers(torch.autograd.Function):
     """Concatenates both towers' activations along ``dim``; the consumer is tower-local (column-split).
 
     Backward: each tower's consumer produced a partial gradient for ALL gathered inputs, so the
-    gradient of a tower's own slice is the sum over towers (an all-reduce, then the own slice).
+    gradient of a tower's own slice is the sum of both towers' partials for it (a reduce-scatter).
+    With two towers each sends the peer only the slice the peer owns: half the gathered gradient,
+    the least that can be sent (gloo has no reduce-scatter, so it is an all-gather of those slices).
     """
 
     @staticmethod
@@ -37,9 +39,11 @@ class _GatherTowers(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        grad = grad.contiguous()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad.chunk(ctx.size, dim=ctx.dim)[ctx.rank], None, None
+        chunks = grad.chunk(ctx.size, dim=ctx.dim)
+        peer = 1 - ctx.rank
+        received = [torch.empty_like(chunks[peer]) for _ in range(ctx.size)]
+        dist.all_gather(received, chunks[peer].contiguous(), group=ctx.group)  # I send the peer its slice
+        return chunks[ctx.rank] + received[peer], None, None
 
 
 class _GatherForReplicated(torch.autograd.Function):
@@ -59,6 +63,18 @@ class _GatherForReplicated(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad.chunk(ctx.size, dim=ctx.dim)[ctx.rank].contiguous(), None, None
+
+
+def exchanged_values_per_image(num_classes: int = 1000) -> dict[str, int]:
+    """Activations and gradients one tower sends the other per image and step, from the layer sizes.
+
+    Forward, at each crossing the tower sends its own half: pool2 128x13x13 (conv3's input), pool5
+    128x6x6 (fc6's), fc6 2048 (fc7's), fc7 2048 (fc8's) and its num_classes/2 logits. Backward, it
+    sends the peer's half of the gradient at the first four crossings (the logits' gradient is
+    already on both processes). Multiply by the bytes per value (4 in fp32, 2 in bf16).
+    """
+    crossings = [128 * 13 * 13, 128 * 6 * 6, 2048, 2048]
+    return {"forward": sum(crossings) + num_classes // 2, "backward": sum(crossings)}
 
 
 class AlexNetTower(nn.Module):

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from models import create_model, trainable_params
 from models.alexnet import AlexNet
-from models.alexnet_split import AlexNetTower, grouped_state_dict, tower_from_grouped, tower_state_dict
+from models.alexnet_split import (AlexNetTower, exchanged_values_per_image, grouped_state_dict, tower_from_grouped,
+                                  tower_state_dict)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -36,8 +37,19 @@ def _equivalence_worker(rank: int, port: int, out_dir: str) -> None:
 
         ref_logits = reference(x)
         F.cross_entropy(ref_logits, y).backward()
-        logits = tower(x)
-        F.cross_entropy(logits, y).backward()
+
+        sent = []  # a spy on the real collective: the values this process sends
+        real_all_gather = dist.all_gather
+        dist.all_gather = lambda parts, tensor, **kw: (sent.append(tensor.numel()), real_all_gather(parts, tensor, **kw))[1]
+        try:
+            logits = tower(x)
+            forward_sent = sum(sent)
+            F.cross_entropy(logits, y).backward()
+            backward_sent = sum(sent) - forward_sent
+        finally:
+            dist.all_gather = real_all_gather
+        torch.save({"forward": forward_sent, "backward": backward_sent, "images": len(x)},
+                   os.path.join(out_dir, f"sent{rank}.pt"))
 
         report = {"logits": rel_err(logits, ref_logits)}
         ref_grads = tower_state_dict({n: p.grad for n, p in reference.named_parameters()}, rank)
@@ -57,9 +69,20 @@ def test_split_matches_the_grouped_model_in_logits_gradients_and_step(tmp_path):
     for rank in (0, 1):
         report = torch.load(tmp_path / f"rank{rank}.pt")
         assert len([k for k in report if k.startswith("grad/")]) == 16  # 8 layers x (weight, bias)
+        sent = torch.load(tmp_path / f"sent{rank}.pt")
+        expected = exchanged_values_per_image(num_classes=10)
+        print(f"rank {rank}: sent {sent['forward'] // sent['images']:,} values/image forward, "
+              f"{sent['backward'] // sent['images']:,} backward (computed: {expected})")
+        assert sent["forward"] == sent["images"] * expected["forward"]
+        assert sent["backward"] == sent["images"] * expected["backward"]
         worst = max(report, key=report.get)
         print(f"rank {rank}: worst relative error {report[worst]:.2e} ({worst}), logits {report['logits']:.2e}")
         assert report[worst] <= 1e-5, (worst, report[worst])
+
+
+def test_exchange_per_image_for_imagenet():
+    # 4 bytes per fp32 value: 123,344 B forward + 121,344 B backward = 244,688 B per image per tower
+    assert exchanged_values_per_image(1000) == {"forward": 30_836, "backward": 30_336}
 
 
 def test_each_tower_holds_half_the_parameters():
