@@ -128,12 +128,12 @@ class ZFNet(_FlatConvNet):
 
 
 @register_model
-def alexnet(*, num_classes: int = 1000, in_channels: int = 3) -> AlexNet:
+def alexnet(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> AlexNet:
     """AlexNet as trained on two GTX 580s (2012), the split expressed as groups: 60,965,224 params."""
-    return AlexNet(num_classes=num_classes, in_channels=in_channels)
+    return AlexNet(num_classes=num_classes, in_channels=in_channels, dropout=dropout)
 
 
 @register_model
-def zfnet(*, num_classes: int = 1000, in_channels: int = 3) -> ZFNet:
+def zfnet(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> ZFNet:
     """ZFNet (Zeiler & Fergus 2013, arXiv 1311.2901 v3): 62,357,608 params."""
-    return ZFNet(num_classes=num_classes, in_channels=in_channels)
+    return ZFNet(num_classes=num_classes, in_channels=in_channels, dropout=dropout)

@@ -77,10 +77,40 @@ def exchanged_values_per_image(num_classes: int = 1000) -> dict[str, int]:
     return {"forward": sum(crossings) + num_classes // 2, "backward": sum(crossings)}
 
 
-class AlexNetTower(nn.Module):
-    """The half of AlexNet that one GTX 580 held. ``group`` is the two-process group of the pair."""
+class TowerDropout(nn.Dropout):
+    """Dropout whose masks come from a generator of the tower's own.
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, group=None) -> None:
+    Each GTX 580 drew its own dropout masks, so the two halves of fc6 and fc7 drop units
+    independently. Both processes of a pair keep their process-wide RNG in step (it drives the data
+    augmentation, which must be identical on both), so drawing masks from it would drop the same
+    units in both halves; a private generator seeded per tower keeps the masks independent and the
+    process-wide stream untouched.
+    """
+
+    def __init__(self, p: float, seed: int) -> None:
+        super().__init__(p)
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self._generator is None or self._generator.device != x.device:
+            self._generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self._generator)
+        return x * keep / (1.0 - self.p)
+
+
+class AlexNetTower(nn.Module):
+    """The half of AlexNet that one GTX 580 held.
+
+    Args:
+        group: the two-process group of the pair (rank 0 of it holds tower 0).
+        dropout_seed: seed of this tower's dropout masks; give the two towers different seeds.
+    """
+
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, group=None,
+                 dropout_seed: int = 0) -> None:
         super().__init__()
         if num_classes % 2:
             raise ValueError(f"the two-GPU split divides fc8 between the towers: num_classes must be even, "
@@ -98,7 +128,7 @@ class AlexNetTower(nn.Module):
         self.fc6 = nn.Linear(256 * 6 * 6, 2048)  # reads both towers
         self.fc7 = nn.Linear(4096, 2048)  # reads both towers
         self.fc8 = nn.Linear(4096, num_classes // 2)  # reads both towers
-        self.drop = nn.Dropout(dropout)
+        self.drop = TowerDropout(dropout, seed=dropout_seed)
         self.relu = nn.ReLU()
 
     def _gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -136,9 +166,14 @@ def grouped_state_dict(towers: list[dict[str, torch.Tensor]]) -> dict[str, torch
     return out
 
 
-def tower_from_grouped(model: AlexNet, tower: int, group=None) -> AlexNetTower:
-    """Builds tower ``tower`` holding exactly its half of a grouped ``AlexNet``'s weights."""
-    split = AlexNetTower(num_classes=model.fc8.out_features, in_channels=model.conv1.in_channels,
-                         dropout=model.drop6.p, group=group)
-    split.load_state_dict(tower_state_dict(model.state_dict(), tower))
+def tower_from_grouped(model: AlexNet, tower: int, group=None, dropout_seed: int = 0) -> AlexNetTower:
+    """Builds tower ``tower`` holding exactly its half of a grouped ``AlexNet``'s weights.
+
+    The tower is built on the meta device and then given the weights: no random initialisation runs,
+    so the process-wide RNG is left exactly where it was (the data augmentation draws from it).
+    """
+    with torch.device("meta"):
+        split = AlexNetTower(num_classes=model.fc8.out_features, in_channels=model.conv1.in_channels,
+                             dropout=model.drop6.p, group=group, dropout_seed=dropout_seed)
+    split.load_state_dict(tower_state_dict(model.state_dict(), tower), assign=True)
     return split

@@ -24,16 +24,19 @@ class ClassifierModule(pl.LightningModule):
         scheduler_monitor: metric a ReduceLROnPlateau schedule watches.
         channels_last: NHWC memory format (faster convolutions on tensor-core GPUs).
         compile: wrap the network with ``torch.compile``.
+        dropout: drop probability of the fc layers of the models that have dropout (AlexNet, ZFNet);
+            ``None`` keeps the builder's (the paper's 0.5).
     """
 
     def __init__(self, model_name: str, num_classes: int, input_size: int = 224, in_channels: int = 3,
                  optimizer: partial | None = None, scheduler: partial | None = None,
                  scheduler_interval: str = "epoch", scheduler_monitor: str = "val/top1_err",
-                 channels_last: bool = False, compile: bool = False) -> None:
+                 channels_last: bool = False, compile: bool = False, dropout: float | None = None) -> None:
         super().__init__()
         # Only plain values go into the checkpoint, so it loads with torch.load(weights_only=True).
         self.save_hyperparameters("model_name", "num_classes", "input_size", "in_channels", "channels_last")
-        self.net = create_model(model_name, num_classes=num_classes, in_channels=in_channels)
+        extra = {} if dropout is None else {"dropout": dropout}
+        self.net = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **extra)
         self.example_input_array = torch.zeros(2, in_channels, input_size, input_size)  # shapes in the summary
         self.optimizer_factory = optimizer or partial(torch.optim.SGD, lr=0.01, momentum=0.9)
         self.scheduler_factory = scheduler
