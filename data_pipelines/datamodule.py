@@ -8,11 +8,22 @@ import os
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from .digits import write_digits
 from .layout import DataConfigError, DataLayoutError, check_layout
+
+
+def data_parallel_rank_and_size(trainer) -> tuple[int, int]:
+    """This process's rank among the data-parallel replicas, and their number.
+
+    Every process is a replica under DDP; under the two-GPU split a replica is a pair of processes,
+    which reads one shard together. One process alone is replica 0 of 1.
+    """
+    kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
+    return (kwargs["rank"], kwargs["num_replicas"]) if kwargs else (0, 1)
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
@@ -34,16 +45,20 @@ class ImageFolderDataModule(pl.LightningDataModule):
         mean, std: per-channel normalisation on the 0-1 scale (RGB; averaged for grayscale).
         num_workers: loader worker processes.
         name: short data set name used in run names.
+        seed: seed of the loader workers' augmentation, combined with the data-parallel rank: the
+            processes of one replica (a two-GPU split pair) draw the same augmentation, other
+            replicas other augmentation.
     """
 
     def __init__(self, root: str | None, num_classes: int, batch_size: int = 128, image_size: int = 224,
                  resize_size: int = 256, channels: int = 3, random_crop: bool = True, flip: bool = True,
                  border: float = 0.0, translate: float = 0.0,
                  mean: tuple[float, ...] = (0.485, 0.456, 0.406), std: tuple[float, ...] = (0.229, 0.224, 0.225),
-                 num_workers: int = 2, name: str = "imagenet") -> None:
+                 num_workers: int = 2, name: str = "imagenet", seed: int = 0) -> None:
         super().__init__()
         self.root = root if root not in (None, "") else os.environ.get("IMAGENET_ROOT")
         self.num_classes, self.batch_size, self.num_workers, self.name = num_classes, batch_size, num_workers, name
+        self.seed = seed
         if channels == 1:
             mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
         to_channels = [transforms.Grayscale(1)] if channels == 1 else []
@@ -61,11 +76,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     @property
     def per_process_batch_size(self) -> int:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if self.batch_size % world:
+        _, replicas = data_parallel_rank_and_size(self.trainer)
+        if self.batch_size % replicas:
             raise DataConfigError(f"data.batch_size={self.batch_size} is the global batch and must divide evenly "
-                                  f"over the {world} data-parallel processes; use a multiple of {world}")
-        return self.batch_size // world
+                                  f"over the {replicas} data-parallel replicas; use a multiple of {replicas}")
+        return self.batch_size // replicas
 
     def setup(self, stage: str | None = None) -> None:
         self.per_process_batch_size  # fail before any data is read
@@ -78,8 +93,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val_set = datasets.ImageFolder(str(root / "val"), transform=self.val_transform)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        # The workers' seeds are drawn from this generator (torch seeds worker i with base + i).
+        rank, _ = data_parallel_rank_and_size(self.trainer)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + rank)
         return DataLoader(dataset, batch_size=self.per_process_batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=False, drop_last=False)
+                          persistent_workers=self.num_workers > 0, pin_memory=False, drop_last=False,
+                          generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

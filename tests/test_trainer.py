@@ -176,7 +176,7 @@ def test_global_batch_must_divide_over_processes(tmp_path, digits_cache):
                      cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
     assert result.returncode == 1
     assert "error: data.batch_size=33 is the global batch and must divide evenly over the 2 data-parallel " \
-           "processes; use a multiple of 2" in result.stderr
+           "replicas; use a multiple of 2" in result.stderr
 
 def test_imagenet_root_alone_selects_imagenet(tmp_path):
     """With IMAGENET_ROOT set, the command a user types trains on that ImageNet-layout folder."""

@@ -5,9 +5,11 @@ import time
 import pytorch_lightning as pl
 import torch
 
+from data_pipelines.datamodule import data_parallel_rank_and_size
+
 
 class Throughput(pl.Callback):
-    """Logs ``train/img_per_s`` (all processes together) every ``log_every_n_steps`` and the epoch time.
+    """Logs ``train/img_per_s`` (all replicas together) every ``log_every_n_steps`` and the epoch time.
 
     Timed on the host between logging steps, with no device synchronisation: over a window of steps
     the host cannot run ahead of the device by more than the queue depth, so the rate is right.
@@ -25,7 +27,8 @@ class Throughput(pl.Callback):
         self._images += len(batch[0])
         if (trainer.global_step % trainer.log_every_n_steps) == 0:
             now = time.perf_counter()
-            rate = self._images * trainer.world_size / max(now - self._t0, 1e-9)
+            _, replicas = data_parallel_rank_and_size(trainer)  # the processes of a split pair share images
+            rate = self._images * replicas / max(now - self._t0, 1e-9)
             pl_module.log("train/img_per_s", rate, on_step=True, on_epoch=False)
             self._t0, self._images = now, 0
 

@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
 from .callbacks import NonFiniteLossGuard, Throughput
 from .checkpoints import AtomicCheckpointIO, check_compatible
+from .split_strategy import plan_processes
 from .summary import print_summary
 from .tracking import git_state, wandb_online_configured
 
@@ -41,7 +42,8 @@ def build_optimizer(cfg: DictConfig):
     return instantiate(optim)
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path, logger) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.Trainer:
+    """The Lightning Trainer of ``cfg.trainer``, with ``overrides`` (e.g. ``accelerator``) on top."""
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val/top1_err",
                                  mode="min", save_last=True, save_top_k=1, auto_insert_metric_name=False)
     callbacks = [checkpoint, Throughput(), NonFiniteLossGuard()]
@@ -51,7 +53,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger) -> pl.Trainer:
     if OmegaConf.is_dict(strategy):
         strategy = instantiate(strategy)
     return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, strategy=strategy,
-                       default_root_dir=str(output_dir), plugins=[AtomicCheckpointIO()])
+                       default_root_dir=str(output_dir), plugins=[AtomicCheckpointIO()], **overrides)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -62,7 +64,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoints and the W&B run.
     """
     start = time.perf_counter()
-    pl.seed_everything(cfg.seed, workers=True)
+    # The same seed in every process: the model starts identical everywhere. The data loaders seed
+    # their workers per data-parallel rank themselves (data_pipelines.datamodule), so Lightning's
+    # per-process worker seeding (workers=True) stays off: the two towers of a split pair must
+    # augment identically.
+    pl.seed_everything(cfg.seed, workers=False)
+    # checked before anything is built or any process is started
+    trainer_overrides = plan_processes(cfg) if cfg.strategy.name == "two_gpu_split" else {}
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -76,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes)
 
     logger = build_logger(cfg, output_dir)
-    trainer = build_trainer(cfg, output_dir, logger)
+    trainer = build_trainer(cfg, output_dir, logger, **trainer_overrides)
     if logger:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **git_state()})
     try:

@@ -1,0 +1,123 @@
+"""``strategy=two_gpu_split`` end to end: real CPU processes over gloo, launched as a user launches them."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+from models import create_model
+from trainer.checkpoints import load_checkpoint
+
+# two optimizer steps of a global batch of 8, one validation batch; gloo processes on the CPU
+TINY = ["model=alexnet", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1", "data.batch_size=8", "logger=csv",
+        "trainer.enable_progress_bar=false"]
+
+
+def run(folder: Path, cache: Path, *args: str):
+    """``python -m trainer TINY ARGS`` in ``folder``; returns the process and its last checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result = run_cli("trainer", *TINY, *args, cwd=folder, env={"CONVNET_CACHE": str(cache)}, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (run_dir,) = (folder / "outputs" / "alexnet").iterdir()
+    return result, load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+
+def initial_alexnet(seed: int = 42) -> dict:
+    """The weights every run starts from: the trainer seeds, then builds the model."""
+    torch.manual_seed(seed)
+    return {f"net.{k}": v for k, v in create_model("alexnet", num_classes=10).state_dict().items()}
+
+
+def update_mismatch(a: dict, b: dict, start: dict) -> dict[str, float]:
+    """Per tensor: how much the two runs' training updates differ, as a fraction of what float32 allows.
+
+    Allowed: 1 % of the update's size plus 4 float32 roundings of the weights. The first layers'
+    gradients are sums with heavy cancellation, so summing them in another order (grouped conv vs
+    two towers) moves them by up to ~0.5 %; a bias that starts at 1.0 and moves by 1e-6 can differ
+    by one rounding of 1.0 (6e-8). A real difference (another batch, another augmentation, gradients
+    averaged with the wrong processes) is tens of percent.
+    """
+    eps = torch.finfo(torch.float32).eps
+    out = {}
+    for key, w0 in start.items():
+        ua, ub = a["state_dict"][key] - w0, b["state_dict"][key] - w0
+        allowed = 1e-2 * ub.abs().max() + 4 * eps * w0.abs().max()
+        out[key] = ((ua - ub).abs().max() / allowed).item()
+    return out
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory, digits_cache):
+    """The paper's set-up: one pair, two processes; on this machine, CPU processes."""
+    return run(tmp_path_factory.mktemp("split"), digits_cache, "strategy=two_gpu_split")
+
+
+def test_split_runs_as_two_cpu_processes_and_says_so_once(split_run):
+    result, ckpt = split_run
+    notices = re.findall(r"two_gpu_split: 0 GPU\(s\) here, 2 needed: running the towers as 2 CPU processes",
+                         result.stdout + result.stderr)
+    assert len(notices) == 1
+    assert "alexnet / two_gpu_split / digits" in result.stdout
+    assert ckpt["global_step"] == 2
+
+
+def test_split_checkpoint_is_the_grouped_alexnet(split_run):
+    _, ckpt = split_run
+    net = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    create_model("alexnet", num_classes=10).load_state_dict(net)  # strict: every key and shape
+    assert net["conv2.weight"].shape == (256, 48, 5, 5) and net["fc8.weight"].shape == (10, 4096)
+    momentum = [s["momentum_buffer"] for s in ckpt["optimizer_states"][0]["state"].values()]
+    assert [m.shape for m in momentum] == [p.shape for p in net.values()]  # optimizer state joined the same way
+
+
+def test_split_and_single_checkpoints_resume_in_each_other(split_run, tmp_path, digits_cache):
+    _, ckpt = split_run
+    path = tmp_path / "split.ckpt"
+    torch.save(ckpt, path)
+    _, single = run(tmp_path / "single", digits_cache, "strategy=single", f"ckpt_path={path}",
+                    "trainer.max_epochs=2")
+    assert single["global_step"] == 4  # 2 restored + 2
+    torch.save(single, path)
+    _, back = run(tmp_path / "back", digits_cache, "strategy=two_gpu_split", f"ckpt_path={path}",
+                  "trainer.max_epochs=3")
+    assert back["global_step"] == 6
+
+
+@pytest.mark.parametrize("split_devices", [2, 4])
+def test_split_trains_exactly_like_data_parallel_alexnet(tmp_path, digits_cache, split_devices):
+    """With dropout off, N pairs of towers and N DDP replicas of the grouped model are the same computation:
+    same shards, same augmentation, gradients averaged over N replicas. 4 processes = 2 pairs x 2 towers."""
+    replicas = split_devices // 2
+    _, ddp = run(tmp_path / "ddp", digits_cache, "strategy=ddp", f"trainer.devices={replicas}", "model.dropout=0")
+    _, split = run(tmp_path / "split", digits_cache, "strategy=two_gpu_split", f"trainer.devices={split_devices}",
+                   "model.dropout=0")
+    mismatch = update_mismatch(split, ddp, initial_alexnet())
+    worst = max(mismatch, key=mismatch.get)
+    print(f"{replicas} pair(s) vs {replicas} DDP replica(s), 2 steps: worst {worst} at {mismatch[worst]:.2f} of "
+          f"the float32 tolerance")
+    assert mismatch[worst] <= 1.0, (worst, mismatch[worst])
+    assert split["global_step"] == ddp["global_step"] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model=lenet5"], "strategy=two_gpu_split splits the 2012 two-GPU AlexNet between two processes, but "
+                       "model=lenet5; use model=alexnet, or strategy=ddp"),
+    (["model=alexnet", "trainer.devices=3"], "strategy=two_gpu_split needs an even number of processes per node (each pair holds the two "
+                                             "towers of one AlexNet), but trainer.devices=3"),
+])
+def test_bad_split_settings_are_refused_before_any_process_starts(tmp_path, digits_cache, args, message):
+    result = run_cli("trainer", "strategy=two_gpu_split", *args, "logger=none", cwd=tmp_path,
+                     env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
+    assert result.returncode == 1
+    assert f"error: {message}" in result.stderr and "Traceback" not in result.stderr
+    assert "Initializing distributed" not in result.stdout + result.stderr
+
+
+def test_multirun_with_the_split_is_refused(tmp_path):
+    result = run_cli("trainer", "-m", "model=alexnet", "strategy=two_gpu_split", "optim.lr=0.01,0.02",
+                     cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "error: Hydra multirun (-m) cannot be combined with strategy=two_gpu_split" in result.stderr
