@@ -120,3 +120,16 @@ def test_ddp_strategy_config(tmp_path, digits_cache):
     strategy = instantiate(cfg.strategy.lightning)
     assert type(strategy).__name__ == "DDPStrategy" and strategy._timeout == datetime.timedelta(minutes=10)
     assert cfg.trainer.sync_batchnorm is True
+
+
+def test_two_gpu_split_strategy_config(tmp_path, digits_cache):
+    import datetime
+
+    from trainer.split_strategy import TwoGPUSplitStrategy, plan_processes
+
+    cfg = make_cfg(tmp_path, digits_cache, "model=alexnet", "strategy=two_gpu_split")
+    strategy = instantiate(cfg.strategy.lightning)
+    assert isinstance(strategy, TwoGPUSplitStrategy) and strategy._timeout == datetime.timedelta(minutes=10)
+    assert cfg.trainer.devices == 2 and cfg.trainer.num_nodes == 1  # one pair, as in the paper
+    cfg.trainer.accelerator = "auto"
+    assert plan_processes(cfg) == ({"accelerator": "cpu"} if torch.cuda.device_count() < 2 else {})

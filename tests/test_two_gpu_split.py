@@ -121,3 +121,46 @@ def test_multirun_with_the_split_is_refused(tmp_path):
                      cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert "error: Hydra multirun (-m) cannot be combined with strategy=two_gpu_split" in result.stderr
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes whose parent is ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                out.append((int(stat.parent.name), (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+    return out
+
+
+def test_a_dead_tower_stops_the_other_instead_of_hanging(tmp_path, digits_cache):
+    """Kill the rank-1 process mid-training: rank 0 is waiting on it inside a collective and must exit, not hang."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "log.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "trainer", "model=alexnet", "strategy=two_gpu_split",
+                                 "logger=none", "trainer.enable_progress_bar=false"], cwd=tmp_path, stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, "CONVNET_CACHE": str(digits_cache)})
+    try:
+        deadline = time.monotonic() + 180
+        while "Starting with 2 processes" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(5)  # well inside the first epoch's collectives
+        (child,) = [pid for pid, cmd in _children(proc.pid) if "train_ddp_process_1" in cmd]
+        os.kill(child, signal.SIGKILL)
+        killed = time.monotonic()
+        returncode = proc.wait(timeout=120)
+        waited = time.monotonic() - killed
+    finally:
+        proc.kill()
+    print(f"rank 0 exited {waited:.1f} s after rank 1 was killed, code {returncode}")
+    assert returncode != 0 and waited < 60

@@ -33,7 +33,8 @@ class Throughput(pl.Callback):
             self._t0, self._images = now, 0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("train/epoch_time_s", time.perf_counter() - self._epoch_t0, on_step=False, on_epoch=True)
+        pl_module.log("train/epoch_time_s", time.perf_counter() - self._epoch_t0, on_step=False, on_epoch=True,
+                      sync_dist=True)  # the mean over processes
 
 
 class NonFiniteLossError(RuntimeError):

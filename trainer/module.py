@@ -73,9 +73,10 @@ class ClassifierModule(pl.LightningModule):
         self.val_top5.update(logits, labels)
 
     def on_validation_epoch_end(self) -> None:
-        # compute() syncs the counts over processes, so every rank logs the same global error.
-        self.log("val/top1_err", 100.0 * (1.0 - self.val_top1.compute()), prog_bar=True)
-        self.log("val/top5_err", 100.0 * (1.0 - self.val_top5.compute()), prog_bar=True)
+        # compute() syncs the counts over processes, so every rank holds the same global error
+        # (sync_dist then averages equal values: it only tells Lightning the value is global).
+        self.log("val/top1_err", 100.0 * (1.0 - self.val_top1.compute()), prog_bar=True, sync_dist=True)
+        self.log("val/top5_err", 100.0 * (1.0 - self.val_top5.compute()), prog_bar=True, sync_dist=True)
         self.val_top1.reset()
         self.val_top5.reset()
 
