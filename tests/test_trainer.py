@@ -37,6 +37,7 @@ def test_short_run_logs_to_wandb_offline_and_checkpoints(tmp_path, digits_cache)
     for name in ("best.ckpt", "last.ckpt"):
         ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / name)  # weights_only: plain data only
         assert ckpt["hyper_parameters"]["model_name"] == "lenet5"
+    assert load_checkpoint(result["last_ckpt"])["global_step"] == 10  # last is the latest, improved or not
 
 
 def test_resume_continues_at_the_saved_step(tmp_path, digits_cache):

@@ -1,6 +1,7 @@
 """Callbacks the trainer always uses: throughput, non-finite loss guard."""
 
 import time
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -50,8 +51,9 @@ class NonFiniteLossGuard(pl.Callback):
     before the bad step are left as they are.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, last_ckpt: str | Path | None = None) -> None:
         self._first_bad: torch.Tensor | None = None
+        self.last_ckpt = Path(last_ckpt) if last_ckpt else None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -74,7 +76,7 @@ class NonFiniteLossGuard(pl.Callback):
             return
         step = int(self._first_bad)
         if step >= 0:
-            last = getattr(trainer.checkpoint_callback, "last_model_path", "")
+            last = self.last_ckpt if self.last_ckpt is not None and self.last_ckpt.is_file() else None
             kept = (f"The last good checkpoint is kept: {last}; resume from it with ckpt_path={last} after "
                     f"lowering optim.lr." if last else "No checkpoint had been written yet; lower optim.lr.")
             raise NonFiniteLossError(f"the training loss became NaN/inf at global step {step} (epoch "

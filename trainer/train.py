@@ -44,9 +44,12 @@ def build_optimizer(cfg: DictConfig):
 
 def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.Trainer:
     """The Lightning Trainer of ``cfg.trainer``, with ``overrides`` (e.g. ``accelerator``) on top."""
-    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val/top1_err",
-                                 mode="min", save_last=True, save_top_k=1, auto_insert_metric_name=False)
-    callbacks = [checkpoint, Throughput(), NonFiniteLossGuard()]
+    folder = output_dir / "checkpoints"
+    # Two callbacks: Lightning's save_last only rewrites last.ckpt when the best one changes.
+    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/top1_err", mode="min", save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
+    callbacks = [best, last, Throughput(), NonFiniteLossGuard(last_ckpt=folder / "last.ckpt")]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     strategy = cfg.strategy.lightning
@@ -97,13 +100,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     result = {
         "val/top1_err": metrics.get("val/top1_err"),
         "val/top5_err": metrics.get("val/top5_err"),
-        "best/top1_err": _best_score(trainer.checkpoint_callback),
+        "best/top1_err": _best_score(trainer.checkpoint_callback),  # the first one: best
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "wall_s": time.perf_counter() - start,
         "output_dir": str(output_dir),
         "best_ckpt": trainer.checkpoint_callback.best_model_path,
-        "last_ckpt": trainer.checkpoint_callback.last_model_path,
+        "last_ckpt": str(output_dir / "checkpoints" / "last.ckpt"),
         "wandb_dir": _wandb_dir(logger) if trainer.is_global_zero else None,  # W&B runs on rank 0 only
     }
     _finish_wandb(logger, exit_code=0)  # close the run here, not at exit: train() may run again in-process
