@@ -1,8 +1,8 @@
-"""Data: the ImageNet folder layout, the embedded digits sample and the Lightning DataModules."""
+"""Data: the ImageNet folder layout, the embedded digits sample, DALI pipelines and the Lightning DataModules."""
 
-from .datamodule import DigitsDataModule, ImageFolderDataModule
+from .datamodule import DigitsDataModule, ImageFolderDataModule, data_parallel_rank_and_size
 from .digits import write_digits
-from .layout import DataConfigError, DataLayoutError, check_layout
+from .layout import DataConfigError, DataLayoutError, check_layout, list_samples
 
-__all__ = ["DigitsDataModule", "ImageFolderDataModule", "write_digits", "DataConfigError", "DataLayoutError",
-           "check_layout"]
+__all__ = ["DigitsDataModule", "ImageFolderDataModule", "data_parallel_rank_and_size", "write_digits",
+           "DataConfigError", "DataLayoutError", "check_layout", "list_samples"]

@@ -1,19 +1,16 @@
-"""Lightning DataModules over the ImageNet folder layout (``layout.py``).
-
-The loaders here decode with PIL through torchvision; the DALI pipelines (issue #4) slot in behind
-the same DataModule interface.
-"""
+"""Lightning DataModules over the ImageNet folder layout (``layout.py``), read through DALI pipelines."""
 
 import os
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
 
+from .augment import EVAL_PROTOCOLS, PRESETS
+from .dali_loader import DALILoader
 from .digits import write_digits
-from .layout import DataConfigError, DataLayoutError, check_layout
+from .layout import DataConfigError, DataLayoutError, check_layout, list_samples
+
+DECODERS = ("auto", "cpu", "mixed")
 
 
 def data_parallel_rank_and_size(trainer) -> tuple[int, int]:
@@ -27,52 +24,44 @@ def data_parallel_rank_and_size(trainer) -> tuple[int, int]:
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
-    """Train/val loaders for ``root/{train,val}/<class>/<image>``.
+    """Train/val batches of ``root/{train,val}/<class>/<image>`` through DALI (``dali_loader.py``).
 
     Args:
         root: the dataset folder; ``None`` falls back to the ``IMAGENET_ROOT`` environment variable.
         num_classes: classes the model is built for; must equal the number of class folders.
         batch_size: images per optimizer step over all processes (the papers' batch sizes are global:
-            128 for AlexNet, 256 for ResNet); each of the N data-parallel processes loads batch_size / N.
+            128 for AlexNet, 256 for ResNet); each of the N data-parallel replicas loads batch_size / N.
         image_size: side of the square crop fed to the model.
-        resize_size: the shorter side is resized to this before cropping.
-        channels: 3 for RGB, 1 for grayscale models (LeNet-5).
-        random_crop: random crops for training (else centre crops).
-        flip: random horizontal flips for training.
-        border: blank border on each side as a fraction of ``image_size``: the image is resized into
-            the field inside it (LeNet-5 read 28x28 digits centred in a 32x32 input).
-        translate: random shifts for training, up to this fraction of ``image_size`` each way.
-        mean, std: per-channel normalisation on the 0-1 scale (RGB; averaged for grayscale).
-        num_workers: loader worker processes.
+        resize_size: the shorter side before cropping (256 in the papers; evaluation always uses it).
+        channels: 3 for RGB, 1 for grey models (LeNet-5).
+        preset: the training augmentation: ``alexnet``, ``resnet``, ``inception`` or ``digits``
+            (``augment.train_augment``).
+        eval_protocol: ``center`` (one centre crop) or ``tencrop`` (4 corners + centre and their mirrors,
+            softmax averaged), the protocol a paper figure was measured with.
+        scale_range: the random shorter side of the ``resnet`` preset.
+        decoder: ``auto`` (GPU decoding, ``mixed``, when the process trains on a GPU, else ``cpu``),
+            ``cpu`` or ``mixed``.
+        num_workers: DALI CPU threads per process.
         name: short data set name used in run names.
-        seed: seed of the loader workers' augmentation, combined with the data-parallel rank: the
-            processes of one replica (a two-GPU split pair) draw the same augmentation, other
-            replicas other augmentation.
+        seed: with the epoch and the data-parallel replica, picks the sample order and augmentation.
     """
 
     def __init__(self, root: str | None, num_classes: int, batch_size: int = 128, image_size: int = 224,
-                 resize_size: int = 256, channels: int = 3, random_crop: bool = True, flip: bool = True,
-                 border: float = 0.0, translate: float = 0.0,
-                 mean: tuple[float, ...] = (0.485, 0.456, 0.406), std: tuple[float, ...] = (0.229, 0.224, 0.225),
-                 num_workers: int = 2, name: str = "imagenet", seed: int = 0) -> None:
+                 resize_size: int = 256, channels: int = 3, preset: str = "alexnet", eval_protocol: str = "center",
+                 scale_range: tuple[int, int] = (256, 480), decoder: str = "auto", num_workers: int = 4,
+                 name: str = "imagenet", seed: int = 0) -> None:
         super().__init__()
+        for value, valid, key in ((preset, PRESETS, "preset"), (eval_protocol, EVAL_PROTOCOLS, "eval_protocol"),
+                                  (decoder, DECODERS, "decoder")):
+            if value not in valid:
+                raise DataConfigError(f"data.{key}={value} is not one of {', '.join(valid)}")
         self.root = root if root not in (None, "") else os.environ.get("IMAGENET_ROOT")
-        self.num_classes, self.batch_size, self.num_workers, self.name = num_classes, batch_size, num_workers, name
-        self.seed = seed
-        if channels == 1:
-            mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
-        to_channels = [transforms.Grayscale(1)] if channels == 1 else []
-        tail = [*to_channels, transforms.ToTensor(), transforms.Normalize(list(mean), list(std))]
-        pad = round(border * image_size)
-        resize = [transforms.Resize(resize_size - 2 * pad), transforms.Pad(pad)] if pad else [transforms.Resize(resize_size)]
-        train_aug = [transforms.RandomCrop(image_size) if random_crop else transforms.CenterCrop(image_size)]
-        if translate:
-            train_aug.append(transforms.RandomAffine(degrees=0.0, translate=(translate, translate)))
-        if flip:
-            train_aug.append(transforms.RandomHorizontalFlip())
-        self.train_transform = transforms.Compose([*resize, *train_aug, *tail])
-        self.val_transform = transforms.Compose([*resize, transforms.CenterCrop(image_size), *tail])
+        self.num_classes, self.batch_size, self.name, self.seed = num_classes, batch_size, name, seed
+        self.decoder, self.num_workers = decoder, num_workers
+        self.graph = dict(preset=preset, protocol=eval_protocol, image_size=image_size, resize_size=resize_size,
+                          channels=channels, scale_range=tuple(scale_range))
         self.classes: list[str] = []
+        self.samples: dict[str, tuple[list[str], list[int]]] = {}
 
     @property
     def per_process_batch_size(self) -> int:
@@ -87,28 +76,45 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.classes = check_layout(self.root)
         if len(self.classes) != self.num_classes:
             raise DataLayoutError(f"{self.root} has {len(self.classes)} class folders but the model is configured "
-                             f"for data.num_classes={self.num_classes}; set data.num_classes={len(self.classes)}")
-        root = Path(self.root).expanduser()
-        self.train_set = datasets.ImageFolder(str(root / "train"), transform=self.train_transform)
-        self.val_set = datasets.ImageFolder(str(root / "val"), transform=self.val_transform)
+                                  f"for data.num_classes={self.num_classes}; set data.num_classes={len(self.classes)}")
+        self.samples = {split: list_samples(self.root, split, self.classes) for split in ("train", "val")}
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        # The workers' seeds are drawn from this generator (torch seeds worker i with base + i).
-        rank, _ = data_parallel_rank_and_size(self.trainer)
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + rank)
-        return DataLoader(dataset, batch_size=self.per_process_batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=False, drop_last=False,
-                          generator=generator)
+    def _device(self) -> tuple[str, int | None]:
+        """The decoder and the GPU it runs on: GPU decoding when this process trains on a GPU."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        decoder = self.decoder if self.decoder != "auto" else ("mixed" if device.type == "cuda" else "cpu")
+        if decoder == "mixed" and device.type != "cuda":
+            raise DataConfigError("data.decoder=mixed decodes on the GPU, but this process runs on the CPU; "
+                                  "use data.decoder=auto or cpu")
+        return decoder, (device.index or 0) if decoder == "mixed" else None
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+    def _loader(self, split: str, train: bool) -> DALILoader:
+        rank, replicas = data_parallel_rank_and_size(self.trainer)
+        decoder, device_id = self._device()
+        files, labels = self.samples[split]
+        epoch = (lambda: self.trainer.current_epoch) if train and self.trainer is not None else (lambda: 0)
+        return DALILoader(files, labels, batch_size=self.per_process_batch_size, train=train, **self.graph,
+                          seed=self.seed, epoch_fn=epoch, rank=rank, replicas=replicas, device_id=device_id,
+                          decoder=decoder, num_threads=self.num_workers)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+    def train_dataloader(self) -> DALILoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DALILoader:
+        return self._loader("val", train=False)
 
 
 class DigitsDataModule(ImageFolderDataModule):
-    """The embedded default: scikit-learn's handwritten digits, cached once under ``root``."""
+    """The embedded default: scikit-learn's handwritten digits, cached once under ``root``.
+
+    ``resize_size=None`` sizes the digit to 7/8 of the input, centred in it: LeNet-5 read 28x28 digits
+    in a 32x32 field, so the ``digits`` preset's random placement shifts them by up to 2 pixels.
+    """
+
+    def __init__(self, root: str | None, num_classes: int, image_size: int = 32, resize_size: int | None = None,
+                 preset: str = "digits", **kwargs) -> None:
+        resize_size = resize_size or round(image_size * 7 / 8)
+        super().__init__(root, num_classes, image_size=image_size, resize_size=resize_size, preset=preset, **kwargs)
 
     def prepare_data(self) -> None:
         write_digits(self.root)

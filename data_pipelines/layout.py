@@ -4,6 +4,7 @@
     ROOT/val/<class>/<image>     val images sorted into the same class folders
 """
 
+import os
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -60,3 +61,32 @@ def check_layout(root: str | Path | None) -> list[str]:
                               f"{only_train[:5]}{' ...' if len(only_train) > 5 else ''}; only in val: "
                               f"{only_val[:5]}{' ...' if len(only_val) > 5 else ''}")
     return sorted(train)
+
+
+def usable_list(root: str | Path, split: str) -> Path:
+    """Where ``python -m data_pipelines.verify`` writes the usable images of a split (the readers use it)."""
+    return Path(root).expanduser() / f"usable_{split}.txt"
+
+
+def list_samples(root: str | Path, split: str, classes: list[str]) -> tuple[list[str], list[int]]:
+    """The image paths of one split and their labels (the index of their class folder in ``classes``).
+
+    Reads the usable-image list that ``python -m data_pipelines.verify`` wrote when there is one
+    (so files found broken are never read), else lists the class folders.
+    """
+    root = Path(root).expanduser()
+    listed = usable_list(root, split)
+    if listed.is_file():
+        relative = [line for line in listed.read_text().splitlines() if line]
+    else:
+        relative = []
+        for name in classes:
+            with os.scandir(root / split / name) as entries:
+                relative += sorted(f"{split}/{name}/{e.name}" for e in entries
+                                   if e.name.lower().endswith(IMAGE_SUFFIXES))
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted({r.split("/")[1] for r in relative} - set(index))
+    if unknown:
+        raise DataLayoutError(f"{listed} names class folders that are not in {root / split}: {unknown[:5]}; "
+                              f"run python -m data_pipelines.verify {root} again")
+    return [str(root / r) for r in relative], [index[r.split("/")[1]] for r in relative]

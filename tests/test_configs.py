@@ -133,3 +133,13 @@ def test_two_gpu_split_strategy_config(tmp_path, digits_cache):
     assert cfg.trainer.devices == 2 and cfg.trainer.num_nodes == 1  # one pair, as in the paper
     cfg.trainer.accelerator = "auto"
     assert plan_processes(cfg) == ({"accelerator": "cpu"} if torch.cuda.device_count() < 2 else {})
+
+
+@pytest.mark.parametrize("experiment, preset, scales", [
+    ("alexnet_2012", "alexnet", [256, 480]), ("zfnet_2013", "alexnet", [256, 480]),
+    ("vgg16_2014", "resnet", [256, 512]), ("resnet50_2015", "resnet", [256, 480]),
+    ("resnet152_2015", "resnet", [256, 480])])
+def test_experiments_set_their_papers_imagenet_augmentation(tmp_path, digits_cache, experiment, preset, scales):
+    cfg = make_cfg(tmp_path, digits_cache, f"experiment={experiment}", "data=imagenet", "data.root=/x")
+    assert (cfg.data.preset, list(cfg.data.scale_range)) == (preset, scales)
+    assert make_cfg(tmp_path, digits_cache, f"experiment={experiment}").data.preset == "digits"  # no ImageNet

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from data_pipelines.dali_loader import PAD_LABEL
 from models import create_model
 
 
@@ -43,8 +44,9 @@ class ClassifierModule(pl.LightningModule):
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
         self.channels_last, self.compile = channels_last, compile
         top5 = min(5, num_classes)
-        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        # PAD_LABEL marks the entries that pad a replica's shard: never counted
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=PAD_LABEL)
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro", ignore_index=PAD_LABEL)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -57,20 +59,35 @@ class ClassifierModule(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
+    @staticmethod
+    def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # Mean over the real samples: the entries that pad a replica's shard to equal length carry
+        # PAD_LABEL (data_pipelines.dali_loader); a batch of padding alone gives 0, not NaN.
+        total = F.cross_entropy(logits, labels, ignore_index=PAD_LABEL, reduction="sum")
+        return total / (labels != PAD_LABEL).sum().clamp_min(1)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        loss = F.cross_entropy(self(images), labels)
+        loss = self._loss(self(images), labels)
         # The loss stays a tensor: Lightning reduces it on the device and reads it only when it logs.
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
+    def evaluation_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities; for a stack of views per image (N, V, C, H, W), of the averaged softmax
+        (AlexNet section 4.1: the ten patches' softmax outputs are averaged)."""
+        if images.dim() == 5:
+            n, views = images.shape[:2]
+            return self(images.flatten(0, 1)).softmax(-1).view(n, views, -1).mean(1).log()
+        return self(images).log_softmax(-1)
+
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
-        logits = self(images)
-        self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True)
-        self.val_top1.update(logits, labels)
-        self.val_top5.update(logits, labels)
+        scores = self.evaluation_scores(images)
+        self.log("val/loss", self._loss(scores, labels), on_epoch=True, sync_dist=True)
+        self.val_top1.update(scores, labels)
+        self.val_top5.update(scores, labels)
 
     def on_validation_epoch_end(self) -> None:
         # compute() syncs the counts over processes, so every rank holds the same global error

@@ -1,0 +1,121 @@
+"""A Lightning-ready iterable over DALI pipelines: exact epochs, a shard per data-parallel replica, resume.
+
+DALI ignores a reset in the middle of an epoch, and Lightning stops epochs early all the time
+(the sanity check, ``limit_*_batches``, a fractional ``val_check_interval``). So each ``iter()``
+builds a fresh pipeline over exactly the samples that epoch's shard still has to read (building one
+takes well under a second), and a partly read epoch is simply dropped with its pipeline. The order
+is a permutation drawn from (seed, epoch), sharded by the data-parallel rank, so:
+
+- every sample is read exactly once per epoch over all replicas: shards are padded to equal length
+  (every replica must run the same number of steps) with entries labelled ``PAD_LABEL``, which
+  the loss and the metrics ignore;
+- ``len()`` is exact and equal on every replica;
+- the processes of one replica (a two-GPU split pair) read the same samples with the same
+  augmentation (the pipeline's seed is drawn from seed, epoch and replica);
+- a run resumed mid-epoch reads exactly the batches the uninterrupted run would have read, the
+  same samples with the same augmentation: DALI's own checkpoint of the pipeline (reader position
+  and random state) goes into the Lightning checkpoint through ``state_dict()``, and the resumed
+  epoch's pipeline is built from it.
+"""
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+from .augment import eval_crops, train_augment
+
+PAD_LABEL = -1
+READER = "reader"
+
+
+def epoch_shard(num_samples: int, epoch: int, seed: int, shuffle: bool, rank: int, replicas: int) -> np.ndarray:
+    """Sample indices replica ``rank`` reads in ``epoch``, padded with -1 to ``ceil(num_samples / replicas)``."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_samples) if shuffle else np.arange(num_samples)
+    shard = order[rank::replicas]
+    padding = math.ceil(num_samples / replicas) - len(shard)
+    return np.concatenate([shard, np.full(padding, -1, dtype=shard.dtype)])
+
+
+@pipeline_def
+def _image_pipeline(files, labels, train: bool, preset: str, protocol: str, image_size: int, resize_size: int,
+                    channels: int, scale_range, decoder: str):
+    encoded, label = fn.readers.file(files=files, labels=labels, name=READER)
+    output_type = types.GRAY if channels == 1 else types.RGB
+    if train and preset == "inception":  # decode only the random-resized crop (Szegedy et al. 2015)
+        images = fn.decoders.image_random_crop(encoded, device=decoder, output_type=output_type,
+                                               random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3])
+    else:
+        images = fn.decoders.image(encoded, device=decoder, output_type=output_type)
+    if train:
+        images = train_augment(images, preset, image_size, resize_size, channels, scale_range)
+    else:
+        images = eval_crops(images, protocol, preset, image_size, resize_size, channels)
+    return images, (label.gpu() if decoder == "mixed" else label)
+
+
+class DALILoader:
+    """Batches ``(images, labels)`` of one split through a DALI pipeline (see the module docstring).
+
+    Args:
+        files: image paths; ``labels``: their class indices.
+        batch_size: images per step on this replica.
+        train: training augmentation and a shuffled order, else evaluation crops in file order.
+        epoch_fn: returns the current epoch (the trainer's), which picks the order and the seed.
+        rank, replicas: this process's data-parallel replica and their number.
+        device_id: the GPU for ``decoder="mixed"`` (GPU decoding and augmentation); ``None`` with ``"cpu"``.
+        num_threads: DALI CPU threads.
+        The rest: see ``augment.train_augment`` and ``augment.eval_crops``.
+    """
+
+    def __init__(self, files: list[str], labels: list[int], *, batch_size: int, train: bool, preset: str,
+                 protocol: str, image_size: int, resize_size: int, channels: int, scale_range=(256, 480),
+                 seed: int = 0, epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, replicas: int = 1,
+                 device_id: int | None = None, decoder: str = "cpu", num_threads: int = 2) -> None:
+        if not files:
+            raise ValueError("no images to read")
+        self.files, self.labels = np.asarray(files), np.asarray(labels, dtype=np.int32)
+        self.batch_size, self.train, self.seed, self.epoch_fn = batch_size, train, seed, epoch_fn
+        self.rank, self.replicas = rank, replicas
+        self.device_id, self.decoder, self.num_threads = device_id, decoder, num_threads
+        self.graph = dict(train=train, preset=preset, protocol=protocol, image_size=image_size,
+                          resize_size=resize_size, channels=channels, scale_range=tuple(scale_range), decoder=decoder)
+        self._epoch, self._batches, self._resume_at, self._batches_iter = 0, 0, None, None
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(len(self.files) / self.replicas) / self.batch_size)
+
+    def state_dict(self) -> dict:
+        """The position in the epoch; Lightning stores it in its checkpoints."""
+        state = {"epoch": self._epoch, "batches": self._batches}
+        if self._batches_iter is not None and self._batches < len(self):
+            state["dali"] = self._batches_iter.checkpoints()[0]  # DALI's reader position and random state
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_at = state
+
+    def shard(self, epoch: int) -> np.ndarray:
+        return epoch_shard(len(self.files), epoch, self.seed, self.train, self.rank, self.replicas)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, resume = self.epoch_fn(), self._resume_at
+        resume = resume if resume is not None and resume["epoch"] == epoch and "dali" in resume else None
+        self._resume_at, self._batches_iter = None, None  # an unfinished earlier epoch is dropped here
+        self._epoch, self._batches = epoch, resume["batches"] if resume else 0
+        index = self.shard(epoch)
+        real = index >= 0
+        files = np.where(real, self.files[np.where(real, index, 0)], self.files[0]).tolist()
+        labels = np.where(real, self.labels[np.where(real, index, 0)], PAD_LABEL).tolist()
+        seed = int(np.random.SeedSequence([self.seed, epoch, self.rank]).generate_state(1)[0] % 2**31)
+        pipe = _image_pipeline(files=files, labels=labels, **self.graph, batch_size=self.batch_size,
+                               num_threads=self.num_threads, device_id=self.device_id, seed=seed,
+                               enable_checkpointing=True, checkpoint=resume["dali"] if resume else None)
+        self._batches_iter = DALIGenericIterator(pipe, ["images", "labels"], reader_name=READER, auto_reset=False,
+                                                 last_batch_policy=LastBatchPolicy.PARTIAL)
+        for out in self._batches_iter:
+            self._batches += 1
+            yield out[0]["images"], out[0]["labels"].squeeze(-1).long()

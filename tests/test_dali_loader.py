@@ -1,0 +1,91 @@
+"""Exact epochs, shards per data-parallel replica, partial epochs and mid-epoch resume of the DALI loader."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from data_pipelines import list_samples
+from data_pipelines.dali_loader import PAD_LABEL, DALILoader, epoch_shard
+
+DIGITS = dict(preset="digits", protocol="center", image_size=32, resize_size=28, channels=1, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def digits(digits_cache):
+    root = digits_cache / "digits"
+    classes = [str(d) for d in range(10)]
+    return {split: list_samples(root, split, classes) for split in ("train", "val")}
+
+
+def loader(samples, **kwargs) -> DALILoader:
+    files, labels = samples
+    return DALILoader(files, labels, **{"batch_size": 16, "train": True, **DIGITS, **kwargs})
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+@pytest.mark.parametrize("num_samples", [1437, 360, 7])
+def test_shards_cover_every_sample_once_per_epoch(num_samples, replicas):
+    for epoch in range(3):
+        shards = [epoch_shard(num_samples, epoch, 0, True, r, replicas) for r in range(replicas)]
+        assert len({len(s) for s in shards}) == 1  # the same number of steps on every replica
+        real = np.concatenate([s[s >= 0] for s in shards])
+        assert sorted(real.tolist()) == list(range(num_samples))  # each sample once
+        assert sum(int((s < 0).sum()) for s in shards) == -num_samples % replicas
+    assert not np.array_equal(epoch_shard(100, 0, 0, True, 0, 2), epoch_shard(100, 1, 0, True, 0, 2))
+    assert epoch_shard(10, 5, 0, False, 1, 2).tolist() == [1, 3, 5, 7, 9]  # evaluation: file order
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+def test_validation_counts_every_image_once_over_replicas(digits, replicas):
+    counted, lengths = Counter(), set()
+    for rank in range(replicas):
+        val = loader(digits["val"], train=False, rank=rank, replicas=replicas)
+        batches = list(val)
+        lengths.add((len(val), len(batches)))
+        counted.update(label for _, y in batches for label in y.tolist() if label != PAD_LABEL)
+    assert len(lengths) == 1  # len() is exact and the same on every replica
+    assert counted == Counter(digits["val"][1])
+
+
+def test_the_two_processes_of_a_pair_read_the_same_batches(digits):
+    first, second, other = (list(loader(digits["train"], rank=r, replicas=2)) for r in (0, 0, 1))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))
+    assert not torch.equal(first[0][0], other[0][0])
+
+
+def test_a_partly_read_epoch_does_not_shorten_the_next(digits):
+    val = loader(digits["val"], train=False)
+    partial = iter(val)
+    next(partial), next(partial)  # Lightning's sanity check stops after two batches
+    full = list(val)
+    assert len(full) == len(val) == 23 and sum(len(y) for _, y in full) == 360
+
+
+def test_epochs_are_new_permutations(digits):
+    epoch = {"n": 0}
+    train = loader(digits["train"], epoch_fn=lambda: epoch["n"])
+    first = torch.cat([y for _, y in train])
+    epoch["n"] = 1
+    second = torch.cat([y for _, y in train])
+    assert sorted(first.tolist()) == sorted(second.tolist()) and not torch.equal(first, second)
+
+
+def test_mid_epoch_resume_reads_exactly_what_the_uninterrupted_run_reads(digits):
+    uninterrupted = list(loader(digits["train"], epoch_fn=lambda: 3))
+    stopped = loader(digits["train"], epoch_fn=lambda: 3)
+    for i, _ in enumerate(stopped):
+        if i == 9:  # ten batches trained, then the job is preempted
+            break
+    state = stopped.state_dict()
+    assert state["epoch"] == 3 and state["batches"] == 10
+    resumed = loader(digits["train"], epoch_fn=lambda: 3)
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert len(rest) == len(uninterrupted) - 10
+    for (x, y), (x_ref, y_ref) in zip(rest, uninterrupted[10:]):
+        assert torch.equal(y, y_ref) and torch.equal(x, x_ref)  # same samples, same augmentation
+    resumed_next_epoch = loader(digits["train"], epoch_fn=lambda: 4)
+    resumed_next_epoch.load_state_dict(state)  # a state of another epoch: the epoch starts at its beginning
+    assert len(list(resumed_next_epoch)) == len(uninterrupted)
