@@ -19,6 +19,7 @@ is a permutation drawn from (seed, epoch), sharded by the data-parallel rank, so
 """
 
 import math
+import re
 from typing import Callable, Iterator
 
 import numpy as np
@@ -27,9 +28,35 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from .augment import eval_crops, train_augment
+from .layout import DataConfigError
+from .verify import inspect_image
 
 PAD_LABEL = -1
 READER = "reader"
+PREFETCH = 2  # batches DALI prepares ahead of the one being trained on
+# how DALI names the file it could not read or decode
+_DALI_FILE_ERRORS = (re.compile(r"Failed to decode sample #\d+ : (.+)"), re.compile(r"File mapping failed: (.+)"),
+                     re.compile(r"Could not open file (.+)"))
+
+
+class UnreadableImageError(DataConfigError):
+    """An image file that DALI could not read or decode, met while training."""
+
+
+def unreadable_image_error(error: RuntimeError, suspects: list[str]) -> UnreadableImageError | None:
+    """DALI's multi-line pipeline error as one line naming the file and the way out.
+
+    DALI names the file for some failures and not for others ("nvImageCodec failure"); then the
+    ``suspects`` (the batches being read when it failed) are decoded here to find it. None: no file
+    is at fault, the error is something else.
+    """
+    found = next((m.group(1).strip() for p in _DALI_FILE_ERRORS if (m := p.search(str(error)))), None)
+    if found is None:
+        found = next((path for path in suspects if inspect_image(path)[1]), None)
+    if found is None:
+        return None
+    return UnreadableImageError(f"cannot read or decode {found}; run `python -m data_pipelines.verify DATA_ROOT` "
+                                f"once: it lists every unusable file, and training then reads only the usable ones")
 
 
 def epoch_shard(num_samples: int, epoch: int, seed: int, shuffle: bool, rank: int, replicas: int) -> np.ndarray:
@@ -113,9 +140,17 @@ class DALILoader:
         seed = int(np.random.SeedSequence([self.seed, epoch, self.rank]).generate_state(1)[0] % 2**31)
         pipe = _image_pipeline(files=files, labels=labels, **self.graph, batch_size=self.batch_size,
                                num_threads=self.num_threads, device_id=self.device_id, seed=seed,
-                               enable_checkpointing=True, checkpoint=resume["dali"] if resume else None)
-        self._batches_iter = DALIGenericIterator(pipe, ["images", "labels"], reader_name=READER, auto_reset=False,
-                                                 last_batch_policy=LastBatchPolicy.PARTIAL)
-        for out in self._batches_iter:
-            self._batches += 1
-            yield out[0]["images"], out[0]["labels"].squeeze(-1).long()
+                               prefetch_queue_depth=PREFETCH, enable_checkpointing=True,
+                               checkpoint=resume["dali"] if resume else None)
+        try:  # a broken file stops the run with its name, not a DALI stack dump (the iterator reads ahead)
+            self._batches_iter = DALIGenericIterator(pipe, ["images", "labels"], reader_name=READER,
+                                                     auto_reset=False, last_batch_policy=LastBatchPolicy.PARTIAL)
+            for out in self._batches_iter:
+                self._batches += 1
+                yield out[0]["images"], out[0]["labels"].squeeze(-1).long()
+        except RuntimeError as e:
+            first = self._batches * self.batch_size  # the batch being read and those DALI reads ahead
+            suspects = files[first:first + (PREFETCH + 1) * self.batch_size]
+            if (unreadable := unreadable_image_error(e, suspects)) is None:
+                raise
+            raise unreadable from None

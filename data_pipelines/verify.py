@@ -1,0 +1,105 @@
+"""``python -m data_pipelines.verify ROOT``: decode every image once, report the unusable ones, list the usable.
+
+ImageNet's train set holds a PNG named .JPEG, CMYK JPEGs and grey images (all readable: reported
+as notes), and a copied or half-extracted folder may hold truncated or empty files (unusable:
+DALI would abort the epoch on them). Each file is fully decoded with Pillow; the usable ones are
+written to ``ROOT/usable_{train,val}.txt``, which the training readers then use instead of listing
+the folders, so a run never meets a broken file.
+
+Exit status: 0 when every file is usable, 1 when some are not (the lists are written either way),
+2 when ROOT does not have the expected layout.
+"""
+
+import argparse
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+from rich.progress import Progress
+
+from .layout import IMAGE_SUFFIXES, DataLayoutError, check_layout, usable_list
+
+
+def inspect_image(path: str) -> tuple[str, str | None, str | None]:
+    """Decodes one file fully.
+
+    Returns:
+        ``(path, problem, note)``: ``problem`` says why the file cannot be used (None when it can),
+        ``note`` what is unusual about a usable one (None when nothing is).
+    """
+    if os.path.getsize(path) == 0:
+        return path, "empty file", None
+    try:
+        with Image.open(path) as img:
+            img.load()  # the whole image: a truncated file fails here, not at open()
+            fmt, mode = img.format, img.mode
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        return path, f"not a readable image ({type(e).__name__}: {e})", None
+    notes = []
+    if path.lower().endswith((".jpeg", ".jpg")) and fmt != "JPEG":
+        notes.append(f"a {fmt} file named {Path(path).suffix}")
+    if mode not in ("RGB", "L"):
+        notes.append(f"{mode} colour")
+    elif mode == "L":
+        notes.append("grey")
+    return path, None, ", ".join(notes) or None
+
+
+def verify(root: str | Path, workers: int | None = None) -> dict:
+    """Checks every image of ``root/{train,val}`` and writes the usable-image lists.
+
+    Returns:
+        ``{"usable": n, "unusable": [(path, problem)], "notes": [(path, note)]}``.
+
+    Raises:
+        DataLayoutError: when ``root`` does not have the expected layout.
+    """
+    root = Path(root).expanduser()
+    classes = check_layout(root)
+    splits = {split: sorted(str(p) for name in classes for p in (root / split / name).iterdir()
+                            if p.name.lower().endswith(IMAGE_SUFFIXES)) for split in ("train", "val")}
+    report = {"usable": 0, "unusable": [], "notes": []}
+    with Progress() as progress, ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+        for split, files in splits.items():
+            task = progress.add_task(f"decoding {split}", total=len(files))
+            usable = []
+            for path, problem, note in pool.map(inspect_image, files, chunksize=64):
+                progress.advance(task)
+                if problem:
+                    report["unusable"].append((path, problem))
+                    continue
+                usable.append(os.path.relpath(path, root))
+                if note:
+                    report["notes"].append((path, note))
+            target = usable_list(root, split)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_text("".join(f"{p}\n" for p in usable))
+            os.replace(tmp, target)  # a run that reads the list never sees half of it
+            report["usable"] += len(usable)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_pipelines.verify", description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", help="dataset folder with train/<class>/* and val/<class>/*")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    args = parser.parse_args(argv)
+    try:
+        report = verify(args.root, args.workers)
+    except DataLayoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path, problem in report["unusable"]:
+        print(f"unusable: {path}: {problem}")
+    for path, note in report["notes"]:
+        print(f"note: {path}: {note} (usable)")
+    root = Path(args.root).expanduser()
+    print(f"{report['usable']:,} usable images, {len(report['unusable']):,} unusable, {len(report['notes']):,} "
+          f"notes; training reads {usable_list(root, 'train')} and {usable_list(root, 'val')}")
+    return 1 if report["unusable"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
