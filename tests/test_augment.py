@@ -6,14 +6,8 @@ import torch
 from PIL import Image
 
 from data_pipelines.augment import IMAGENET_MEAN, IMAGENET_STD, MEAN_PIXEL_2012, PCA_EIGVEC, PCA_SIGMA, PCA_STDEV
+from data_pipelines.bench import natural_image
 from data_pipelines.dali_loader import DALILoader
-
-
-def smooth_image(rng, width=500, height=375) -> np.ndarray:
-    """A natural-image-like RGB picture: smooth gradients plus a little texture."""
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    base = np.stack([np.sin(6 * x + rng.uniform(0, 6)), np.cos(5 * y + rng.uniform(0, 6)), np.sin(4 * (x + y))], -1)
-    return np.clip(127 + 100 * base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +17,7 @@ def jpegs(tmp_path_factory):
     files = []
     for i in range(8):
         files.append(str(folder / f"{i}.JPEG"))
-        Image.fromarray(smooth_image(rng, width=500 - 40 * (i % 3))).save(files[-1], quality=90)
+        Image.fromarray(natural_image(rng, width=500 - 40 * (i % 3))).save(files[-1], quality=90)
     return files
 
 
@@ -38,8 +32,8 @@ def batches(files, labels=None, **kwargs):
 def test_presets_give_normalised_224_crops(jpegs, preset):
     (x, y), (x2, _) = batches(jpegs, preset=preset)
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32 and y.dtype == torch.long
-    if preset == "alexnet":  # the mean pixel subtracted, not divided: values stay on the 0-255 scale
-        assert -160 < x.min() < -60 and 60 < x.max() < 170
+    if preset == "alexnet":  # the mean pixel subtracted, not divided: 0-255 less ~105-127, plus colour noise
+        assert -175 < x.min() < -60 and 60 < x.max() < 195
     else:  # mean/std normalised
         assert -3.5 < x.min() < -1.0 and 1.0 < x.max() < 3.5
     assert not torch.equal(x[0], x2[0])

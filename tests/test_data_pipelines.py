@@ -94,3 +94,19 @@ def test_imagenet_layout_batches(tmp_path):
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (2, 3, 24, 24) and sorted(y.tolist()) == [0, 1]
+
+
+def test_bench_quick_mode_prints_its_json_last(tmp_path):
+    from conftest import run_cli
+
+    result = run_cli("data_pipelines.bench", "--data", str(tmp_path / "jpegs"), "--images", "24", "--runs", "1",
+                     "--batch-size", "8", cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("dali_img_s", "torchvision_img_s", "decode_only_img_s"):
+        assert figures[key] > 0, key
+    assert figures["ratio"] == pytest.approx(figures["dali_img_s"] / figures["torchvision_img_s"], rel=0.02)
+    assert figures["images"] == 24 and 50 < figures["mean_kb"] < 200
+    assert "24 JPEGs in" in result.stdout and "decode_only:" in result.stdout

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from conftest import make_cfg, run_cli, wandb_inspect
@@ -202,3 +203,61 @@ def test_imagenet_root_alone_selects_imagenet(tmp_path):
 def test_precision_channels_last_and_compile_switches(tmp_path, digits_cache, switches):
     result = train(make_cfg(tmp_path, digits_cache, "trainer.max_epochs=1", "logger=none", *switches, *TINY))
     assert result["global_step"] == 5 and 0.0 <= result["val/top1_err"] <= 100.0
+
+
+class _Preempted(Exception):
+    pass
+
+
+class _PreemptAfter(pl.Callback):
+    """The job is killed after ``step`` optimizer steps, mid-epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise _Preempted(f"killed at step {self.step}")
+
+
+def test_mid_epoch_resume_trains_exactly_like_an_uninterrupted_run(tmp_path, digits_cache, monkeypatch):
+    """Saved at step 10 of an epoch's 45, killed at 13, resumed: the same remaining batches, the same weights."""
+    common = ["trainer.max_epochs=1", "schedule=constant", "logger=none", "trainer.num_sanity_val_steps=0"]
+    whole = train(make_cfg(tmp_path / "whole", digits_cache, *common))
+
+    import trainer.train as train_module
+
+    real_build = train_module.build_trainer
+    monkeypatch.setattr(train_module, "build_trainer", lambda *a, **k: _with_callback(real_build(*a, **k)))
+    with pytest.raises(_Preempted):
+        train(make_cfg(tmp_path / "stopped", digits_cache, *common, "checkpoint_every_n_steps=10"))
+    monkeypatch.setattr(train_module, "build_trainer", real_build)
+    saved_path = tmp_path / "stopped" / "run" / "checkpoints" / "last.ckpt"
+    saved = load_checkpoint(saved_path)
+    assert saved["global_step"] == 10
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 10  # the reader's position
+
+    resumed = train(make_cfg(tmp_path / "resumed", digits_cache, *common, f"ckpt_path={saved_path}"))
+    assert resumed["global_step"] == whole["global_step"] == 45
+    a, b = load_checkpoint(whole["last_ckpt"])["state_dict"], load_checkpoint(resumed["last_ckpt"])["state_dict"]
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"largest weight difference after resuming mid-epoch: {worst:.1e}")
+    assert worst <= 1e-6
+
+
+def _with_callback(trainer):
+    trainer.callbacks.append(_PreemptAfter(13))
+    return trainer
+
+
+def test_validation_mid_epoch_and_the_sanity_check_leave_the_epoch_whole(tmp_path, digits_cache):
+    result = train(make_cfg(tmp_path, digits_cache, "trainer.max_epochs=1", "trainer.val_check_interval=0.5",
+                            "trainer.num_sanity_val_steps=2", "logger=csv"))
+    assert result["global_step"] == 45  # 1,437 images / 32: no batch lost to the validation runs
+    import csv
+
+    (metrics,) = (tmp_path / "run").rglob("metrics.csv")
+    errors = [float(r["val/top1_err"]) for r in csv.DictReader(open(metrics)) if r["val/top1_err"]]
+    assert len(errors) == 2
+    for err in errors:  # every one of the 360 val images counted: the error is a multiple of 1/360
+        assert abs(err * 3.6 - round(err * 3.6)) < 1e-3, err

@@ -50,6 +50,9 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
                            auto_insert_metric_name=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
     callbacks = [best, last, Throughput(), NonFiniteLossGuard(last_ckpt=folder / "last.ckpt")]
+    if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
+        callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
+                                         every_n_train_steps=cfg.checkpoint_every_n_steps))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     strategy = cfg.strategy.lightning

@@ -1,0 +1,172 @@
+"""``python -m data_pipelines.bench``: images/s of the training pipeline, DALI against torchvision.
+
+Measured on the same JPEGs with the same augmentation (the ``alexnet`` preset: shorter side 256,
+centre 256x256, random 224 crop, flip, PCA colour noise, normalisation) and the same number of CPU
+threads / loader workers:
+
+- ``dali``: this project's DALI pipeline (``DALILoader``), as training reads it;
+- ``torchvision``: ``ImageFolder`` + ``DataLoader(num_workers=threads)`` with the same transforms;
+- ``decode_only``: DALI reading and decoding the files with nothing else, the ceiling of the first.
+
+Each variant runs in a process of its own (so its peak memory is its own, loader workers included),
+reads the image set once to warm up, then ``--runs`` times; the median is reported. The last line
+printed is one JSON object with ``dali_img_s``, ``torchvision_img_s``, ``decode_only_img_s``,
+``ratio`` (DALI / torchvision), ``dali_of_decode`` and the peak memory of each, in MB.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = ("decode_only", "dali", "torchvision")
+
+
+def natural_image(rng: np.random.Generator, width: int = 500, height: int = 375) -> np.ndarray:
+    """An RGB picture with a natural image's 1/f amplitude spectrum and correlated colour channels
+    (JPEG's work, and so decode time, depends on exactly that): about 100 KB at quality 90."""
+    fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
+    amplitude = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / max(width, height)) ** 1.1
+    channels = [np.fft.irfft2(amplitude * np.exp(2j * np.pi * rng.random(amplitude.shape)), s=(height, width))
+                for _ in range(3)]
+    grey = channels[0]
+    mix = np.stack([grey + 0.35 * c for c in channels], -1)  # colours vary together, as in photographs
+    mix = (mix - mix.mean()) / mix.std()
+    return np.clip(118 + 52 * mix + rng.uniform(-20, 20, 3), 0, 255).astype(np.uint8)
+
+
+def make_images(folder: Path, count: int, classes: int = 8) -> Path:
+    """Writes ``count`` JPEGs as ``folder/train/<class>/<i>.JPEG`` (ImageNet's layout) unless already there."""
+    from PIL import Image
+
+    done = folder / f".complete-{count}"
+    if not done.exists():
+        rng = np.random.default_rng(0)
+        for i in range(count):
+            path = folder / "train" / f"c{i % classes}" / f"{i:06d}.JPEG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(natural_image(rng, width=int(rng.integers(400, 600)))).save(path, quality=90)
+        done.touch()
+    return folder
+
+
+def _files(root: Path) -> tuple[list[str], list[int]]:
+    classes = sorted(p.name for p in (root / "train").iterdir())
+    files = sorted(str(p) for c in classes for p in (root / "train" / c).iterdir())
+    return files, [classes.index(Path(f).parent.name) for f in files]
+
+
+def _torchvision_loader(root: Path, batch_size: int, threads: int):
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    from .augment import MEAN_PIXEL_2012, PCA_EIGVEC, PCA_SIGMA, PCA_STDEV
+
+    eigvec, stdev = torch.from_numpy(PCA_EIGVEC), torch.from_numpy(PCA_STDEV)
+
+    def pca_noise(x: torch.Tensor) -> torch.Tensor:  # x: CHW on the 0-255 scale
+        return x + (eigvec @ (torch.randn(3) * PCA_SIGMA * stdev)).view(3, 1, 1)
+
+    transform = transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(256), transforms.RandomCrop(224),
+        transforms.RandomHorizontalFlip(), transforms.PILToTensor(),
+        transforms.Lambda(lambda x: pca_noise(x.float())),
+        transforms.Normalize(MEAN_PIXEL_2012, (1.0, 1.0, 1.0))])
+    dataset = datasets.ImageFolder(str(root / "train"), transform=transform)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=threads, persistent_workers=True,
+                      drop_last=False)
+
+
+def _dali_loader(root: Path, batch_size: int, threads: int, decode_only: bool):
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+    from .dali_loader import DALILoader
+
+    files, labels = _files(root)
+    if not decode_only:
+        return DALILoader(files, labels, batch_size=batch_size, train=True, preset="alexnet", protocol="center",
+                          image_size=224, resize_size=256, channels=3, num_threads=threads)
+
+    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=None)
+    def decode():
+        encoded, label = fn.readers.file(files=files, labels=labels, name="reader", random_shuffle=True)
+        return fn.decoders.image(encoded, device="cpu", output_type=types.RGB), label
+
+    return DALIGenericIterator(decode(), ["images", "labels"], reader_name="reader",
+                               last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
+
+
+def measure(variant: str, root: Path, batch_size: int, threads: int, runs: int) -> dict:
+    """Images/s of each pass over the image set (after one warm-up pass) and the peak memory."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if variant == "torchvision":
+        loader = _torchvision_loader(root, batch_size, threads)
+    else:
+        loader = _dali_loader(root, batch_size, threads, decode_only=variant == "decode_only")
+
+    def one_pass() -> float:
+        start, images = time.perf_counter(), 0
+        for batch in loader:
+            images += len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch[0]["images"])
+        return images / (time.perf_counter() - start)
+
+    one_pass()  # warm-up: workers started, files in the page cache, pipelines built
+    rates = [one_pass() for _ in range(runs)]
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"variant": variant, "img_s": rates, "peak_mb": peak_kb / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_pipelines.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("~/.cache/convnet-classics/bench-jpegs").expanduser(),
+                        help="a folder with train/<class>/*.JPEG (made there when missing)")
+    parser.add_argument("--images", type=int, default=512, help="JPEGs to make when --data has none")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="DALI threads = DataLoader workers")
+    parser.add_argument("--runs", type=int, default=5, help="timed passes over the images (median reported)")
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # one measurement, in a subprocess
+    args = parser.parse_args(argv)
+
+    if args.variant:
+        print(json.dumps(measure(args.variant, args.data, args.batch_size, args.threads, args.runs)))
+        return 0
+    if not (args.data / "train").is_dir():
+        print(f"making {args.images} ImageNet-sized JPEGs in {args.data} ...", flush=True)
+        make_images(args.data, args.images)
+    files, _ = _files(args.data)
+    size_kb = sum(os.path.getsize(f) for f in files) / len(files) / 1024
+    print(f"{len(files)} JPEGs in {args.data} (mean {size_kb:.0f} KB); batch {args.batch_size}, "
+          f"{args.threads} threads/workers, {args.runs} runs after a warm-up, median", flush=True)
+    results = {}
+    for variant in VARIANTS:
+        out = subprocess.run([sys.executable, "-m", "data_pipelines.bench", "--variant", variant, "--data",
+                              str(args.data), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                              "--runs", str(args.runs)], capture_output=True, text=True, check=True).stdout
+        results[variant] = json.loads(out.strip().splitlines()[-1])
+        rates = results[variant]["img_s"]
+        print(f"{variant:>12}: {statistics.median(rates):7.1f} img/s (runs: {', '.join(f'{r:.0f}' for r in rates)}), "
+              f"peak memory {results[variant]['peak_mb']:.0f} MB", flush=True)
+    median = {v: statistics.median(r["img_s"]) for v, r in results.items()}
+    print(json.dumps({"dali_img_s": round(median["dali"], 1), "torchvision_img_s": round(median["torchvision"], 1),
+                      "decode_only_img_s": round(median["decode_only"], 1),
+                      "ratio": round(median["dali"] / median["torchvision"], 2),
+                      "dali_of_decode": round(median["dali"] / median["decode_only"], 2),
+                      "peak_mb": {v: round(r["peak_mb"]) for v, r in results.items()},
+                      "images": len(files), "mean_kb": round(size_kb), "batch_size": args.batch_size,
+                      "threads": args.threads, "runs": args.runs}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
