@@ -16,8 +16,10 @@ printed is one JSON object with ``dali_img_s``, ``torchvision_img_s``, ``decode_
 
 import argparse
 import json
+import math
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,6 +50,7 @@ def make_images(folder: Path, count: int, classes: int = 8) -> Path:
 
     done = folder / f".complete-{count}"
     if not done.exists():
+        shutil.rmtree(folder / "train", ignore_errors=True)
         rng = np.random.default_rng(0)
         for i in range(count):
             path = folder / "train" / f"c{i % classes}" / f"{i:06d}.JPEG"
@@ -86,8 +89,9 @@ def _torchvision_loader(root: Path, batch_size: int, threads: int):
 
 
 def _dali_loader(root: Path, batch_size: int, threads: int, decode_only: bool):
+    """The training pipeline, or DALI reading and decoding alone (images of varied sizes, so no tensors:
+    an iterable over the pipeline's raw output batches)."""
     from nvidia.dali import fn, pipeline_def, types
-    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
     from .dali_loader import DALILoader
 
@@ -101,8 +105,15 @@ def _dali_loader(root: Path, batch_size: int, threads: int, decode_only: bool):
         encoded, label = fn.readers.file(files=files, labels=labels, name="reader", random_shuffle=True)
         return fn.decoders.image(encoded, device="cpu", output_type=types.RGB), label
 
-    return DALIGenericIterator(decode(), ["images", "labels"], reader_name="reader",
-                               last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
+    pipe = decode()
+    pipe.build()
+    iterations = math.ceil(len(files) / batch_size)
+
+    class Passes:  # one pass = one epoch of the reader
+        def __iter__(self):
+            return (pipe.run() for _ in range(iterations))
+
+    return Passes()
 
 
 def measure(variant: str, root: Path, batch_size: int, threads: int, runs: int) -> dict:
@@ -118,7 +129,7 @@ def measure(variant: str, root: Path, batch_size: int, threads: int, runs: int) 
     def one_pass() -> float:
         start, images = time.perf_counter(), 0
         for batch in loader:
-            images += len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch[0]["images"])
+            images += len(batch[0])
         return images / (time.perf_counter() - start)
 
     one_pass()  # warm-up: workers started, files in the page cache, pipelines built
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_pipelines.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("~/.cache/convnet-classics/bench-jpegs").expanduser(),
                         help="a folder with train/<class>/*.JPEG (made there when missing)")
-    parser.add_argument("--images", type=int, default=512, help="JPEGs to make when --data has none")
+    parser.add_argument("--images", type=int, default=1024, help="JPEGs to make when --data has none")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="DALI threads = DataLoader workers")
     parser.add_argument("--runs", type=int, default=5, help="timed passes over the images (median reported)")
@@ -141,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant:
         print(json.dumps(measure(args.variant, args.data, args.batch_size, args.threads, args.runs)))
         return 0
-    if not (args.data / "train").is_dir():
+    if not any(args.data.glob(".complete-*")):
         print(f"making {args.images} ImageNet-sized JPEGs in {args.data} ...", flush=True)
         make_images(args.data, args.images)
     files, _ = _files(args.data)

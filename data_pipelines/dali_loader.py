@@ -27,7 +27,7 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from .augment import eval_crops, train_augment
+from .augment import eval_images, train_images
 from .layout import DataConfigError
 from .verify import inspect_image
 
@@ -78,15 +78,10 @@ def _image_pipeline(files, labels, train: bool, preset: str, protocol: str, imag
     decode = dict(device=decoder, output_type=types.GRAY if channels == 1 else types.RGB)
     if decoder == "mixed":  # nvJPEG; on A100/H100 part of each batch goes to the hardware JPEG decoder
         decode.update(GPU_DECODER_SETTINGS)
-    if train and preset == "inception":  # decode only the random-resized crop (Szegedy et al. 2015)
-        images = fn.decoders.image_random_crop(encoded, **decode, random_area=[0.08, 1.0],
-                                               random_aspect_ratio=[3 / 4, 4 / 3])
-    else:
-        images = fn.decoders.image(encoded, **decode)
     if train:
-        images = train_augment(images, preset, image_size, resize_size, channels, scale_range)
+        images = train_images(encoded, decode, preset, image_size, resize_size, channels, scale_range)
     else:
-        images = eval_crops(images, protocol, preset, image_size, resize_size, channels)
+        images = eval_images(encoded, decode, protocol, preset, image_size, resize_size, channels)
     return images, (label.gpu() if decoder == "mixed" else label)
 
 
@@ -110,7 +105,7 @@ class DALILoader:
                  device_id: int | None = None, decoder: str = "cpu", num_threads: int = 2) -> None:
         if not files:
             raise ValueError("no images to read")
-        self.files, self.labels = np.asarray(files), np.asarray(labels, dtype=np.int32)
+        self.files, self.labels = list(files), [int(label) for label in labels]
         self.batch_size, self.train, self.seed, self.epoch_fn = batch_size, train, seed, epoch_fn
         self.rank, self.replicas = rank, replicas
         self.device_id, self.decoder, self.num_threads = device_id, decoder, num_threads
@@ -140,9 +135,9 @@ class DALILoader:
         self._resume_at, self._batches_iter = None, None  # an unfinished earlier epoch is dropped here
         self._epoch, self._batches = epoch, resume["batches"] if resume else 0
         index = self.shard(epoch)
-        real = index >= 0
-        files = np.where(real, self.files[np.where(real, index, 0)], self.files[0]).tolist()
-        labels = np.where(real, self.labels[np.where(real, index, 0)], PAD_LABEL).tolist()
+        # padding entries (-1) read the first file and carry PAD_LABEL (plain lists: 1.28 M entries index fast)
+        files = [self.files[i] if i >= 0 else self.files[0] for i in index.tolist()]
+        labels = [self.labels[i] if i >= 0 else PAD_LABEL for i in index.tolist()]
         seed = int(np.random.SeedSequence([self.seed, epoch, self.rank]).generate_state(1)[0] % 2**31)
         pipe = _image_pipeline(files=files, labels=labels, **self.graph, batch_size=self.batch_size,
                                num_threads=self.num_threads, device_id=self.device_id, seed=seed,

@@ -41,7 +41,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         scale_range: the random shorter side of the ``resnet`` preset.
         decoder: ``auto`` (GPU decoding, ``mixed``, when the process trains on a GPU, else ``cpu``),
             ``cpu`` or ``mixed``.
-        num_workers: DALI CPU threads per process.
+        num_workers: DALI CPU threads per process (0 is taken as 1: DALI always has a thread of its own).
         name: short data set name used in run names.
         seed: with the epoch and the data-parallel replica, picks the sample order and augmentation.
     """
@@ -95,7 +95,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         epoch = (lambda: self.trainer.current_epoch) if train and self.trainer is not None else (lambda: 0)
         return DALILoader(files, labels, batch_size=self.per_process_batch_size, train=train, **self.graph,
                           seed=self.seed, epoch_fn=epoch, rank=rank, replicas=replicas, device_id=device_id,
-                          decoder=decoder, num_threads=self.num_workers)
+                          decoder=decoder, num_threads=max(1, self.num_workers))  # DALI needs a thread
 
     def train_dataloader(self) -> DALILoader:
         return self._loader("train", train=True)
