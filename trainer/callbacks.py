@@ -81,3 +81,14 @@ class NonFiniteLossGuard(pl.Callback):
                     f"lowering optim.lr." if last else "No checkpoint had been written yet; lower optim.lr.")
             raise NonFiniteLossError(f"the training loss became NaN/inf at global step {step} (epoch "
                                      f"{trainer.current_epoch}); training stopped. {kept}")
+
+
+class WandbRunIdInCheckpoint(pl.Callback):
+    """Writes the W&B run id into every checkpoint, so a run resumed from it continues the same W&B run."""
+
+    def __init__(self, logger) -> None:
+        self.logger = logger
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if self.logger and type(self.logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+            checkpoint["wandb_run_id"] = self.logger.version

@@ -67,7 +67,7 @@ def check_compatible(path, model_name: str, num_classes: int) -> dict[str, Any]:
     """Checks that a checkpoint was trained with the same model and class count as this run.
 
     Returns:
-        The checkpoint's hyper-parameters.
+        The checkpoint (loaded once: the caller reads what else it needs from it).
 
     Raises:
         CheckpointError: naming what differs and how to fix it.
@@ -81,4 +81,4 @@ def check_compatible(path, model_name: str, num_classes: int) -> dict[str, Any]:
         raise CheckpointError(f"{path} is a checkpoint of model={theirs[0]} with {theirs[1]} classes, but this run "
                               f"is model={model_name} with {num_classes} classes; pass model={theirs[0]} and a "
                               f"data set with {theirs[1]} classes, or another checkpoint")
-    return hparams
+    return ckpt

@@ -34,3 +34,29 @@ def git_state(path: Path = PROJECT_DIR) -> dict[str, str | bool]:
         return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain"))}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown (not a git checkout)", "git_dirty": False}
+
+
+def environment() -> dict:
+    """Package versions and hardware, for the run's config (runs compare like with like)."""
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    packages = {}
+    for name in ("torch", "torchvision", "pytorch-lightning", "nvidia-dali-cuda130", "hydra-core", "wandb",
+                 "torchmetrics", "numpy"):
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = None
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    cpu = platform.processor() or platform.machine()
+    try:  # the model name, where Linux tells it
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"packages": packages, "hardware": {"gpu": gpus[0] if gpus else None, "gpu_count": len(gpus),
+                                               "cpu": cpu, "cpu_count": os.cpu_count(),
+                                               "python": platform.python_version()}}

@@ -10,24 +10,34 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
-from .callbacks import NonFiniteLossGuard, Throughput
+from .callbacks import NonFiniteLossGuard, Throughput, WandbRunIdInCheckpoint
 from .checkpoints import AtomicCheckpointIO, check_compatible
 from .split_strategy import plan_processes
+from .paper_comparison import print_comparison, references_for, summary_fields
 from .summary import print_summary
-from .tracking import git_state, wandb_online_configured
+from .tracking import environment, git_state, wandb_online_configured
 
 log = logging.getLogger(__name__)
 
 
-def build_logger(cfg: DictConfig, output_dir: Path):
-    """The configured Lightning logger, or ``False`` for ``logger=none``."""
+def build_logger(cfg: DictConfig, output_dir: Path, wandb_run_id: str | None = None):
+    """The configured Lightning logger, or ``False`` for ``logger=none``.
+
+    ``wandb_run_id``: continue that W&B run (a resumed run keeps its id, pitfall 19).
+    """
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
     kwargs: dict[str, Any] = {"save_dir": str(output_dir)}
-    if cfg.logger._target_.endswith("WandbLogger"):
-        offline = cfg.logger.get("offline")
-        kwargs["offline"] = (not wandb_online_configured()) if offline is None else offline
-    return instantiate(cfg.logger, **kwargs)
+    if not cfg.logger._target_.endswith("WandbLogger"):
+        return instantiate(cfg.logger, **kwargs)
+    offline = cfg.logger.get("offline")
+    kwargs["offline"] = (not wandb_online_configured()) if offline is None else offline
+    if wandb_run_id:
+        kwargs.update(id=wandb_run_id, resume="allow")
+    logger = instantiate(cfg.logger, **kwargs)
+    for metric in ("val/top1_err", "val/top5_err"):  # the summary keeps the best and the last value
+        logger.experiment.define_metric(metric, summary="min,last")
+    return logger
 
 
 def build_optimizer(cfg: DictConfig):
@@ -49,7 +59,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/top1_err", mode="min", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
-    callbacks = [best, last, Throughput(), NonFiniteLossGuard(last_ckpt=folder / "last.ckpt")]
+    callbacks = [best, last, Throughput(), NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
+                 WandbRunIdInCheckpoint(logger)]
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                          every_n_train_steps=cfg.checkpoint_every_n_steps))
@@ -86,13 +97,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                          scheduler=instantiate(schedule.scheduler) if schedule.get("scheduler") else None,
                          scheduler_interval=schedule.get("interval", "epoch"),
                          scheduler_monitor=schedule.get("monitor", "val/top1_err"))
-    if cfg.get("ckpt_path"):
-        check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes)
+    resumed = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes) if cfg.get("ckpt_path") \
+        else {}
+    references = references_for(cfg.model.model_name, cfg.get("compare_with"))  # a typo fails before training
 
-    logger = build_logger(cfg, output_dir)
+    logger = build_logger(cfg, output_dir, wandb_run_id=resumed.get("wandb_run_id"))
     trainer = build_trainer(cfg, output_dir, logger, **trainer_overrides)
     if logger:
-        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **git_state()})
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **git_state(), **environment()})
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except BaseException:
@@ -112,10 +124,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "last_ckpt": str(output_dir / "checkpoints" / "last.ckpt"),
         "wandb_dir": _wandb_dir(logger) if trainer.is_global_zero else None,  # W&B runs on rank 0 only
     }
+    protocol = cfg.data.get("eval_protocol", "center")
+    comparison = summary_fields(result["val/top1_err"], result["val/top5_err"], protocol, references)
+    if trainer.is_global_zero and _wandb_dir(logger):
+        logger.experiment.summary.update(comparison)
     _finish_wandb(logger, exit_code=0)  # close the run here, not at exit: train() may run again in-process
     if trainer.is_global_zero:
         print_summary(cfg, result)
-    return result
+        print_comparison(result["val/top1_err"], result["val/top5_err"], protocol, cfg.data.name, references)
+    return {**result, **comparison}
 
 
 def _finish_wandb(logger, exit_code: int) -> None:

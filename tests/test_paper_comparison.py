@@ -1,0 +1,40 @@
+"""The papers' numbers as data, and which figure a run is measured against."""
+
+import pytest
+
+from conftest import CONF, make_cfg
+from trainer.paper_comparison import load_references, references_for, summary_fields, target
+
+
+def test_the_headline_figures_are_in_the_table():
+    rows = load_references()
+    assert (rows["alexnet_2010_test_10crop"].top5, rows["alexnet_2010_test_10crop"].models) == (17.0, 1)  # "17 %"
+    assert (rows["resnet_2015_test_ensemble"].top5, rows["resnet_2015_test_ensemble"].models) == (3.57, 6)  # "3.6 %"
+    assert rows["resnet152_2015_val_10crop"].protocol == "tencrop" and rows["lenet5_1998_mnist"].data == "MNIST test"
+
+
+@pytest.mark.parametrize("experiment", [p.stem for p in (CONF / "experiment").glob("*.yaml")])
+def test_each_experiment_names_rows_of_its_model(tmp_path, digits_cache, experiment):
+    cfg = make_cfg(tmp_path, digits_cache, f"experiment={experiment}")
+    rows = references_for(cfg.model.model_name, list(cfg.compare_with))
+    assert rows and all(r.model == cfg.model.model_name for r in rows)
+    assert target(rows, "tencrop").single_model  # a single model is never measured against an ensemble
+
+
+def test_a_single_model_is_measured_against_a_single_model_under_its_protocol():
+    resnet152 = references_for("resnet152")
+    assert target(resnet152, "tencrop").id == "resnet152_2015_val_10crop"
+    assert target(resnet152, "multi-scale").id == "resnet152_2015_val_multiscale"  # not the 6-model ensemble
+    alexnet = references_for("alexnet")
+    assert target(alexnet, "center").id == "alexnet_2010_test_center"
+    fields = summary_fields(42.0, 20.0, "tencrop", [load_references()["alexnet_2012_val_10crop"]])
+    assert fields["paper/top1_err"] == 40.7 and fields["gap/top1_err"] == pytest.approx(1.3)
+    assert fields["gap/top5_err"] == pytest.approx(1.8) and fields["paper/protocol"] == "tencrop"
+    assert "gap/top5_err" not in summary_fields(1.0, 0.0, "center", references_for("lenet5"))  # not reported
+    assert summary_fields(1.0, 0.0, "center", references_for("alexnet_onetower")) == {"paper/protocol": "center"}
+
+
+def test_an_unknown_row_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"compare_with names \['alexnet_2099'\], which are not in .*papers.yaml; "
+                                         r"valid: alexnet_2010_test_10crop"):
+        references_for("alexnet", ["alexnet_2099"])

@@ -1,0 +1,100 @@
+"""A run's errors next to the papers' (``papers.yaml``): the W&B summary fields and the console table."""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+PAPERS = Path(__file__).with_name("papers.yaml")
+DATA_NAMES = {"imagenet": "ILSVRC-2012 val", "digits": "embedded digits"}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One reported figure and how it was measured."""
+    id: str
+    model: str
+    paper: str
+    models: int
+    data: str
+    protocol: str
+    top1: float | None
+    top5: float | None
+
+    @property
+    def single_model(self) -> bool:
+        return self.models == 1
+
+
+def load_references() -> dict[str, Reference]:
+    return {key: Reference(id=key, **row) for key, row in yaml.safe_load(PAPERS.read_text()).items()}
+
+
+def references_for(model: str, ids: list[str] | None = None) -> list[Reference]:
+    """The rows an experiment names, or every row of ``model`` when it names none.
+
+    Raises:
+        ValueError: for an id that is not in ``papers.yaml``, listing the valid ones.
+    """
+    table = load_references()
+    if ids is None:
+        return [r for r in table.values() if r.model == model]
+    unknown = [i for i in ids if i not in table]
+    if unknown:
+        raise ValueError(f"compare_with names {unknown}, which are not in {PAPERS}; valid: {', '.join(table)}")
+    return [table[i] for i in ids]
+
+
+def target(references: list[Reference], protocol: str) -> Reference | None:
+    """The figure a single run is measured against: a single model's, under the run's protocol if there is one."""
+    single = [r for r in references if r.single_model]
+    return next((r for r in single if r.protocol == protocol), single[0] if single else None)
+
+
+def summary_fields(top1: float | None, top5: float | None, protocol: str, references: list[Reference]) -> dict:
+    """``paper/*`` and ``gap/*`` (run minus paper, percentage points) for the W&B summary."""
+    fields: dict = {"paper/protocol": protocol}
+    ref = target(references, protocol)
+    if ref is None:
+        return fields
+    fields.update({"paper/reference": f"{ref.paper}, {ref.data}, {ref.protocol}", "paper/top1_err": ref.top1,
+                   "paper/top5_err": ref.top5})
+    for k, run, paper in (("top1_err", top1, ref.top1), ("top5_err", top5, ref.top5)):
+        if run is not None and paper is not None:
+            fields[f"gap/{k}"] = run - paper
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def print_comparison(top1: float | None, top5: float | None, protocol: str, data_name: str,
+                     references: list[Reference], console: Console | None = None) -> None:
+    """The run and the papers side by side; ensembles are shown as such, never as the run's target."""
+    console = console or Console(width=None if sys.stdout.isatty() else 100)  # logs keep whole rows
+    if not references:
+        console.print("no published figure for this model in trainer/papers.yaml")
+        return
+    ref = target(references, protocol)
+    table = Table(title="this run and the papers (error %)", title_justify="left",
+                  caption="* the single-model figure this run is measured against (gap = run - paper)",
+                  caption_justify="left")
+    for column in ("", "data", "protocol", "top-1", "top-5", "gap top-1", "gap top-5"):
+        table.add_column(column, justify="right" if column.startswith(("top", "gap")) else "left")
+    table.add_row("this run", DATA_NAMES.get(data_name, data_name), protocol, _pct(top1), _pct(top5), "", "")
+    for r in references:
+        label = f"{r.paper}" + ("" if r.single_model else f", ensemble of {r.models}")
+        gaps = ("", "")
+        if r is ref:
+            label += " *"
+            gaps = tuple("-" if run is None or paper is None else f"{run - paper:+.2f}"
+                         for run, paper in ((top1, r.top1), (top5, r.top5)))
+        table.add_row(label, r.data, r.protocol, _pct(r.top1), _pct(r.top5), *gaps)
+    console.print(table)
+    if ref is not None and DATA_NAMES.get(data_name, data_name) != ref.data:
+        console.print(f"note: this run's data ({DATA_NAMES.get(data_name, data_name)}) is not the paper's "
+                      f"({ref.data}): the reference is shown for orientation, not as a like-for-like target")
