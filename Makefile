@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "Setting up $(VENV) (first time: a few minutes)..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | $(QUIET_PIP)
-	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich"
+	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich, matplotlib"
 	@touch $(STAMP)
 
 train: $(STAMP)

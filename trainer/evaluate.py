@@ -1,0 +1,84 @@
+"""``python -m trainer.evaluate ckpt_path=PATH [protocol=tencrop]``: score a checkpoint under a paper's protocol.
+
+The result goes next to the papers' figures on the console, and into the W&B run that trained the
+checkpoint (its id is in the checkpoint): ``eval/<protocol>/top1_err``, ``paper/*`` and ``gap/*``.
+"""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from .__main__ import USER_ERRORS, default_data_overrides
+from .checkpoints import CheckpointError, check_compatible, load_checkpoint
+from .paper_comparison import print_comparison, references_for, summary_fields
+from .tracking import wandb_online_configured
+
+
+def model_override(overrides: list[str]) -> list[str]:
+    """Adds ``model=<the checkpoint's model>`` unless the command line chose one."""
+    if any(o.split("=", 1)[0] == "model" for o in overrides):
+        return overrides
+    path = next((o.split("=", 1)[1] for o in overrides if o.startswith("ckpt_path=")), None)
+    if not path:
+        return overrides  # evaluate() says that ckpt_path is missing
+    try:
+        name = load_checkpoint(path).get("hyper_parameters", {}).get("model_name")
+    except CheckpointError:
+        return overrides  # evaluate() reports it with the full message
+    return [*overrides, f"model={name}"] if name else overrides
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Validates ``cfg.ckpt_path`` under ``cfg.protocol``; returns the errors and the paper fields."""
+    if not cfg.get("ckpt_path"):
+        raise CheckpointError("no checkpoint given: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt")
+    ckpt = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes)
+    cfg.data.eval_protocol = cfg.protocol
+    datamodule, module = instantiate(cfg.data), instantiate(cfg.model)
+    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
+                         limit_val_batches=cfg.trainer.limit_val_batches, enable_model_summary=False)
+    metrics = trainer.validate(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True,
+                               verbose=False)[0]
+    top1, top5 = float(metrics["val/top1_err"]), float(metrics["val/top5_err"])
+    references = references_for(cfg.model.model_name, cfg.get("compare_with"))
+    fields = {f"eval/{cfg.protocol}/top1_err": top1, f"eval/{cfg.protocol}/top5_err": top5,
+              **summary_fields(top1, top5, cfg.protocol, references)}
+    run_folder = Path(cfg.ckpt_path).expanduser().resolve().parent.parent
+    if ckpt.get("wandb_run_id") and str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
+        import wandb
+
+        offline = cfg.logger.get("offline")
+        offline = (not wandb_online_configured()) if offline is None else offline
+        run = wandb.init(id=ckpt["wandb_run_id"], resume="allow", project=cfg.logger.project, dir=str(run_folder),
+                         mode="offline" if offline else "online")
+        run.summary.update(fields)
+        run.finish()
+        fields["wandb_dir"] = str(Path(run.dir).parent)
+    print(f"{cfg.model.model_name} from {cfg.ckpt_path}, {cfg.protocol}: val top-1 error {top1:.2f} %, "
+          f"top-5 {top5:.2f} %")
+    print_comparison(top1, top5, cfg.protocol, cfg.data.name, references)
+    return {"val/top1_err": top1, "val/top5_err": top5, **fields}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def _main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def main() -> None:
+    sys.argv[1:] = default_data_overrides(model_override(sys.argv[1:]))
+    _main()
+
+
+if __name__ == "__main__":
+    main()
