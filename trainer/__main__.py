@@ -28,7 +28,7 @@ def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str
         return overrides
     if environ.get("IMAGENET_ROOT"):
         return [*overrides, "data=imagenet"]
-    if "LOCAL_RANK" not in environ:  # say it once, not again in each DDP child process
+    if environ.get("LOCAL_RANK", environ.get("SLURM_PROCID", "0")) == "0":  # once, not in every process
         print("IMAGENET_ROOT is not set: training on the embedded digits sample (data=digits)", file=sys.stderr)
     return overrides
 

@@ -83,12 +83,18 @@ class NonFiniteLossGuard(pl.Callback):
                                      f"{trainer.current_epoch}); training stopped. {kept}")
 
 
-class WandbRunIdInCheckpoint(pl.Callback):
-    """Writes the W&B run id into every checkpoint, so a run resumed from it continues the same W&B run."""
+class WandbRun(pl.Callback):
+    """The W&B side of a run: best-and-last summaries, and the run id in every checkpoint (so a run resumed
+    from it continues the same W&B run). Touches the W&B run only once fitting starts, on rank 0."""
 
     def __init__(self, logger) -> None:
-        self.logger = logger
+        self.logger = logger if type(logger).__name__ == "WandbLogger" else None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.logger is not None and trainer.is_global_zero:
+            for metric in ("val/top1_err", "val/top5_err"):  # the summary keeps the best and the last value
+                self.logger.experiment.define_metric(metric, summary="min,last")
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        if self.logger and type(self.logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+        if self.logger is not None and trainer.is_global_zero:
             checkpoint["wandb_run_id"] = self.logger.version

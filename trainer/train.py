@@ -1,6 +1,7 @@
 """``train(cfg)``: build data, model, loggers and callbacks from a composed config and fit."""
 
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,10 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities import rank_zero_only
 
-from .callbacks import NonFiniteLossGuard, Throughput, WandbRunIdInCheckpoint
+from .callbacks import NonFiniteLossGuard, Throughput, WandbRun
 from .checkpoints import AtomicCheckpointIO, check_compatible
 from .split_strategy import plan_processes
 from .paper_comparison import print_comparison, references_for, summary_fields
@@ -34,10 +37,7 @@ def build_logger(cfg: DictConfig, output_dir: Path, wandb_run_id: str | None = N
     kwargs["offline"] = (not wandb_online_configured()) if offline is None else offline
     if wandb_run_id:
         kwargs.update(id=wandb_run_id, resume="allow")
-    logger = instantiate(cfg.logger, **kwargs)
-    for metric in ("val/top1_err", "val/top5_err"):  # the summary keeps the best and the last value
-        logger.experiment.define_metric(metric, summary="min,last")
-    return logger
+    return instantiate(cfg.logger, **kwargs)
 
 
 def build_optimizer(cfg: DictConfig):
@@ -60,7 +60,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
                            auto_insert_metric_name=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
     callbacks = [best, last, Throughput(), NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
-                 WandbRunIdInCheckpoint(logger)]
+                 WandbRun(logger)]
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                          every_n_train_steps=cfg.checkpoint_every_n_steps))
@@ -69,8 +69,24 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     strategy = cfg.strategy.lightning
     if OmegaConf.is_dict(strategy):
         strategy = instantiate(strategy)
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # on the requeue signal: save an hpc checkpoint and `scontrol requeue`
+        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR2))
     return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, strategy=strategy,
-                       default_root_dir=str(output_dir), plugins=[AtomicCheckpointIO()], **overrides)
+                       default_root_dir=str(output_dir), plugins=plugins, **overrides)
+
+
+def checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
+    """``ckpt_path`` when given; else the newest checkpoint already in this run's folder, if any.
+
+    A run folder holds checkpoints before training only when the run is continuing: a requeued Slurm
+    job (the folder is keyed on the job id), whose last epoch-end, every-N-steps or preemption
+    (``hpc_ckpt_*.ckpt``) checkpoint is picked up here.
+    """
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    found = [*output_dir.glob("hpc_ckpt_*.ckpt"), *(output_dir / "checkpoints").glob("last.ckpt")]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -97,8 +113,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                          scheduler=instantiate(schedule.scheduler) if schedule.get("scheduler") else None,
                          scheduler_interval=schedule.get("interval", "epoch"),
                          scheduler_monitor=schedule.get("monitor", "val/top1_err"))
-    resumed = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes) if cfg.get("ckpt_path") \
-        else {}
+    ckpt_path = checkpoint_to_resume(cfg, output_dir)
+    resumed = check_compatible(ckpt_path, cfg.model.model_name, cfg.data.num_classes) if ckpt_path else {}
+    if resumed and rank_zero_only.rank == 0:
+        log.info("resuming from %s at epoch %d, global step %d", ckpt_path, resumed["epoch"], resumed["global_step"])
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))  # a typo fails before training
 
     logger = build_logger(cfg, output_dir, wandb_run_id=resumed.get("wandb_run_id"))
@@ -106,7 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if logger:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **git_state(), **environment()})
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except BaseException:
         _finish_wandb(logger, exit_code=1)
         raise

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# tests/local_slurm.sh [start|stop] [DIR]
+# Starts (or finds running) a real single-node Slurm for the cluster tests: slurmctld + slurmd + munge
+# from Debian's packages, configured in DIR (default /tmp/convnet-slurm); `stop` stops the daemons it
+# started. Needs root. Prints the SLURM_CONF path on success. Configuration as in
+# shared/reference/slurm-local.md.
+#   install: DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge
+set -euo pipefail
+ACTION=${1:-start}
+DIR=${2:-/tmp/convnet-slurm}
+export SLURM_CONF=$DIR/slurm.conf
+if [ "$ACTION" = stop ]; then
+  for pidfile in "$DIR/slurmd.pid" "$DIR/slurmctld.pid"; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  exit 0
+fi
+if [ -f "$DIR/slurmctld.pid" ] && kill -0 "$(cat "$DIR/slurmctld.pid")" 2>/dev/null \
+   && sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mixed|alloc'; then
+  echo "$SLURM_CONF"; exit 0
+fi
+command -v slurmctld >/dev/null || { echo "slurmctld is not installed" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "starting Slurm needs root" >&2; exit 1; }
+mkdir -p "$DIR/state" "$DIR/spool"
+NODE=$(hostname -s)
+cat > "$SLURM_CONF" <<CONF
+ClusterName=ci
+SlurmctldHost=$NODE(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=cred_expire=5
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SwitchType=switch/none
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=2
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/slurmctld.pid
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmctldLogFile=$DIR/slurmctld.log
+SlurmdLogFile=$DIR/slurmd.log
+InactiveLimit=0
+MinJobAge=300
+KillWait=5
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=1000 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+CONF
+[ -f /etc/munge/munge.key ] || mungekey --create
+install -d -o munge -g munge -m 0755 /run/munge
+pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+/usr/sbin/slurmctld -f "$SLURM_CONF"
+/usr/sbin/slurmd -f "$SLURM_CONF"
+for _ in $(seq 1 150); do
+  sinfo -h -o %T 2>/dev/null | grep -qx idle && { echo "$SLURM_CONF"; exit 0; }
+  sleep 0.2
+done
+echo "Slurm did not come up; see $DIR/slurmctld.log and $DIR/slurmd.log" >&2
+exit 1

@@ -1,0 +1,123 @@
+"""The Slurm scripts, unchanged, on a real single-node Slurm; torchrun; the Docker image's install."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT, run_cli, wandb_inspect
+from trainer.checkpoints import load_checkpoint
+
+# CPU and tiny-data overrides of the real scripts: ResNet-18 at 64 px, 4 steps of 8 images an epoch
+CPU = ["--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1", "--nodes=1", "--time=15"]
+TINY = ["model=resnet18", "data=digits", "model.input_size=64", "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2", "data.batch_size=8", "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A running Slurm (started here when it can be); skipped with the reason where it cannot, never in CI."""
+    def unavailable(reason: str):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Slurm tests, but {reason}")
+        pytest.skip(reason)
+
+    if not shutil.which("sbatch"):
+        unavailable("Slurm is not installed (apt-get install slurmctld slurmd slurm-client munge)")
+    script = str(PROJECT / "tests" / "local_slurm.sh")
+    started = subprocess.run(["bash", script, "start"], capture_output=True, text=True, timeout=120)
+    if started.returncode != 0:
+        unavailable(f"a local Slurm could not be started: {started.stderr.strip()}")
+    yield {**os.environ, "SLURM_CONF": started.stdout.strip().splitlines()[-1], "PYTHON": sys.executable}
+    subprocess.run(["bash", script, "stop"], timeout=60)  # no daemons left behind
+
+
+def sbatch(slurm_env: dict, folder: Path, script: str, *args: str) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["sbatch", "--parsable", *CPU, str(PROJECT / "slurm" / script), *args], cwd=folder,
+                         env=slurm_env, capture_output=True, text=True, timeout=60, check=True)
+    return out.stdout.strip().split(";")[0]
+
+
+def job_state(slurm_env: dict, job: str) -> dict:
+    text = subprocess.run(["scontrol", "show", "job", job], env=slurm_env, capture_output=True, text=True,
+                          timeout=30).stdout
+    return dict(re.findall(r"(\w+)=(\S+)", text))
+
+
+def wait_for(slurm_env: dict, job: str, states=("COMPLETED",), timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = job_state(slurm_env, job)
+        if state.get("JobState") in states:
+            return state
+        if state.get("JobState") in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            break
+        time.sleep(1)
+    raise AssertionError(f"job {job} is {state.get('JobState')}, not {states}")
+
+
+def test_resnet152_script_runs_ddp_over_two_tasks(slurm, tmp_path, digits_cache):
+    env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
+    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=2")
+    start = time.monotonic()
+    wait_for(env, job)
+    log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()
+    print(f"job {job}: completed in {time.monotonic() - start:.0f} s")
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in log  # two tasks, one DDP run
+    assert "resnet18 / ddp / digits" in log and "epochs / steps          │ 2 / 8" in log
+    run = tmp_path / "outputs" / "resnet18" / job  # keyed on the job id, not the time
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
+    (wandb_run,) = (run / "wandb").glob("offline-run-*")  # rank 0 only
+    assert wandb_inspect(wandb_run)["state"] == "finished"
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint(slurm, tmp_path, digits_cache):
+    env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
+    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=8")
+    last = tmp_path / "outputs" / "resnet18" / job / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists():  # the first epoch's checkpoint
+        assert time.monotonic() < deadline and job_state(env, job)["JobState"] in ("PENDING", "RUNNING")
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "requeue", job], env=env, check=True, timeout=30)  # preempted mid-run
+    requeued = time.monotonic()
+    state = wait_for(env, job)
+    print(f"job {job}: requeued, resumed and finished {time.monotonic() - requeued:.0f} s later")
+    assert state["Restarts"] == "1"
+    log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()  # appended to by the requeued job
+    resumed = re.search(r"resuming from (\S+) at epoch (\d+), global step (\d+)", log)
+    assert resumed and resumed.group(1).startswith(str(tmp_path / "outputs" / "resnet18" / job))
+    assert int(resumed.group(3)) >= 4 and load_checkpoint(last)["global_step"] == 32  # the step went on
+    folders = sorted((last.parent.parent / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and len({f.name.rsplit("-", 1)[1] for f in folders}) == 1  # one W&B run id
+
+
+def test_torchrun_launches_ddp(tmp_path, digits_cache):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "trainer", "strategy=ddp",
+                             "trainer.devices=2", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
+                             "trainer.enable_progress_bar=false", "logger=none"], cwd=tmp_path,
+                            env={**os.environ, "CONVNET_CACHE": str(digits_cache)}, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in out and "lenet5 / ddp / digits" in out
+    assert out.count("val top-1 error (final)") == 1  # one summary, from rank 0
+
+
+def test_dockerfile_installs_the_project_as_the_readme_does():
+    dockerfile = (PROJECT / "docker" / "Dockerfile").read_text()
+    readme = (PROJECT / "README.md").read_text()
+    assert "make install" in dockerfile and "install: $(STAMP)" in (PROJECT / "Makefile").read_text()
+    assert "constraints.txt" in (PROJECT / "Makefile").read_text()  # the pinned versions, the same as CI's
+    assert re.search(r"^USER (?!root)\w+", dockerfile, re.M)  # not root
+    assert 'ENTRYPOINT ["python", "-m", "trainer"]' in dockerfile
+    assert "docker build -f docker/Dockerfile" in readme and "docker run --gpus all" in readme
+    ignored = (PROJECT / ".dockerignore").read_text().split()
+    assert {".venv", "outputs"} <= set(ignored)
