@@ -61,7 +61,7 @@ pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
 /usr/sbin/slurmctld -f "$SLURM_CONF"
 /usr/sbin/slurmd -f "$SLURM_CONF"
 for _ in $(seq 1 150); do
-  sinfo -h -o %T 2>/dev/null | grep -qx idle && { echo "$SLURM_CONF"; exit 0; }
+  sinfo -h -o %T 2>/dev/null | grep -qx idle && { echo "started Slurm in $DIR" >&2; echo "$SLURM_CONF"; exit 0; }
   sleep 0.2
 done
 echo "Slurm did not come up; see $DIR/slurmctld.log and $DIR/slurmd.log" >&2

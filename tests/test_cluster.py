@@ -34,7 +34,8 @@ def slurm():
     if started.returncode != 0:
         unavailable(f"a local Slurm could not be started: {started.stderr.strip()}")
     yield {**os.environ, "SLURM_CONF": started.stdout.strip().splitlines()[-1], "PYTHON": sys.executable}
-    subprocess.run(["bash", script, "stop"], timeout=60)  # no daemons left behind
+    if "started Slurm" in started.stderr:  # stop what this session started; leave a running cluster alone
+        subprocess.run(["bash", script, "stop"], timeout=60)
 
 
 def sbatch(slurm_env: dict, folder: Path, script: str, *args: str) -> str:
@@ -96,6 +97,24 @@ def test_a_requeued_job_resumes_from_its_checkpoint(slurm, tmp_path, digits_cach
     assert int(resumed.group(3)) >= 4 and load_checkpoint(last)["global_step"] == 32  # the step went on
     folders = sorted((last.parent.parent / "wandb").glob("offline-run-*"))
     assert len(folders) == 2 and len({f.name.rsplit("-", 1)[1] for f in folders}) == 1  # one W&B run id
+
+
+def test_the_preemption_signal_saves_requeues_and_resumes(slurm, tmp_path, digits_cache):
+    """USR2, as `#SBATCH --signal=USR2@120` sends it before the time limit: checkpoint, requeue, resume."""
+    env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
+    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=8")
+    run = tmp_path / "outputs" / "resnet18" / job
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "last.ckpt").exists():
+        assert time.monotonic() < deadline and job_state(env, job)["JobState"] in ("PENDING", "RUNNING")
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True, timeout=30)
+    state = wait_for(env, job)
+    log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()
+    assert state["Restarts"] == "1" and f"Requeued SLURM job: {job}" in log
+    (hpc,) = run.glob("hpc_ckpt_*.ckpt")
+    assert f"resuming from {hpc} at epoch" in log  # the preemption checkpoint, not an older one
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 32
 
 
 def test_torchrun_launches_ddp(tmp_path, digits_cache):
