@@ -21,6 +21,7 @@ if [ -f "$DIR/slurmctld.pid" ] && kill -0 "$(cat "$DIR/slurmctld.pid")" 2>/dev/n
 fi
 command -v slurmctld >/dev/null || { echo "slurmctld is not installed" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "starting Slurm needs root" >&2; exit 1; }
+rm -rf "$DIR/state" "$DIR/spool"  # a fresh controller: no jobs restored from an earlier run
 mkdir -p "$DIR/state" "$DIR/spool"
 NODE=$(hostname -s)
 cat > "$SLURM_CONF" <<CONF

@@ -46,9 +46,10 @@ def sbatch(slurm_env: dict, folder: Path, script: str, *args: str) -> str:
 
 
 def job_state(slurm_env: dict, job: str) -> dict:
-    text = subprocess.run(["scontrol", "show", "job", job], env=slurm_env, capture_output=True, text=True,
-                          timeout=30).stdout
-    return dict(re.findall(r"(\w+)=(\S+)", text))
+    shown = subprocess.run(["scontrol", "show", "job", job], env=slurm_env, capture_output=True, text=True,
+                           timeout=30)
+    assert shown.returncode == 0, f"scontrol show job {job}: {shown.stderr.strip()}"  # e.g. the controller died
+    return dict(re.findall(r"(\w+)=(\S+)", shown.stdout))
 
 
 def wait_for(slurm_env: dict, job: str, states=("COMPLETED",), timeout: float = 600) -> dict:
@@ -76,6 +77,18 @@ def test_resnet152_script_runs_ddp_over_two_tasks(slurm, tmp_path, digits_cache)
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
     (wandb_run,) = (run / "wandb").glob("offline-run-*")  # rank 0 only
     assert wandb_inspect(wandb_run)["state"] == "finished"
+
+
+def test_alexnet_two_gpu_script_runs_the_split_as_two_tasks(slurm, tmp_path, digits_cache):
+    env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
+    job = sbatch(env, tmp_path, "alexnet_two_gpu.sh", "data=digits", "trainer.max_epochs=1",
+                 "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=8",
+                 "trainer.enable_progress_bar=false")
+    wait_for(env, job)
+    log = (tmp_path / f"slurm-alexnet-2gpu-{job}.out").read_text()
+    assert "running the towers as 2 CPU processes (gloo)" in log and "alexnet / two_gpu_split / digits" in log
+    ckpt = load_checkpoint(tmp_path / "outputs" / "alexnet" / job / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 2 and ckpt["state_dict"]["net.conv2.weight"].shape == (256, 48, 5, 5)
 
 
 def test_a_requeued_job_resumes_from_its_checkpoint(slurm, tmp_path, digits_cache):
