@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT, run_cli, wandb_inspect
+from conftest import PROJECT, wandb_inspect
 from trainer.checkpoints import load_checkpoint
 
 # CPU and tiny-data overrides of the real scripts: ResNet-18 at 64 px, 4 steps of 8 images an epoch

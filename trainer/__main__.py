@@ -51,8 +51,14 @@ def _main(cfg: DictConfig) -> None:
         sys.exit(2)
     from .train import train  # heavy imports after Hydra has parsed the command line (fast --help)
 
+    exit_on_user_error(train, cfg)
+
+
+def exit_on_user_error(run, cfg: DictConfig) -> None:
+    """Runs ``run(cfg)``; a mistake in the user's input prints its message (which says how to fix it)
+    and exits with status 1, without a traceback."""
     try:
-        train(cfg)
+        run(cfg)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from .__main__ import USER_ERRORS, default_data_overrides
+from .__main__ import default_data_overrides, exit_on_user_error
 from .checkpoints import CheckpointError, check_compatible, load_checkpoint
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .tracking import wandb_online_configured
@@ -68,11 +68,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def _main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    exit_on_user_error(evaluate, cfg)
 
 
 def main() -> None:
