@@ -67,6 +67,22 @@ def _digit_in_field(encoded, decode: dict, image_size: int, resize_size: int, po
                    out_of_bounds_policy="pad")
 
 
+def random_window(encoded, decode: dict, preset: str, image_size: int, resize_size: int,
+                  scale_range: tuple[int, int] = (256, 480)):
+    """The random square crop of the ``alexnet`` or ``resnet`` preset, decoded and resized to ``image_size``
+    (see ``train_images``)."""
+    height, width, shorter = _shorter_side(encoded)
+    u, v = fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0])
+    if preset == "alexnet":  # a crop of the centre square; in source pixels it is image/resize of the square
+        side = shorter * (image_size / resize_size)
+        pos_x = ((width - shorter) * 0.5 + u * (shorter - side)) / (width - side)
+        pos_y = ((height - shorter) * 0.5 + v * (shorter - side)) / (height - side)
+    else:  # anywhere in the image rescaled so that its shorter side is random in scale_range
+        side = shorter * image_size / fn.random.uniform(range=[float(scale_range[0]), float(scale_range[1])])
+        pos_x, pos_y = u, v
+    return _window(encoded, decode, side, pos_x, pos_y, image_size)
+
+
 def train_images(encoded, decode: dict, preset: str, image_size: int, resize_size: int, channels: int,
                  scale_range: tuple[int, int] = (256, 480)):
     """The training augmentation of ``preset``.
@@ -86,17 +102,8 @@ def train_images(encoded, decode: dict, preset: str, image_size: int, resize_siz
     """
     mean, std = normalization(preset, channels)
     mirror = fn.random.coin_flip()
-    u, v = fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0])
     if preset in ("alexnet", "resnet"):
-        height, width, shorter = _shorter_side(encoded)
-        if preset == "alexnet":  # a crop of the centre square; in source pixels it is image/resize of the square
-            side = shorter * (image_size / resize_size)
-            pos_x = ((width - shorter) * 0.5 + u * (shorter - side)) / (width - side)
-            pos_y = ((height - shorter) * 0.5 + v * (shorter - side)) / (height - side)
-        else:  # anywhere in the image rescaled so that its shorter side is random in scale_range
-            side = shorter * image_size / fn.random.uniform(range=[float(scale_range[0]), float(scale_range[1])])
-            pos_x, pos_y = u, v
-        images = _window(encoded, decode, side, pos_x, pos_y, image_size)
+        images = random_window(encoded, decode, preset, image_size, resize_size, scale_range)
         if channels == 3:
             mean = mean_with_pca_noise(mean)
     elif preset == "inception":  # decode only the random-resized crop (Szegedy et al. 2015)
@@ -104,6 +111,7 @@ def train_images(encoded, decode: dict, preset: str, image_size: int, resize_siz
                                                random_aspect_ratio=[3 / 4, 4 / 3])
         images = fn.resize(images, size=[image_size, image_size])
     elif preset == "digits":
+        u, v = fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0])
         images, mirror = _digit_in_field(encoded, decode, image_size, resize_size, u, v), 0
     else:
         raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(PRESETS)}")

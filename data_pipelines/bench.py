@@ -6,12 +6,19 @@ threads / loader workers:
 
 - ``dali``: this project's DALI pipeline (``DALILoader``), as training reads it;
 - ``torchvision``: ``ImageFolder`` + ``DataLoader(num_workers=threads)`` with the same transforms;
-- ``decode_only``: DALI reading and decoding the files with nothing else, the ceiling of the first.
+- ``decode_only``: DALI reading and decoding the files with nothing else, the ceiling of any pipeline;
+- ``decode_resize``: DALI decoding the preset's window and resizing it to 224 with nothing else, the
+  ceiling of any pipeline that resamples with DALI's CPU resize.
+
+Each pass reads ``--pass-images`` samples (the image set repeated as often as needed), so that the
+figure is the steady state of a long ImageNet epoch and not the cost of starting one; that cost is
+reported on its own (``*_epoch_start_s``: from asking for an epoch to its first batch).
 
 Each variant runs in a process of its own (so its peak memory is its own, loader workers included),
-reads the image set once to warm up, then ``--runs`` times; the median is reported. The last line
-printed is one JSON object with ``dali_img_s``, ``torchvision_img_s``, ``decode_only_img_s``,
-``ratio`` (DALI / torchvision), ``dali_of_decode`` and the peak memory of each, in MB.
+makes one warm-up pass, then ``--runs`` timed ones; the median is reported. The last line printed is
+one JSON object with ``dali_img_s``, ``torchvision_img_s``, ``decode_only_img_s``,
+``decode_resize_img_s``, ``ratio`` (DALI / torchvision), ``dali_of_decode``, the epoch start times
+and the peak memory of each, in MB.
 """
 
 import argparse
@@ -28,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("decode_only", "dali", "torchvision")
+VARIANTS = ("decode_only", "decode_resize", "dali", "torchvision")
 
 
 def natural_image(rng: np.random.Generator, width: int = 500, height: int = 375) -> np.ndarray:
@@ -66,9 +73,9 @@ def _files(root: Path) -> tuple[list[str], list[int]]:
     return files, [classes.index(Path(f).parent.name) for f in files]
 
 
-def _torchvision_loader(root: Path, batch_size: int, threads: int):
+def _torchvision_loader(root: Path, batch_size: int, threads: int, pass_images: int):
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
     from .augment import MEAN_PIXEL_2012, PCA_EIGVEC, PCA_SIGMA, PCA_STDEV
@@ -84,30 +91,36 @@ def _torchvision_loader(root: Path, batch_size: int, threads: int):
         transforms.Lambda(lambda x: pca_noise(x.float())),
         transforms.Normalize(MEAN_PIXEL_2012, (1.0, 1.0, 1.0))])
     dataset = datasets.ImageFolder(str(root / "train"), transform=transform)
+    dataset = Subset(dataset, [i % len(dataset) for i in range(pass_images)])
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=threads, persistent_workers=True,
                       drop_last=False)
 
 
-def _dali_loader(root: Path, batch_size: int, threads: int, decode_only: bool):
-    """The training pipeline, or DALI reading and decoding alone (images of varied sizes, so no tensors:
-    an iterable over the pipeline's raw output batches)."""
+def _dali_loader(root: Path, batch_size: int, threads: int, pass_images: int, variant: str):
+    """The training pipeline, or one of its two ceilings: an iterable over the raw output batches of a
+    pipeline that only decodes (whole images of varied sizes) or only decodes and resizes the window."""
     from nvidia.dali import fn, pipeline_def, types
 
+    from .augment import random_window
     from .dali_loader import DALILoader
 
     files, labels = _files(root)
-    if not decode_only:
+    files, labels = [files[i % len(files)] for i in range(pass_images)], [labels[i % len(files)] for i in range(pass_images)]
+    if variant == "dali":
         return DALILoader(files, labels, batch_size=batch_size, train=True, preset="alexnet", protocol="center",
                           image_size=224, resize_size=256, channels=3, num_threads=threads)
 
     @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=None)
-    def decode():
+    def ceiling():
         encoded, label = fn.readers.file(files=files, labels=labels, name="reader", random_shuffle=True)
-        return fn.decoders.image(encoded, device="cpu", output_type=types.RGB), label
+        decode = dict(device="cpu", output_type=types.RGB)
+        if variant == "decode_only":
+            return fn.decoders.image(encoded, **decode), label
+        return random_window(encoded, decode, "alexnet", image_size=224, resize_size=256), label
 
-    pipe = decode()
+    pipe = ceiling()
     pipe.build()
-    iterations = math.ceil(len(files) / batch_size)
+    iterations = math.ceil(pass_images / batch_size)
 
     class Passes:  # one pass = one epoch of the reader
         def __iter__(self):
@@ -116,26 +129,27 @@ def _dali_loader(root: Path, batch_size: int, threads: int, decode_only: bool):
     return Passes()
 
 
-def measure(variant: str, root: Path, batch_size: int, threads: int, runs: int) -> dict:
-    """Images/s of each pass over the image set (after one warm-up pass) and the peak memory."""
+def measure(variant: str, root: Path, batch_size: int, threads: int, runs: int, pass_images: int) -> dict:
+    """Images/s of each pass (after one warm-up pass), the time to each pass's first batch, and the peak memory."""
     import torch
 
     torch.set_num_threads(threads)
     if variant == "torchvision":
-        loader = _torchvision_loader(root, batch_size, threads)
+        loader = _torchvision_loader(root, batch_size, threads, pass_images)
     else:
-        loader = _dali_loader(root, batch_size, threads, decode_only=variant == "decode_only")
+        loader = _dali_loader(root, batch_size, threads, pass_images, variant)
 
-    def one_pass() -> float:
-        start, images = time.perf_counter(), 0
+    def one_pass() -> tuple[float, float]:
+        start, images, first = time.perf_counter(), 0, None
         for batch in loader:
             images += len(batch[0])
-        return images / (time.perf_counter() - start)
+            first = first or time.perf_counter() - start
+        return images / (time.perf_counter() - start), first
 
     one_pass()  # warm-up: workers started, files in the page cache, pipelines built
-    rates = [one_pass() for _ in range(runs)]
+    rates, starts = zip(*(one_pass() for _ in range(runs)))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"variant": variant, "img_s": rates, "peak_mb": peak_kb / 1024}
+    return {"variant": variant, "img_s": rates, "epoch_start_s": starts, "peak_mb": peak_kb / 1024}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,39 +157,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("~/.cache/convnet-classics/bench-jpegs").expanduser(),
                         help="a folder with train/<class>/*.JPEG (made there when missing)")
     parser.add_argument("--images", type=int, default=1024, help="JPEGs to make when --data has none")
+    parser.add_argument("--pass-images", type=int, default=8192,
+                        help="samples read per timed pass, the image set repeated (default 8192)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="DALI threads = DataLoader workers")
-    parser.add_argument("--runs", type=int, default=5, help="timed passes over the images (median reported)")
+    parser.add_argument("--runs", type=int, default=5, help="timed passes (median reported)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # one measurement, in a subprocess
     args = parser.parse_args(argv)
+    settings = ["--data", str(args.data), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                "--runs", str(args.runs), "--pass-images", str(args.pass_images)]
 
     if args.variant:
-        print(json.dumps(measure(args.variant, args.data, args.batch_size, args.threads, args.runs)))
+        print(json.dumps(measure(args.variant, args.data, args.batch_size, args.threads, args.runs, args.pass_images)))
         return 0
     if not any(args.data.glob(".complete-*")):
         print(f"making {args.images} ImageNet-sized JPEGs in {args.data} ...", flush=True)
         make_images(args.data, args.images)
     files, _ = _files(args.data)
     size_kb = sum(os.path.getsize(f) for f in files) / len(files) / 1024
-    print(f"{len(files)} JPEGs in {args.data} (mean {size_kb:.0f} KB); batch {args.batch_size}, "
-          f"{args.threads} threads/workers, {args.runs} runs after a warm-up, median", flush=True)
+    print(f"{len(files)} JPEGs in {args.data} (mean {size_kb:.0f} KB), read {args.pass_images} times a pass; "
+          f"batch {args.batch_size}, {args.threads} threads/workers, {args.runs} passes after a warm-up, median",
+          flush=True)
     results = {}
     for variant in VARIANTS:
-        out = subprocess.run([sys.executable, "-m", "data_pipelines.bench", "--variant", variant, "--data",
-                              str(args.data), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
-                              "--runs", str(args.runs)], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([sys.executable, "-m", "data_pipelines.bench", "--variant", variant, *settings],
+                             capture_output=True, text=True, check=True).stdout
         results[variant] = json.loads(out.strip().splitlines()[-1])
         rates = results[variant]["img_s"]
-        print(f"{variant:>12}: {statistics.median(rates):7.1f} img/s (runs: {', '.join(f'{r:.0f}' for r in rates)}), "
+        print(f"{variant:>13}: {statistics.median(rates):7.1f} img/s (passes: {', '.join(f'{r:.0f}' for r in rates)}), "
+              f"epoch start {statistics.median(results[variant]['epoch_start_s']):.2f} s, "
               f"peak memory {results[variant]['peak_mb']:.0f} MB", flush=True)
     median = {v: statistics.median(r["img_s"]) for v, r in results.items()}
-    print(json.dumps({"dali_img_s": round(median["dali"], 1), "torchvision_img_s": round(median["torchvision"], 1),
-                      "decode_only_img_s": round(median["decode_only"], 1),
+    print(json.dumps({**{f"{v}_img_s": round(median[v], 1) for v in VARIANTS},
                       "ratio": round(median["dali"] / median["torchvision"], 2),
                       "dali_of_decode": round(median["dali"] / median["decode_only"], 2),
+                      "dali_of_decode_resize": round(median["dali"] / median["decode_resize"], 2),
+                      **{f"{v}_epoch_start_s": round(statistics.median(r["epoch_start_s"]), 3)
+                         for v, r in results.items() if v in ("dali", "torchvision")},
                       "peak_mb": {v: round(r["peak_mb"]) for v, r in results.items()},
-                      "images": len(files), "mean_kb": round(size_kb), "batch_size": args.batch_size,
-                      "threads": args.threads, "runs": args.runs}))
+                      "images": len(files), "pass_images": args.pass_images, "mean_kb": round(size_kb),
+                      "batch_size": args.batch_size, "threads": args.threads, "runs": args.runs}))
     return 0
 
 

@@ -100,13 +100,16 @@ def test_bench_quick_mode_prints_its_json_last(tmp_path):
     from conftest import run_cli
 
     result = run_cli("data_pipelines.bench", "--data", str(tmp_path / "jpegs"), "--images", "24", "--runs", "1",
-                     "--batch-size", "8", cwd=tmp_path, timeout=600)
+                     "--batch-size", "8", "--pass-images", "40", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     import json
 
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("dali_img_s", "torchvision_img_s", "decode_only_img_s"):
+    for key in ("dali_img_s", "torchvision_img_s", "decode_only_img_s", "decode_resize_img_s",
+                "dali_epoch_start_s", "torchvision_epoch_start_s"):
         assert figures[key] > 0, key
     assert figures["ratio"] == pytest.approx(figures["dali_img_s"] / figures["torchvision_img_s"], rel=0.02)
-    assert figures["images"] == 24 and 50 < figures["mean_kb"] < 200
-    assert "24 JPEGs in" in result.stdout and "decode_only:" in result.stdout
+    assert figures["dali_of_decode"] == pytest.approx(figures["dali_img_s"] / figures["decode_only_img_s"], rel=0.02)
+    assert figures["images"] == 24 and figures["pass_images"] == 40 and 50 < figures["mean_kb"] < 200
+    assert "24 JPEGs in" in result.stdout and "read 40 times a pass" in result.stdout
+    assert "decode_resize:" in result.stdout
