@@ -9,6 +9,7 @@ from conftest import CONF, make_cfg, run_cli
 from models import input_shape, list_models
 from trainer.__main__ import default_data_overrides
 from trainer.module import ClassifierModule
+from trainer.fast_path import resolve
 from trainer.train import build_logger, build_optimizer, build_trainer
 
 
@@ -25,7 +26,7 @@ def test_every_model_has_a_config_and_matches_the_registry(tmp_path, digits_cach
 
 @pytest.mark.parametrize("name", ["lenet5", "alexnet", "resnet18"])
 def test_model_configs_instantiate(tmp_path, digits_cache, name):
-    cfg = make_cfg(tmp_path, digits_cache, f"model={name}")
+    cfg = resolve(make_cfg(tmp_path, digits_cache, f"model={name}"), cuda=False)  # as train() does
     module = instantiate(cfg.model, optimizer=build_optimizer(cfg))
     assert isinstance(module, ClassifierModule) and module.hparams.model_name == name
     assert module(module.example_input_array).shape == (2, 10)
@@ -33,7 +34,7 @@ def test_model_configs_instantiate(tmp_path, digits_cache, name):
 
 @pytest.mark.parametrize("schedule", options("schedule"))
 def test_optim_and_schedule_instantiate(tmp_path, digits_cache, schedule):
-    cfg = make_cfg(tmp_path, digits_cache, f"schedule={schedule}")
+    cfg = resolve(make_cfg(tmp_path, digits_cache, f"schedule={schedule}"), cuda=False)
     optimizer = build_optimizer(cfg)(params=[torch.nn.Parameter(torch.zeros(1))])
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
     if cfg.schedule.scheduler is None:
@@ -63,7 +64,7 @@ def test_logger_configs(tmp_path, digits_cache, logger, expected):
 
 
 def test_trainer_and_strategy_instantiate(tmp_path, digits_cache):
-    cfg = make_cfg(tmp_path, digits_cache)
+    cfg = resolve(make_cfg(tmp_path, digits_cache), cuda=False)
     trainer = build_trainer(cfg, tmp_path, logger=False)
     assert trainer.max_epochs == 30 and trainer.num_devices == 1 and trainer.checkpoint_callback is not None
 
@@ -108,7 +109,7 @@ def test_multirun_with_a_multi_process_strategy_is_refused(tmp_path):
 
 @pytest.mark.parametrize("batch, lr", [(128, 0.01), (256, 0.02), (64, 0.005)])
 def test_lr_scales_linearly_with_the_global_batch(tmp_path, digits_cache, batch, lr):
-    cfg = make_cfg(tmp_path, digits_cache, "experiment=alexnet_2012", f"data.batch_size={batch}")
+    cfg = resolve(make_cfg(tmp_path, digits_cache, "experiment=alexnet_2012", f"data.batch_size={batch}"), cuda=False)
     optimizer = build_optimizer(cfg)(params=[torch.nn.Parameter(torch.zeros(1))])
     assert optimizer.defaults["lr"] == pytest.approx(lr)
 

@@ -294,16 +294,3 @@ def test_the_wandb_api_key_never_leaks(tmp_path, digits_cache):
     assert leaked == [], leaked
     (wandb_run,) = (tmp_path / "outputs").rglob("offline-run-*")
     assert key not in str(wandb_inspect(wandb_run))
-
-
-def test_the_trainer_benchmark_runs_in_quick_mode(tmp_path):
-    import json
-
-    result = run_cli("trainer.bench", "--warmup", "2", "--steps", "3", "--repeats", "1", "data.batch_size=32",
-                     "trainer.enable_progress_bar=false", cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert figures["model"] == "lenet5" and figures["batch_size"] == 32 and figures["device"] == "cpu"
-    assert figures["trainer_img_s"] > 0 and figures["bare_img_s"] > 0
-    assert figures["ratio"] == pytest.approx(figures["trainer_img_s"] / figures["bare_img_s"], rel=0.01)
-    assert figures["first_step_s"] > 0 and figures["peak_rss_mb"] > 0

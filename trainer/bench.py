@@ -5,10 +5,18 @@ Both train the same model with the same optimizer, precision and in-memory synth
 LightningModule, its metrics, logging every ``trainer.log_every_n_steps``, the progress bar, the
 checkpoint and NaN-guard callbacks), the bare loop as ``forward, loss, backward, step, zero_grad``.
 After ``--warmup`` steps, ``--steps`` steps are timed, ``--repeats`` times; the median is reported,
-with the time from start to the first training step and the peak memory. The last line printed is
-one JSON object with ``trainer_img_s``, ``bare_img_s`` and ``ratio`` (trainer / bare).
+with the time from start to the first training step and the peak memory. Both follow the fast path
+(``trainer/fast_path.py``: on a GPU bf16, channels_last, cuDNN autotuning, TF32, fused SGD). It also
+reports the model's training FLOPs per image (3x the forward pass that PyTorch's FLOP counter
+counts) and, on a GPU whose peak Lightning knows, the model FLOPs utilisation (MFU: achieved FLOP/s
+over the GPU's dense peak for the precision). The last line printed is one JSON object with
+``trainer_img_s``, ``bare_img_s`` and ``ratio`` (trainer / bare).
 
-    python -m trainer.bench                                  # lenet5, batch 256, 32x32, fp32
+A multi-process strategy (``strategy=ddp``, ``two_gpu_split``) runs in every process, each fed
+``data.batch_size`` images a step; the first process times its steps and prints; the bare loop is
+one process on one device.
+
+    python -m trainer.bench                                  # lenet5, batch 256, 32x32, fp32 on a CPU
     python -m trainer.bench model=resnet18 data.batch_size=32 --steps 10
 """
 
@@ -26,6 +34,9 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from lightning_fabric.utilities.throughput import get_available_flops, measure_flops
+
+from .fast_path import resolve, runs_on_cuda
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -70,13 +81,18 @@ def _sync(device: torch.device) -> None:
 
 
 def _batch(cfg, device):
+    """The synthetic batch, the same in every process (the two towers of a split pair must see one batch)."""
+    generator = torch.Generator().manual_seed(0)
     shape = (cfg.data.batch_size, cfg.model.in_channels, cfg.model.input_size, cfg.model.input_size)
-    return torch.randn(shape, device=device), torch.randint(0, cfg.data.num_classes, (cfg.data.batch_size,),
-                                                            device=device)
+    images = torch.randn(shape, generator=generator)
+    labels = torch.randint(0, cfg.data.num_classes, (cfg.data.batch_size,), generator=generator)
+    return images.to(device), labels.to(device)
 
 
-def bench_trainer(cfg, warmup: int, steps: int) -> tuple[float, float]:
-    """Images/s of ``steps`` timed steps of the trainer, and the seconds from start to its first step."""
+def bench_trainer(cfg, warmup: int, steps: int) -> tuple[float, float, bool]:
+    """Images/s of ``steps`` timed steps of the trainer (of this process: ``data.batch_size`` images a
+    step), the seconds from start to its first step, and whether this is the first process (a
+    multi-process strategy runs this in every process)."""
     from .train import build_logger, build_optimizer, build_trainer
 
     start = time.perf_counter()
@@ -89,31 +105,68 @@ def bench_trainer(cfg, warmup: int, steps: int) -> tuple[float, float]:
         trainer.fit(module, train_dataloaders=_Repeat(batch, warmup + steps))
         if trainer.logger and type(trainer.logger).__name__ == "WandbLogger":
             trainer.logger.experiment.finish()
-    return steps * cfg.data.batch_size / timer.elapsed, timer.first_step_s
+    return steps * cfg.data.batch_size / timer.elapsed, timer.first_step_s, trainer.is_global_zero
 
 
 def bench_bare(cfg, warmup: int, steps: int, device: torch.device) -> float:
     """Images/s of the same training as a plain PyTorch loop."""
-    from models import create_model
-
-    from .train import build_optimizer
-
-    net = create_model(cfg.model.model_name, num_classes=cfg.data.num_classes,
-                       in_channels=cfg.model.in_channels).to(device)
-    optimizer = build_optimizer(cfg)(params=net.parameters())
+    net, optimizer = _bare_model(cfg, device)
     images, labels = _batch(cfg, device)
+    if cfg.model.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     dtype = AUTOCAST.get(cfg.trainer.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
             t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = F.cross_entropy(net(images), labels)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
     _sync(device)
     return steps * cfg.data.batch_size / (time.perf_counter() - t0)
+
+
+def _bare_model(cfg, device: torch.device):
+    from models import create_model
+
+    from .train import build_optimizer
+
+    net = create_model(cfg.model.model_name, num_classes=cfg.data.num_classes, in_channels=cfg.model.in_channels)
+    net = net.to(device, memory_format=torch.channels_last if cfg.model.channels_last else torch.preserve_format)
+    return net, build_optimizer(cfg)(params=net.parameters())
+
+
+def dense_peak_flops(device: torch.device, dtype) -> float | None:
+    """The GPU's peak FLOP/s for ``dtype`` without sparsity, from Lightning's table of datasheet figures.
+
+    For Hopper (H100, H200) the table gives the tensor-core figures of NVIDIA's datasheets, which
+    assume 2:4 structured sparsity: twice what dense training can reach. Those are halved here.
+    """
+    peak = get_available_flops(device, dtype)
+    name = torch.cuda.get_device_name(device).lower()
+    if peak and any(chip in name for chip in ("h100", "h200")) and dtype in (torch.bfloat16, torch.float16, "tfloat32"):
+        peak /= 2
+    return peak
+
+
+def training_flops_per_image(cfg) -> int:
+    """FLOPs of training on one image: 3x the forward pass (the usual convention for MFU: the backward
+    pass computes the gradients of both the inputs and the weights, each costing about one forward).
+
+    The forward pass is counted by PyTorch's FLOP counter on the meta device (LeNet-5: 651,360; the
+    multiply-adds of its layers, twice). Its backward count is not used: it over-counts grouped
+    convolutions (the weight gradient is not divided by the groups), which AlexNet has.
+    """
+    from models import create_model
+
+    with torch.device("meta"):
+        net = create_model(cfg.model.model_name, num_classes=cfg.data.num_classes, in_channels=cfg.model.in_channels)
+        image = torch.empty(1, cfg.model.in_channels, cfg.model.input_size, cfg.model.input_size)
+    return 3 * measure_flops(net, lambda: net(image))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,17 +181,22 @@ def main(argv: list[str] | None = None) -> int:
                 "paths.output_dir=.", "trainer.devices=1"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*defaults, *args.overrides])
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
+    cfg = resolve(cfg, cuda=runs_on_cuda(cfg))
+    device = torch.device("cuda" if runs_on_cuda(cfg) else "cpu")
     print(f"{cfg.model.model_name}, batch {cfg.data.batch_size} of {cfg.model.in_channels}x{cfg.model.input_size}x"
           f"{cfg.model.input_size}, {cfg.trainer.precision}, {device}, {torch.get_num_threads()} threads; "
           f"{args.steps} steps after {args.warmup} warm-up, {args.repeats} repeats, median", flush=True)
     trainer_rates, bare_rates, first_steps = [], [], []
     for repeat in range(args.repeats):
-        rate, first = bench_trainer(cfg, args.warmup, args.steps)
+        rate, first, first_process = bench_trainer(cfg, args.warmup, args.steps)
+        if not first_process:  # the other processes only take part in the trainer's collective steps
+            continue
         trainer_rates.append(rate)
         first_steps.append(first)
         bare_rates.append(bench_bare(cfg, args.warmup, args.steps, device))
         print(f"repeat {repeat + 1}: trainer {rate:8.1f} img/s, bare loop {bare_rates[-1]:8.1f} img/s", flush=True)
+    if not trainer_rates:
+        return 0
     trainer_img_s, bare_img_s = statistics.median(trainer_rates), statistics.median(bare_rates)
     figures = {"model": cfg.model.model_name, "batch_size": cfg.data.batch_size, "precision": cfg.trainer.precision,
                "device": str(device), "trainer_img_s": round(trainer_img_s, 1), "bare_img_s": round(bare_img_s, 1),
@@ -147,8 +205,14 @@ def main(argv: list[str] | None = None) -> int:
                "bare_step_ms": round(1000 * cfg.data.batch_size / bare_img_s, 2),
                "first_step_s": round(statistics.median(first_steps), 2),
                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    flops = training_flops_per_image(cfg)
+    figures["train_flops_per_image"] = flops
     if device.type == "cuda":
         figures["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+        peak = dense_peak_flops(device, AUTOCAST.get(cfg.trainer.precision, "tfloat32" if cfg.tf32 else torch.float32))
+        if peak:  # None: a GPU missing from Lightning's table
+            figures["gpu_peak_tflops"] = round(peak / 1e12, 1)
+            figures["mfu"] = round(flops * trainer_img_s / peak, 3)
     print(json.dumps(figures))
     return 0
 

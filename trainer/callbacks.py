@@ -1,4 +1,4 @@
-"""Callbacks the trainer always uses: throughput, non-finite loss guard."""
+"""Callbacks the trainer always uses: host-side metrics, the progress bar, the non-finite loss guard, W&B."""
 
 import time
 from pathlib import Path
@@ -6,36 +6,68 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from pytorch_lightning.callbacks import RichProgressBar
+
 from data_pipelines.datamodule import data_parallel_rank_and_size
 
 
-class Throughput(pl.Callback):
-    """Logs ``train/img_per_s`` (all replicas together) every ``log_every_n_steps`` and the epoch time.
+def is_logging_step(trainer) -> bool:
+    """After the optimizer step of this batch: the steps on which the logger writes (and may read the device)."""
+    return trainer.global_step % trainer.log_every_n_steps == 0
 
-    Timed on the host between logging steps, with no device synchronisation: over a window of steps
-    the host cannot run ahead of the device by more than the queue depth, so the rate is right.
+
+class HostMetrics(pl.Callback):
+    """Logs what the host knows without reading the device, every ``log_every_n_steps``: ``train/img_per_s``
+    (all replicas together) and ``train/lr``; and the epoch time.
+
+    Logged only on logging steps: a Python number becomes a device tensor when logged, a copy that
+    waits for the GPU. The rate is timed on the host between logging steps, with no device
+    synchronisation: over a window of steps the host cannot run ahead of the device by more than the
+    queue depth, so the rate is right.
     """
 
     def __init__(self) -> None:
-        self._t0 = self._epoch_t0 = 0.0
+        self._t0 = self._epoch_t0 = self._lr = 0.0
         self._images = 0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0 = self._epoch_t0 = time.perf_counter()
         self._images = 0
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the step's own (an epoch schedule moves it after)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._images += len(batch[0])
-        if (trainer.global_step % trainer.log_every_n_steps) == 0:
+        if is_logging_step(trainer):
             now = time.perf_counter()
             _, replicas = data_parallel_rank_and_size(trainer)  # the processes of a split pair share images
             rate = self._images * replicas / max(now - self._t0, 1e-9)
-            pl_module.log("train/img_per_s", rate, on_step=True, on_epoch=False)
+            pl_module.log_dict({"train/img_per_s": rate, "train/lr": self._lr}, on_step=True, on_epoch=False)
             self._t0, self._images = now, 0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         pl_module.log("train/epoch_time_s", time.perf_counter() - self._epoch_t0, on_step=False, on_epoch=True,
                       sync_dist=True)  # the mean over processes
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's Rich progress bar, redrawn on the logging steps only, with the training loss.
+
+    The stock bar reads its values from the device after every step; on a GPU each read waits for
+    the queued work to finish, so the bar would cost a sync per step.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if is_logging_step(trainer) or batch_idx + 1 == self.total_train_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            metrics["train/loss"] = f"{float(loss):.3f}"
+        return metrics
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,7 +94,7 @@ class NonFiniteLossGuard(pl.Callback):
         bad = ~torch.isfinite(loss.detach())
         step = torch.full_like(self._first_bad, trainer.global_step)  # this batch's step (already counted)
         self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
-        if trainer.global_step % trainer.log_every_n_steps == 0:
+        if is_logging_step(trainer):
             self.check(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

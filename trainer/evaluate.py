@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from .__main__ import default_data_overrides, exit_on_user_error
 from .checkpoints import CheckpointError, check_compatible, load_checkpoint
+from .fast_path import resolve, runs_on_cuda
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .tracking import wandb_online_configured
 
@@ -38,10 +39,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("ckpt_path"):
         raise CheckpointError("no checkpoint given: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt")
     ckpt = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes)
+    cfg = resolve(cfg, cuda=runs_on_cuda(cfg))
     cfg.data.eval_protocol = cfg.protocol
     datamodule, module = instantiate(cfg.data), instantiate(cfg.model)
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
+                         benchmark=cfg.trainer.benchmark, logger=False, enable_checkpointing=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
                          limit_val_batches=cfg.trainer.limit_val_batches, enable_model_summary=False)
     metrics = trainer.validate(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True,
                                verbose=False)[0]

@@ -9,12 +9,13 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
-from .callbacks import NonFiniteLossGuard, Throughput, WandbRun
+from .callbacks import HostMetrics, NonFiniteLossGuard, ProgressBar, WandbRun
 from .checkpoints import AtomicCheckpointIO, check_compatible
+from .fast_path import resolve, runs_on_cuda
 from .split_strategy import plan_processes
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .summary import print_summary
@@ -59,13 +60,13 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/top1_err", mode="min", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
-    callbacks = [best, last, Throughput(), NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
+    callbacks = [best, last, HostMetrics(), NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
                  WandbRun(logger)]
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                          every_n_train_steps=cfg.checkpoint_every_n_steps))
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar())
+        callbacks.append(ProgressBar())
     strategy = cfg.strategy.lightning
     if OmegaConf.is_dict(strategy):
         strategy = instantiate(strategy)
@@ -104,6 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=False)
     # checked before anything is built or any process is started
     trainer_overrides = plan_processes(cfg) if cfg.strategy.name == "two_gpu_split" else {}
+    cfg = resolve(cfg, cuda=runs_on_cuda(cfg, trainer_overrides.get("accelerator")))  # the `auto` speed switches
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 

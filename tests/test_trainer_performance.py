@@ -1,0 +1,110 @@
+"""The fast path: no host read of device values between logging steps, the `auto` switches, the benchmark."""
+
+import collections
+import json
+import traceback
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torch.overrides import TorchFunctionMode
+
+from conftest import make_cfg, run_cli
+from trainer.bench import _Repeat, _batch
+from trainer.fast_path import resolve
+from trainer.train import build_logger, build_optimizer, build_trainer
+
+# Reading a tensor's value on the host; on a GPU each one waits for all the work queued before it.
+# torch.tensor/as_tensor copy a host value to the device: on a GPU a blocking copy that waits too.
+HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.__float__,
+              torch.Tensor.__int__, torch.Tensor.__bool__, torch.Tensor.__index__, torch.tensor, torch.as_tensor}
+
+
+class HostReads(TorchFunctionMode):
+    """Records every host read of a tensor, by the training batch it happened in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch: int | None = None
+        self.reads: dict[int, list[str]] = collections.defaultdict(list)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in HOST_READS and self.batch is not None:
+            self.reads[self.batch].append(f"{func.__name__} at {traceback.format_stack(limit=4)[0].strip()}")
+        return func(*args, **(kwargs or {}))
+
+
+class MarkBatches(pl.Callback):
+    """Tells the recorder which batch is running; on a GPU also turns on CUDA's sync check for the steps
+    that do not log (an implicit sync there then raises)."""
+
+    def __init__(self, mode: HostReads) -> None:
+        self.mode = mode
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self.mode.batch = batch_idx
+        if torch.cuda.is_available() and batch_idx > 0:
+            logs = (trainer.global_step + 1) % trainer.log_every_n_steps == 0
+            torch.cuda.set_sync_debug_mode("default" if logs else "error")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.mode.batch = None
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def test_training_steps_read_nothing_from_the_device_between_logging_steps(tmp_path, digits_cache):
+    # The run as a user has it: W&B logger, progress bar, checkpoint, NaN-guard and throughput callbacks.
+    cfg = resolve(make_cfg(tmp_path, digits_cache, "trainer.enable_progress_bar=true", "trainer.max_epochs=1",
+                           "trainer.log_every_n_steps=10", "trainer.limit_val_batches=0",
+                           "trainer.num_sanity_val_steps=0", "data.batch_size=16", "trainer.accelerator=auto"),
+                  cuda=torch.cuda.is_available())
+    module = instantiate(cfg.model, optimizer=build_optimizer(cfg), scheduler=None)
+    trainer = build_trainer(cfg, tmp_path, build_logger(cfg, tmp_path))
+    recorder = HostReads()
+    trainer.callbacks.insert(0, MarkBatches(recorder))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with recorder:
+        trainer.fit(module, train_dataloaders=_Repeat(_batch(cfg, device), 40))
+    trainer.logger.experiment.finish()
+    assert trainer.global_step == 40
+    # Batch 0 sets up Lightning's metric state once; after that, only the logging steps read.
+    steps_that_read = sorted(b for b in recorder.reads if b > 0)
+    assert steps_that_read == [9, 19, 29, 39], {b: recorder.reads[b][:3] for b in steps_that_read}
+    # ...and they do read: the recorder sees the logger and the NaN guard fetch the loss.
+    assert any(r.startswith("item") for r in recorder.reads[9]) and any(r.startswith("__int__") for r in recorder.reads[9])
+
+
+def test_auto_switches_follow_the_machine(tmp_path, digits_cache):
+    cfg = make_cfg(tmp_path, digits_cache, "model=alexnet")
+    assert (cfg.trainer.precision, cfg.model.channels_last, cfg.optim.fused, cfg.tf32) == ("auto",) * 4
+    cpu = resolve(cfg, cuda=False)
+    assert (cpu.trainer.precision, cpu.trainer.benchmark, cpu.model.channels_last, cpu.optim.fused, cpu.tf32) == \
+        ("32-true", False, False, False, False)
+    assert torch.get_float32_matmul_precision() == "highest" and cfg.trainer.precision == "auto"  # cfg untouched
+    gpu = resolve(cfg, cuda=True)
+    assert gpu.trainer.precision == ("bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+                                     else "16-mixed")
+    assert (gpu.trainer.benchmark, gpu.model.channels_last, gpu.optim.fused, gpu.tf32) == (True, True, True, True)
+    assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32
+    # a value the user set is kept; a deterministic run is not autotuned
+    given = resolve(make_cfg(tmp_path, digits_cache, "trainer.precision=32-true", "model.channels_last=false",
+                             "trainer.deterministic=true", "tf32=false"), cuda=True)
+    assert (given.trainer.precision, given.model.channels_last, given.trainer.benchmark, given.tf32) == \
+        ("32-true", False, False, False)
+    resolve(cfg, cuda=False)  # leave the process-wide switches as the CPU tests expect them
+
+
+def test_the_trainer_benchmark_runs_in_quick_mode(tmp_path):
+    result = run_cli("trainer.bench", "--warmup", "2", "--steps", "3", "--repeats", "1", "data.batch_size=32",
+                     "trainer.enable_progress_bar=false", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["model"] == "lenet5" and figures["batch_size"] == 32 and figures["device"] == "cpu"
+    assert figures["precision"] == "32-true"  # `auto` on a CPU
+    assert figures["trainer_img_s"] > 0 and figures["bare_img_s"] > 0
+    assert figures["ratio"] == pytest.approx(figures["trainer_img_s"] / figures["bare_img_s"], rel=0.01)
+    assert figures["first_step_s"] > 0 and figures["peak_rss_mb"] > 0
+    # LeNet-5's multiply-adds: C1 117,600 + C3 150,000 + C5 48,000 + F6 10,080, x2 forward, x3 with backward
+    assert figures["train_flops_per_image"] == 3 * 2 * (117_600 + 150_000 + 48_000 + 10_080)
