@@ -3,7 +3,12 @@
 import argparse
 import sys
 
+import torch
+
 from . import create_model, format_table, input_shape, layer_table, list_models, trainable_params
+from .memory import format_memory, split_tower_memory, training_memory
+
+GTX_580_GIB = 3  # the memory of each of the two GPUs AlexNet was trained on
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -11,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", help="a model name; omit to list the models")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="output classes (default: 10 for lenet5, 1000 for the ImageNet models)")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="batch of the training-memory figures (default 128, AlexNet's)")
     args = parser.parse_args(argv)
     if args.name is None:
         for name in list_models():
@@ -26,6 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     shape = input_shape(args.name)
     print(f"{args.name}: input {' x '.join(map(str, shape))}, {num_classes} classes")
     print(format_table(layer_table(model, shape), model))
+    print(f"Training memory at batch {args.batch_size}, fp32, SGD with momentum (activations: what autograd keeps "
+          f"for the backward pass):")
+    with torch.device("meta"):  # shapes only: no memory, no time
+        meta_model = create_model(args.name, num_classes=num_classes)
+    print(format_memory("one device", training_memory(meta_model, shape, args.batch_size)))
+    if args.name == "alexnet":
+        tower = split_tower_memory(args.batch_size, num_classes)
+        fits = "fits in" if tower.total <= GTX_580_GIB * 2**30 else "does not fit in"
+        print(format_memory("per GPU, two-GPU split", tower) + f" ({fits} a GTX 580's {GTX_580_GIB} GiB)")
     return 0
 
 

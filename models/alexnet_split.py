@@ -95,6 +95,8 @@ class TowerDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if x.is_meta:  # shapes only (models.memory counts what is saved): nothing to draw
+            return x * torch.empty_like(x) / (1.0 - self.p)
         if self._generator is None or self._generator.device != x.device:
             self._generator = torch.Generator(device=x.device).manual_seed(self.seed)
         keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self._generator)
@@ -144,7 +146,9 @@ class AlexNetTower(nn.Module):
         x = self._gather(x, dim=1).flatten(1)
         x = self.drop(self.relu(self.fc6(x)))
         x = self.drop(self.relu(self.fc7(self._gather(x, dim=1))))
-        x = self.fc8(self._gather(x, dim=1))
+        return self._join_logits(self.fc8(self._gather(x, dim=1)))
+
+    def _join_logits(self, x: torch.Tensor) -> torch.Tensor:
         return _GatherForReplicated.apply(x, 1, self.group)
 
 

@@ -13,6 +13,7 @@ from models import create_model, trainable_params
 from models.alexnet import AlexNet
 from models.alexnet_split import (AlexNetTower, exchanged_values_per_image, grouped_state_dict, tower_from_grouped,
                                   tower_state_dict)
+from models.memory import saved_activation_bytes, split_tower_memory
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -60,6 +61,10 @@ def _equivalence_worker(rank: int, port: int, out_dir: str) -> None:
         ref_weights = tower_state_dict(reference.state_dict(), rank)
         report.update({f"weight/{n}": rel_err(p, ref_weights[n]) for n, p in tower.state_dict().items()})
         torch.save(report, os.path.join(out_dir, f"rank{rank}.pt"))
+
+        # what one real tower keeps for its backward pass, dropout on (models.memory counts it without a peer)
+        with_dropout = tower_from_grouped(AlexNet(num_classes=10), rank, dropout_seed=rank).train()
+        torch.save(saved_activation_bytes(with_dropout, x), os.path.join(out_dir, f"saved{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -78,6 +83,8 @@ def test_split_matches_the_grouped_model_in_logits_gradients_and_step(tmp_path):
         worst = max(report, key=report.get)
         print(f"rank {rank}: worst relative error {report[worst]:.2e} ({worst}), logits {report['logits']:.2e}")
         assert report[worst] <= 1e-5, (worst, report[worst])
+        saved = torch.load(tmp_path / f"saved{rank}.pt")
+        assert saved == split_tower_memory(batch_size=4, num_classes=10).activations > 4 * 3 * 224 * 224 * 4
 
 
 def test_exchange_per_image_for_imagenet():
@@ -88,6 +95,15 @@ def test_exchange_per_image_for_imagenet():
 def test_each_tower_holds_half_the_parameters():
     assert trainable_params(AlexNetTower(num_classes=1000)) * 2 == trainable_params(create_model("alexnet")) \
         == 60_965_224
+
+
+def test_the_split_fits_in_a_gtx_580_at_batch_128_in_fp32():
+    tower = split_tower_memory(batch_size=128)
+    assert tower.params == tower.grads == tower.optimizer == 30_482_612 * 4  # SGD momentum: one value per weight
+    assert tower.activations == pytest.approx(817.9 * 2**20, rel=1e-3)
+    assert tower.total < 3 * 2**30
+    small = split_tower_memory(batch_size=64)  # activations scale with the batch, the rest does not
+    assert small.activations * 2 == tower.activations and small.params == tower.params
 
 
 def test_checkpoint_round_trip_between_split_and_grouped():
