@@ -140,15 +140,21 @@ def _bare_model(cfg, device: torch.device):
     return net, build_optimizer(cfg)(params=net.parameters())
 
 
+# H100 SXM's dense peaks (NVIDIA datasheet); the H200 has the same tensor cores and clocks
+HOPPER_SXM_DENSE = {torch.float32: 66.9e12, "tfloat32": 494.7e12, torch.bfloat16: 989.4e12, torch.float16: 989.4e12}
+
+
 def dense_peak_flops(device: torch.device, dtype) -> float | None:
     """The GPU's peak FLOP/s for ``dtype`` without sparsity, from Lightning's table of datasheet figures.
 
-    For Hopper (H100, H200) the table gives the tensor-core figures of NVIDIA's datasheets, which
-    assume 2:4 structured sparsity: twice what dense training can reach. Those are halved here.
+    Two corrections: Lightning's H200 and H100 NVL entries hold the 2:4-sparsity tensor-core
+    figures (twice what dense training can reach), and it does not recognise a plain "NVIDIA H200".
     """
-    peak = get_available_flops(device, dtype)
     name = torch.cuda.get_device_name(device).lower()
-    if peak and any(chip in name for chip in ("h100", "h200")) and dtype in (torch.bfloat16, torch.float16, "tfloat32"):
+    if "h200" in name:
+        return HOPPER_SXM_DENSE.get(dtype)
+    peak = get_available_flops(device, dtype)
+    if peak and "h100" in name and "nvl" in name and dtype in (torch.bfloat16, torch.float16, "tfloat32"):
         peak /= 2
     return peak
 
