@@ -208,10 +208,17 @@ def test_imagenet_root_alone_selects_imagenet(tmp_path):
     assert "embedded digits" not in result.stderr
 
 
-@pytest.mark.parametrize("switches", [["trainer.precision=bf16-mixed", "model.channels_last=true"],
-                                      ["model.compile=true"]])
-def test_precision_channels_last_and_compile_switches(tmp_path, digits_cache, switches):
-    result = train(make_cfg(tmp_path, digits_cache, "trainer.max_epochs=1", "logger=none", *switches, *TINY))
+# every switch that `auto` turns on on a GPU (trainer/fast_path.py), forced on here; and torch.compile
+GPU_FAST_PATH = ["trainer.precision=bf16-mixed", "model.channels_last=true", "optim.fused=true",
+                 "trainer.benchmark=true", "tf32=true"]
+
+
+@pytest.mark.parametrize("switches", [GPU_FAST_PATH, ["model.compile=true"]])
+def test_fast_path_and_compile_switches_train(tmp_path, digits_cache, switches):
+    try:
+        result = train(make_cfg(tmp_path, digits_cache, "trainer.max_epochs=1", "logger=none", *switches, *TINY))
+    finally:
+        torch.set_float32_matmul_precision("highest")  # process-wide: do not leak TF32 into later tests
     assert result["global_step"] == 5 and 0.0 <= result["val/top1_err"] <= 100.0
 
 
