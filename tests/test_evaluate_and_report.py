@@ -33,6 +33,16 @@ def test_evaluate_scores_a_checkpoint_under_tencrop_into_its_wandb_run(two_runs,
     assert summary["gap/top1_err"] == pytest.approx(summary["eval/tencrop/top1_err"] - 0.95, abs=1e-3)
 
 
+def test_evaluate_under_center_reproduces_the_best_checkpoints_validation_score(two_runs, digits_cache):
+    root, first, _ = two_runs
+    result = run_cli("trainer.evaluate", f"ckpt_path={first['best_ckpt']}", "protocol=center", "logger=none",
+                     "trainer.enable_progress_bar=false", "trainer.limit_val_batches=4", cwd=root,
+                     env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    top1 = float(result.stdout.split("center: val top-1 error ")[1].split(" %")[0])
+    assert top1 == pytest.approx(first["best/top1_err"], abs=0.01)  # the same weights, data and crops
+
+
 def test_evaluate_without_a_checkpoint_says_what_to_pass(tmp_path):
     result = run_cli("trainer.evaluate", cwd=tmp_path, timeout=120)
     assert result.returncode == 1

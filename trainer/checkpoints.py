@@ -44,8 +44,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location=map_location or "cpu")
 
 
-def load_checkpoint(path, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """Loads a checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only, no code.
+
+    ``mmap``: map the tensors' bytes instead of reading them (cheap when only the metadata is needed).
 
     Raises:
         CheckpointError: the file is missing, is not a checkpoint, or holds objects that would need
@@ -55,7 +57,7 @@ def load_checkpoint(path, map_location: Any = "cpu") -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain data, "
                               f"and loading them could run code from the file ({str(e).splitlines()[0]})") from e

@@ -28,7 +28,7 @@ def model_override(overrides: list[str]) -> list[str]:
     if not path:
         return overrides  # evaluate() says that ckpt_path is missing
     try:
-        name = load_checkpoint(path).get("hyper_parameters", {}).get("model_name")
+        name = load_checkpoint(path, mmap=True).get("hyper_parameters", {}).get("model_name")  # weights not read
     except CheckpointError:
         return overrides  # evaluate() reports it with the full message
     return [*overrides, f"model={name}"] if name else overrides
@@ -42,11 +42,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     cfg = resolve(cfg, cuda=runs_on_cuda(cfg))
     cfg.data.eval_protocol = cfg.protocol
     datamodule, module = instantiate(cfg.data), instantiate(cfg.model)
+    module.load_state_dict(ckpt["state_dict"])  # the checkpoint is read once
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
                          benchmark=cfg.trainer.benchmark, logger=False, enable_checkpointing=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
                          limit_val_batches=cfg.trainer.limit_val_batches, enable_model_summary=False)
-    metrics = trainer.validate(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True,
-                               verbose=False)[0]
+    metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     top1, top5 = float(metrics["val/top1_err"]), float(metrics["val/top5_err"])
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))
     fields = {f"eval/{cfg.protocol}/top1_err": top1, f"eval/{cfg.protocol}/top5_err": top5,
