@@ -108,3 +108,10 @@ def test_the_trainer_benchmark_runs_in_quick_mode(tmp_path):
     assert figures["first_step_s"] > 0 and figures["peak_rss_mb"] > 0
     # LeNet-5's multiply-adds: C1 117,600 + C3 150,000 + C5 48,000 + F6 10,080, x2 forward, x3 with backward
     assert figures["train_flops_per_image"] == 3 * 2 * (117_600 + 150_000 + 48_000 + 10_080)
+
+
+def test_the_benchmark_refuses_what_the_strategy_cannot_run(tmp_path):
+    result = run_cli("trainer.bench", "strategy=two_gpu_split", cwd=tmp_path, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: strategy=two_gpu_split splits the 2012 two-GPU AlexNet between two processes, but model=lenet5" \
+        in result.stderr

@@ -36,7 +36,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning_fabric.utilities.throughput import get_available_flops, measure_flops
 
+from .__main__ import exit_on_user_error
 from .fast_path import resolve, runs_on_cuda
+from .train import strategy_plan
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -89,7 +91,7 @@ def _batch(cfg, device):
     return images.to(device), labels.to(device)
 
 
-def bench_trainer(cfg, warmup: int, steps: int) -> tuple[float, float, bool]:
+def bench_trainer(cfg, warmup: int, steps: int, overrides: dict) -> tuple[float, float, bool]:
     """Images/s of ``steps`` timed steps of the trainer (of this process: ``data.batch_size`` images a
     step), the seconds from start to its first step, and whether this is the first process (a
     multi-process strategy runs this in every process)."""
@@ -99,7 +101,7 @@ def bench_trainer(cfg, warmup: int, steps: int) -> tuple[float, float, bool]:
     batch = _batch(cfg, "cpu")
     module = instantiate(cfg.model, optimizer=build_optimizer(cfg), scheduler=None)
     with tempfile.TemporaryDirectory() as folder:
-        trainer = build_trainer(cfg, Path(folder), build_logger(cfg, Path(folder)))
+        trainer = build_trainer(cfg, Path(folder), build_logger(cfg, Path(folder)), **overrides)
         timer = _StepTimer(warmup, steps, start)
         trainer.callbacks.append(timer)
         trainer.fit(module, train_dataloaders=_Repeat(batch, warmup + steps))
@@ -187,22 +189,29 @@ def main(argv: list[str] | None = None) -> int:
                 "paths.output_dir=.", "trainer.devices=1"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*defaults, *args.overrides])
-    cfg = resolve(cfg, cuda=runs_on_cuda(cfg))
-    device = torch.device("cuda" if runs_on_cuda(cfg) else "cpu")
+    exit_on_user_error(lambda cfg: bench(cfg, args.warmup, args.steps, args.repeats), cfg)
+    return 0
+
+
+def bench(cfg, warmup: int, steps: int, repeats: int) -> None:
+    """Measures and prints (the first process only), the JSON line last."""
+    overrides = strategy_plan(cfg)  # a strategy's checks before any process starts (Trainer overrides)
+    cuda = runs_on_cuda(cfg, overrides.get("accelerator"))
+    cfg, device = resolve(cfg, cuda=cuda), torch.device("cuda" if cuda else "cpu")
     print(f"{cfg.model.model_name}, batch {cfg.data.batch_size} of {cfg.model.in_channels}x{cfg.model.input_size}x"
           f"{cfg.model.input_size}, {cfg.trainer.precision}, {device}, {torch.get_num_threads()} threads; "
-          f"{args.steps} steps after {args.warmup} warm-up, {args.repeats} repeats, median", flush=True)
+          f"{steps} steps after {warmup} warm-up, {repeats} repeats, median", flush=True)
     trainer_rates, bare_rates, first_steps = [], [], []
-    for repeat in range(args.repeats):
-        rate, first, first_process = bench_trainer(cfg, args.warmup, args.steps)
+    for repeat in range(repeats):
+        rate, first, first_process = bench_trainer(cfg, warmup, steps, overrides)
         if not first_process:  # the other processes only take part in the trainer's collective steps
             continue
         trainer_rates.append(rate)
         first_steps.append(first)
-        bare_rates.append(bench_bare(cfg, args.warmup, args.steps, device))
+        bare_rates.append(bench_bare(cfg, warmup, steps, device))
         print(f"repeat {repeat + 1}: trainer {rate:8.1f} img/s, bare loop {bare_rates[-1]:8.1f} img/s", flush=True)
     if not trainer_rates:
-        return 0
+        return
     trainer_img_s, bare_img_s = statistics.median(trainer_rates), statistics.median(bare_rates)
     figures = {"model": cfg.model.model_name, "batch_size": cfg.data.batch_size, "precision": cfg.trainer.precision,
                "device": str(device), "trainer_img_s": round(trainer_img_s, 1), "bare_img_s": round(bare_img_s, 1),
@@ -220,7 +229,6 @@ def main(argv: list[str] | None = None) -> int:
             figures["gpu_peak_tflops"] = round(peak / 1e12, 1)
             figures["mfu"] = round(flops * trainer_img_s / peak, 3)
     print(json.dumps(figures))
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
@@ -16,7 +16,6 @@ from pytorch_lightning.utilities import rank_zero_only
 from .callbacks import HostMetrics, NonFiniteLossGuard, ProgressBar, WandbRun
 from .checkpoints import AtomicCheckpointIO, check_compatible
 from .fast_path import resolve, runs_on_cuda
-from .split_strategy import plan_processes
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .summary import print_summary
 from .tracking import environment, git_state, wandb_online_configured
@@ -77,6 +76,12 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
                        default_root_dir=str(output_dir), plugins=plugins, **overrides)
 
 
+def strategy_plan(cfg: DictConfig) -> dict:
+    """The strategy's own check before any process starts (``strategy.plan``: a function of the config
+    that raises on settings it cannot run and returns Trainer overrides), or none."""
+    return get_method(cfg.strategy.plan)(cfg) if cfg.strategy.get("plan") else {}
+
+
 def checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
     """``ckpt_path`` when given; else the newest checkpoint already in this run's folder, if any.
 
@@ -104,7 +109,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # augment identically.
     pl.seed_everything(cfg.seed, workers=False)
     # checked before anything is built or any process is started
-    trainer_overrides = plan_processes(cfg) if cfg.strategy.name == "two_gpu_split" else {}
+    trainer_overrides = strategy_plan(cfg)
     cfg = resolve(cfg, cuda=runs_on_cuda(cfg, trainer_overrides.get("accelerator")))  # the `auto` speed switches
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
