@@ -9,6 +9,7 @@ fp32 on most. A switch set to ``true``/``false`` (or a precision name) is left a
 ``torch.compile`` stays opt-in (``model.compile=true``): it costs minutes of compilation at start.
 
 Switches: ``trainer.precision``, ``trainer.benchmark``, ``model.channels_last``, ``optim.fused``, ``tf32``.
+Also here: the one change to Lightning's loop that keeps a multi-process step free of host syncs.
 """
 
 import copy
@@ -52,3 +53,27 @@ def resolve(cfg: DictConfig, cuda: bool) -> DictConfig:
     log.debug("fast path: precision %s, channels_last %s, cudnn benchmark %s, fused SGD %s, TF32 %s",
               cfg.trainer.precision, cfg.model.channels_last, cfg.trainer.benchmark, cfg.optim.get("fused"), cfg.tf32)
     return cfg
+
+
+def check_sigterm_on_logging_steps(trainer) -> None:
+    """Makes Lightning's SIGTERM check of a multi-process run happen on the logging steps only.
+
+    Lightning (2.6) broadcasts a SIGTERM flag from rank 0 before every training step and reads it
+    on the host: on GPUs a sync per step that stops the host from queueing the next step early.
+    The same check every ``log_every_n_steps`` steps (all ranks count the same steps) stops a
+    terminated run at most that many steps later.
+
+    Raises:
+        RuntimeError: if Lightning no longer has the check (a newer version): look again, then.
+    """
+    loop = trainer.fit_loop.epoch_loop
+    every_step = getattr(loop, "_broadcast_sigterm_tensor", None)
+    if every_step is None:
+        raise RuntimeError("pytorch_lightning's training loop has no _broadcast_sigterm_tensor any more: "
+                           "trainer/fast_path.check_sigterm_on_logging_steps needs updating")
+
+    def on_logging_steps() -> None:
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            every_step()
+
+    loop._broadcast_sigterm_tensor = on_logging_steps

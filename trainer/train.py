@@ -15,7 +15,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from .callbacks import HostMetrics, NonFiniteLossGuard, ProgressBar, WandbRun
 from .checkpoints import AtomicCheckpointIO, check_compatible
-from .fast_path import resolve, runs_on_cuda
+from .fast_path import check_sigterm_on_logging_steps, resolve, runs_on_cuda
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .summary import print_summary
 from .tracking import environment, git_state, wandb_online_configured
@@ -72,8 +72,10 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # on the requeue signal: save an hpc checkpoint and `scontrol requeue`
         plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR2))
-    return instantiate(cfg.trainer, logger=logger, callbacks=callbacks, strategy=strategy,
-                       default_root_dir=str(output_dir), plugins=plugins, **overrides)
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, strategy=strategy,
+                          default_root_dir=str(output_dir), plugins=plugins, **overrides)
+    check_sigterm_on_logging_steps(trainer)
+    return trainer
 
 
 def strategy_plan(cfg: DictConfig) -> dict:
