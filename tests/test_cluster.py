@@ -79,16 +79,26 @@ def test_resnet152_script_runs_ddp_over_two_tasks(slurm, tmp_path, digits_cache)
     assert wandb_inspect(wandb_run)["state"] == "finished"
 
 
-def test_alexnet_two_gpu_script_runs_the_split_as_two_tasks(slurm, tmp_path, digits_cache):
+def test_alexnet_two_gpu_script_runs_the_split_and_survives_preemption(slurm, tmp_path, digits_cache):
+    """The split as two Slurm tasks; USR2 mid-run: both towers save at the same step, the job requeues and ends."""
     env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
-    job = sbatch(env, tmp_path, "alexnet_two_gpu.sh", "data=digits", "trainer.max_epochs=1",
+    job = sbatch(env, tmp_path, "alexnet_two_gpu.sh", "data=digits", "trainer.max_epochs=4",
                  "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=8",
-                 "trainer.enable_progress_bar=false")
-    wait_for(env, job)
+                 "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false")
+    run = tmp_path / "outputs" / "alexnet" / job
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "last.ckpt").exists():
+        assert time.monotonic() < deadline and job_state(env, job)["JobState"] in ("PENDING", "RUNNING")
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True, timeout=30)
+    state = wait_for(env, job)
     log = (tmp_path / f"slurm-alexnet-2gpu-{job}.out").read_text()
     assert "running the towers as 2 CPU processes (gloo)" in log and "alexnet / two_gpu_split / digits" in log
-    ckpt = load_checkpoint(tmp_path / "outputs" / "alexnet" / job / "checkpoints" / "last.ckpt")
-    assert ckpt["global_step"] == 2 and ckpt["state_dict"]["net.conv2.weight"].shape == (256, 48, 5, 5)
+    assert state["Restarts"] == "1" and f"Requeued SLURM job: {job}" in log and "resuming from" in log
+    (hpc,) = run.glob("hpc_ckpt_*.ckpt")
+    assert load_checkpoint(hpc)["state_dict"]["net.conv2.weight"].shape == (256, 48, 5, 5)  # grouped, joined
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 8 and ckpt["state_dict"]["net.conv2.weight"].shape == (256, 48, 5, 5)
 
 
 def test_a_requeued_job_resumes_from_its_checkpoint(slurm, tmp_path, digits_cache):

@@ -1,5 +1,10 @@
 """Callbacks the trainer always uses: host-side metrics, the progress bar, the non-finite loss guard, W&B."""
 
+import logging
+import os
+import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -9,6 +14,8 @@ import torch
 from pytorch_lightning.callbacks import RichProgressBar
 
 from data_pipelines.datamodule import data_parallel_rank_and_size
+
+log = logging.getLogger(__name__)
 
 
 def is_logging_step(trainer) -> bool:
@@ -130,3 +137,44 @@ class WandbRun(pl.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if self.logger is not None and trainer.is_global_zero:
             checkpoint["wandb_run_id"] = self.logger.version
+
+
+class SlurmPreemption(pl.Callback):
+    """Slurm's warning before the time limit (``#SBATCH --signal=USR2@120``): a checkpoint, then a requeue.
+
+    Lightning's own handler saves from inside the signal handler, wherever each process happens to
+    be; under ``two_gpu_split`` that save gathers the towers' weights, and a gather can pair with the
+    peer's pending activation exchange. Here the handler only notes the signal. On the next logging
+    step every process learns whether any of them got it (one reduction, where the host reads the
+    device anyway), all write ``hpc_ckpt_N.ckpt`` at that same step, and rank 0 runs ``scontrol
+    requeue``. Training goes on until Slurm stops the job; the requeued job resumes from that file.
+    """
+
+    def __init__(self, signum: int = signal.SIGUSR2) -> None:
+        self.signum, self.received, self._previous = signum, False, None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._previous = signal.signal(self.signum, self._note)
+
+    def _note(self, signum, frame) -> None:
+        self.received = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not is_logging_step(trainer) or not trainer.strategy.reduce_boolean_decision(self.received, all=False):
+            return
+        self.received = False
+        folder = Path(trainer.default_root_dir)
+        numbers = [int(m.group(1)) for p in folder.glob("hpc_ckpt_*.ckpt") if (m := re.match(r"hpc_ckpt_(\d+)", p.name))]
+        path = folder / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
+        trainer.save_checkpoint(path)  # every process, at this same step
+        if trainer.is_global_zero:
+            job = os.environ["SLURM_JOB_ID"]
+            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            if result.returncode == 0:
+                log.info("Requeued SLURM job: %s (checkpoint %s)", job, path)
+            else:
+                log.warning("saved %s; requeuing SLURM job %s failed: %s", path, job, result.stderr.strip())
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self._previous is not None:
+            signal.signal(self.signum, self._previous)

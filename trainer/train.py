@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
-from .callbacks import HostMetrics, NonFiniteLossGuard, ProgressBar, WandbRun
+from .callbacks import HostMetrics, NonFiniteLossGuard, ProgressBar, SlurmPreemption, WandbRun
 from .checkpoints import AtomicCheckpointIO, check_compatible
 from .fast_path import check_sigterm_on_logging_steps, resolve, runs_on_cuda
 from .paper_comparison import print_comparison, references_for, summary_fields
@@ -70,8 +70,9 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     if OmegaConf.is_dict(strategy):
         strategy = instantiate(strategy)
     plugins = [AtomicCheckpointIO()]
-    if SLURMEnvironment.detect():  # on the requeue signal: save an hpc checkpoint and `scontrol requeue`
-        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR2))
+    if SLURMEnvironment.detect():  # USR2: an hpc checkpoint and `scontrol requeue` (ours, not Lightning's handler)
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+        callbacks.append(SlurmPreemption(signal.SIGUSR2))
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, strategy=strategy,
                           default_root_dir=str(output_dir), plugins=plugins, **overrides)
     check_sigterm_on_logging_steps(trainer)
