@@ -52,6 +52,22 @@ def job_state(slurm_env: dict, job: str) -> dict:
     return dict(re.findall(r"(\w+)=(\S+)", shown.stdout))
 
 
+def wait_for_file(slurm_env: dict, job: str, path: Path, timeout: float = 300) -> None:
+    """Waits until the running job has written ``path``."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline and job_state(slurm_env, job)["JobState"] in ("PENDING", "RUNNING")
+        time.sleep(0.5)
+
+
+def preempt_after_first_epoch(slurm_env: dict, job: str, run: Path) -> dict:
+    """Sends USR2, as `#SBATCH --signal=USR2@120` does before the time limit, once the run has a
+    checkpoint; returns the job's state once it has completed."""
+    wait_for_file(slurm_env, job, run / "checkpoints" / "last.ckpt")
+    subprocess.run(["scancel", "--signal=USR2", job], env=slurm_env, check=True, timeout=30)
+    return wait_for(slurm_env, job)
+
+
 def wait_for(slurm_env: dict, job: str, states=("COMPLETED",), timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -86,12 +102,7 @@ def test_alexnet_two_gpu_script_runs_the_split_and_survives_preemption(slurm, tm
                  "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=8",
                  "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false")
     run = tmp_path / "outputs" / "alexnet" / job
-    deadline = time.monotonic() + 300
-    while not (run / "checkpoints" / "last.ckpt").exists():
-        assert time.monotonic() < deadline and job_state(env, job)["JobState"] in ("PENDING", "RUNNING")
-        time.sleep(0.5)
-    subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True, timeout=30)
-    state = wait_for(env, job)
+    state = preempt_after_first_epoch(env, job, run)
     log = (tmp_path / f"slurm-alexnet-2gpu-{job}.out").read_text()
     assert "running the towers as 2 CPU processes (gloo)" in log and "alexnet / two_gpu_split / digits" in log
     assert state["Restarts"] == "1" and f"Requeued SLURM job: {job}" in log and "resuming from" in log
@@ -105,10 +116,7 @@ def test_a_requeued_job_resumes_from_its_checkpoint(slurm, tmp_path, digits_cach
     env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
     job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=8")
     last = tmp_path / "outputs" / "resnet18" / job / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists():  # the first epoch's checkpoint
-        assert time.monotonic() < deadline and job_state(env, job)["JobState"] in ("PENDING", "RUNNING")
-        time.sleep(0.5)
+    wait_for_file(env, job, last)  # the first epoch's checkpoint
     subprocess.run(["scontrol", "requeue", job], env=env, check=True, timeout=30)  # preempted mid-run
     requeued = time.monotonic()
     state = wait_for(env, job)
@@ -127,12 +135,7 @@ def test_the_preemption_signal_saves_requeues_and_resumes(slurm, tmp_path, digit
     env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
     job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=8")
     run = tmp_path / "outputs" / "resnet18" / job
-    deadline = time.monotonic() + 300
-    while not (run / "checkpoints" / "last.ckpt").exists():
-        assert time.monotonic() < deadline and job_state(env, job)["JobState"] in ("PENDING", "RUNNING")
-        time.sleep(0.5)
-    subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True, timeout=30)
-    state = wait_for(env, job)
+    state = preempt_after_first_epoch(env, job, run)
     log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()
     assert state["Restarts"] == "1" and f"Requeued SLURM job: {job}" in log
     (hpc,) = run.glob("hpc_ckpt_*.ckpt")
