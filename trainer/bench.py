@@ -36,9 +36,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning_fabric.utilities.throughput import get_available_flops, measure_flops
 
+from models import create_model
+
 from .__main__ import exit_on_user_error
 from .fast_path import resolve, runs_on_cuda
-from .train import strategy_plan
+from .train import build_logger, build_optimizer, build_trainer, strategy_plan
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -95,8 +97,6 @@ def bench_trainer(cfg, warmup: int, steps: int, overrides: dict) -> tuple[float,
     """Images/s of ``steps`` timed steps of the trainer (of this process: ``data.batch_size`` images a
     step), the seconds from start to its first step, and whether this is the first process (a
     multi-process strategy runs this in every process)."""
-    from .train import build_logger, build_optimizer, build_trainer
-
     start = time.perf_counter()
     batch = _batch(cfg, "cpu")
     module = instantiate(cfg.model, optimizer=build_optimizer(cfg), scheduler=None)
@@ -133,10 +133,6 @@ def bench_bare(cfg, warmup: int, steps: int, device: torch.device) -> float:
 
 
 def _bare_model(cfg, device: torch.device):
-    from models import create_model
-
-    from .train import build_optimizer
-
     net = create_model(cfg.model.model_name, num_classes=cfg.data.num_classes, in_channels=cfg.model.in_channels)
     net = net.to(device, memory_format=torch.channels_last if cfg.model.channels_last else torch.preserve_format)
     return net, build_optimizer(cfg)(params=net.parameters())
@@ -169,8 +165,6 @@ def training_flops_per_image(cfg) -> int:
     multiply-adds of its layers, twice). Its backward count is not used: it over-counts grouped
     convolutions (the weight gradient is not divided by the groups), which AlexNet has.
     """
-    from models import create_model
-
     with torch.device("meta"):
         net = create_model(cfg.model.model_name, num_classes=cfg.data.num_classes, in_channels=cfg.model.in_channels)
         image = torch.empty(1, cfg.model.in_channels, cfg.model.input_size, cfg.model.input_size)

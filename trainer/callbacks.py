@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-
 from pytorch_lightning.callbacks import RichProgressBar
 
 from data_pipelines.datamodule import data_parallel_rank_and_size

@@ -17,7 +17,7 @@ from .__main__ import default_data_overrides, exit_on_user_error
 from .checkpoints import CheckpointError, check_compatible, load_checkpoint
 from .fast_path import resolve, runs_on_cuda
 from .paper_comparison import print_comparison, references_for, summary_fields
-from .tracking import wandb_online_configured
+from .tracking import wandb_offline
 
 
 def model_override(overrides: list[str]) -> list[str]:
@@ -44,7 +44,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = instantiate(cfg.data), instantiate(cfg.model)
     module.load_state_dict(ckpt["state_dict"])  # the checkpoint is read once
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
-                         benchmark=cfg.trainer.benchmark, logger=False, enable_checkpointing=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
+                         benchmark=cfg.trainer.benchmark, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=cfg.trainer.enable_progress_bar,
                          limit_val_batches=cfg.trainer.limit_val_batches, enable_model_summary=False)
     metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     top1, top5 = float(metrics["val/top1_err"]), float(metrics["val/top5_err"])
@@ -55,10 +56,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if ckpt.get("wandb_run_id") and str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
         import wandb
 
-        offline = cfg.logger.get("offline")
-        offline = (not wandb_online_configured()) if offline is None else offline
         run = wandb.init(id=ckpt["wandb_run_id"], resume="allow", project=cfg.logger.project, dir=str(run_folder),
-                         mode="offline" if offline else "online")
+                         mode="offline" if wandb_offline(cfg.logger) else "online")
         run.summary.update(fields)
         run.finish()
         fields["wandb_dir"] = str(Path(run.dir).parent)

@@ -18,6 +18,8 @@ import logging
 import torch
 from omegaconf import DictConfig, open_dict
 
+from .callbacks import is_logging_step
+
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
@@ -73,7 +75,7 @@ def check_sigterm_on_logging_steps(trainer) -> None:
                            "trainer/fast_path.check_sigterm_on_logging_steps needs updating")
 
     def on_logging_steps() -> None:
-        if trainer.global_step % trainer.log_every_n_steps == 0:
+        if is_logging_step(trainer):  # before the step: the steps done so far, the same count on every rank
             every_step()
 
     loop._broadcast_sigterm_tensor = on_logging_steps

@@ -23,6 +23,12 @@ def wandb_online_configured() -> bool:
         return False
 
 
+def wandb_offline(logger_cfg) -> bool:
+    """``logger.offline`` when the config sets it, else offline unless W&B is set up to sync."""
+    offline = logger_cfg.get("offline")
+    return (not wandb_online_configured()) if offline is None else bool(offline)
+
+
 def git_state(path: Path = PROJECT_DIR) -> dict[str, str | bool]:
     """The commit the code ran at and whether the working tree had uncommitted changes."""
 

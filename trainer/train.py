@@ -18,7 +18,7 @@ from .checkpoints import AtomicCheckpointIO, check_compatible
 from .fast_path import check_sigterm_on_logging_steps, resolve, runs_on_cuda
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .summary import print_summary
-from .tracking import environment, git_state, wandb_online_configured
+from .tracking import environment, git_state, wandb_offline
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ def build_logger(cfg: DictConfig, output_dir: Path, wandb_run_id: str | None = N
     kwargs: dict[str, Any] = {"save_dir": str(output_dir)}
     if not cfg.logger._target_.endswith("WandbLogger"):
         return instantiate(cfg.logger, **kwargs)
-    offline = cfg.logger.get("offline")
-    kwargs["offline"] = (not wandb_online_configured()) if offline is None else offline
+    kwargs["offline"] = wandb_offline(cfg.logger)
     if wandb_run_id:
         kwargs.update(id=wandb_run_id, resume="allow")
     return instantiate(cfg.logger, **kwargs)
