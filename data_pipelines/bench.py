@@ -110,7 +110,7 @@ def _dali_loader(root: Path, batch_size: int, threads: int, pass_images: int, va
         return DALILoader(files, labels, batch_size=batch_size, train=True, preset="alexnet", protocol="center",
                           image_size=224, resize_size=256, channels=3, num_threads=threads)
 
-    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=None)
+    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=None, exec_dynamic=True)  # as DALILoader
     def ceiling():
         encoded, label = fn.readers.file(files=files, labels=labels, name="reader", random_shuffle=True)
         decode = dict(device="cpu", output_type=types.RGB)

@@ -63,6 +63,24 @@ def test_a_partly_read_epoch_does_not_shorten_the_next(digits):
     assert len(full) == len(val) == 23 and sum(len(y) for _, y in full) == 360
 
 
+def test_batches_stay_valid_after_later_batches_and_their_pipeline_are_gone(digits):
+    """The batches are DALI's own buffers, not copies: they must outlive the next runs and the epoch's pipeline."""
+    import gc
+
+    epoch = {"n": 0}
+    train = loader(digits["train"], epoch_fn=lambda: epoch["n"])
+    kept, snapshots = [], []
+    for images, labels in train:
+        kept.append((images, labels))
+        snapshots.append((images.clone(), labels.clone()))
+    epoch["n"] = 1
+    next_epoch = [images.clone() for images, _ in train]  # a new pipeline; the first one is dropped
+    gc.collect()
+    assert len(kept) == len(train) == 90
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(kept, snapshots))
+    assert not all(torch.equal(a, c) for (a, _), c in zip(kept, next_epoch))
+
+
 def test_epochs_are_new_permutations(digits):
     epoch = {"n": 0}
     train = loader(digits["train"], epoch_fn=lambda: epoch["n"])
