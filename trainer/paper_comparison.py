@@ -68,8 +68,9 @@ def summary_fields(top1: float | None, top5: float | None, protocol: str, refere
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
+def percent(value: float | None, unit: str = "") -> str:
+    """An error in percent as the tables print it: two decimals, "-" when there is none."""
+    return "-" if value is None else f"{value:.2f}{unit}"
 
 
 def print_comparison(top1: float | None, top5: float | None, protocol: str, data_name: str,
@@ -85,7 +86,7 @@ def print_comparison(top1: float | None, top5: float | None, protocol: str, data
                   caption_justify="left")
     for column in ("", "data", "protocol", "top-1", "top-5", "gap top-1", "gap top-5"):
         table.add_column(column, justify="right" if column.startswith(("top", "gap")) else "left")
-    table.add_row("this run", DATA_NAMES.get(data_name, data_name), protocol, _pct(top1), _pct(top5), "", "")
+    table.add_row("this run", DATA_NAMES.get(data_name, data_name), protocol, percent(top1), percent(top5), "", "")
     for r in references:
         label = f"{r.paper}" + ("" if r.single_model else f", ensemble of {r.models}")
         gaps = ("", "")
@@ -93,7 +94,7 @@ def print_comparison(top1: float | None, top5: float | None, protocol: str, data
             label += " *"
             gaps = tuple("-" if run is None or paper is None else f"{run - paper:+.2f}"
                          for run, paper in ((top1, r.top1), (top5, r.top5)))
-        table.add_row(label, r.data, r.protocol, _pct(r.top1), _pct(r.top5), *gaps)
+        table.add_row(label, r.data, r.protocol, percent(r.top1), percent(r.top5), *gaps)
     console.print(table)
     if ref is not None and DATA_NAMES.get(data_name, data_name) != ref.data:
         console.print(f"note: this run's data ({DATA_NAMES.get(data_name, data_name)}) is not the paper's "

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .paper_comparison import percent
+
 
 def _wandb_cli() -> str:
     return shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
@@ -55,10 +57,6 @@ def _last(value):
     return value.get("last") if isinstance(value, dict) else value
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def row(run: dict) -> dict:
     """The report's columns for one run."""
     config, summary = run["config"], run["summary"]
@@ -80,8 +78,9 @@ def write_markdown(rows: list[dict], path: Path) -> None:
              "| gap top-1 / top-5 | paper figure |", "|---|---|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['model']} | {r['strategy']} | {r['data']} | {r['protocol']} | {r['epochs']} "
-                     f"| {_fmt(r['top1'])} | {_fmt(r['top5'])} | {_fmt(r['paper_top1'])} / {_fmt(r['paper_top5'])} "
-                     f"| {_fmt(r['gap_top1'])} / {_fmt(r['gap_top5'])} | {r['reference']} |")
+                     f"| {percent(r['top1'])} | {percent(r['top5'])} "
+                     f"| {percent(r['paper_top1'])} / {percent(r['paper_top5'])} "
+                     f"| {percent(r['gap_top1'])} / {percent(r['gap_top5'])} | {r['reference']} |")
     path.write_text("# Runs and the papers\n\nErrors in percent; gap = run - paper (percentage points).\n\n"
                     + "\n".join(lines) + "\n")
 

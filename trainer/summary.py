@@ -6,9 +6,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f} %"
+from .paper_comparison import percent
 
 
 def print_summary(cfg: DictConfig, result: dict[str, Any]) -> None:
@@ -17,9 +15,9 @@ def print_summary(cfg: DictConfig, result: dict[str, Any]) -> None:
                   title_justify="left")
     minutes, seconds = divmod(result["wall_s"], 60)
     for row in [
-        ("val top-1 error (final)", _pct(result["val/top1_err"])),
-        ("val top-5 error (final)", _pct(result["val/top5_err"])),
-        ("val top-1 error (best)", _pct(result["best/top1_err"])),
+        ("val top-1 error (final)", percent(result["val/top1_err"], " %")),
+        ("val top-5 error (final)", percent(result["val/top5_err"], " %")),
+        ("val top-1 error (best)", percent(result["best/top1_err"], " %")),
         ("epochs / steps", f"{result['epochs']} / {result['global_step']}"),
         ("wall time", f"{int(minutes)} min {seconds:.0f} s"),
     ]:
