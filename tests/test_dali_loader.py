@@ -1,5 +1,6 @@
 """Exact epochs, shards per data-parallel replica, partial epochs and mid-epoch resume of the DALI loader."""
 
+import gc
 from collections import Counter
 
 import numpy as np
@@ -65,8 +66,6 @@ def test_a_partly_read_epoch_does_not_shorten_the_next(digits):
 
 def test_batches_stay_valid_after_later_batches_and_their_pipeline_are_gone(digits):
     """The batches are DALI's own buffers, not copies: they must outlive the next runs and the epoch's pipeline."""
-    import gc
-
     epoch = {"n": 0}
     train = loader(digits["train"], epoch_fn=lambda: epoch["n"])
     kept, snapshots = [], []

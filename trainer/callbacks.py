@@ -2,7 +2,6 @@
 
 import logging
 import os
-import re
 import signal
 import subprocess
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.trainer.connectors.checkpoint_connector import _CheckpointConnector
 
 from data_pipelines.datamodule import data_parallel_rank_and_size
 
@@ -162,9 +162,8 @@ class SlurmPreemption(pl.Callback):
         if not is_logging_step(trainer) or not trainer.strategy.reduce_boolean_decision(self.received, all=False):
             return
         self.received = False
-        folder = Path(trainer.default_root_dir)
-        numbers = [int(m.group(1)) for p in folder.glob("hpc_ckpt_*.ckpt") if (m := re.match(r"hpc_ckpt_(\d+)", p.name))]
-        path = folder / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
+        # Lightning's next hpc_ckpt_N name: the one its resume on Slurm (`_hpc_resume_path`) looks for
+        path = _CheckpointConnector.hpc_save_path(trainer.default_root_dir)
         trainer.save_checkpoint(path)  # every process, at this same step
         if trainer.is_global_zero:
             job = os.environ["SLURM_JOB_ID"]
