@@ -34,9 +34,6 @@ from .verify import inspect_image
 PAD_LABEL = -1
 READER = "reader"
 PREFETCH = 2  # batches DALI prepares ahead of the one being trained on
-# The pipelines run on DALI's dynamic executor: its outputs stay valid while referenced, so the PyTorch
-# iterator hands them over without copying (DALI >= 1.44). The classic executor recycles its buffers
-# and the iterator copies every batch (38 MB at batch 64 x 224 px): 10 % of the CPU pipeline's time.
 # GPU decoding as in NVIDIA's DALI ResNet-50 example: the share of JPEGs sent to the hardware decoder,
 # and buffers preallocated for ImageNet's sizes so that decoding does not reallocate in the first epochs
 GPU_DECODER_SETTINGS = dict(hw_decoder_load=0.65, device_memory_padding=211_025_920,
@@ -142,6 +139,9 @@ class DALILoader:
         files = [self.files[i] if i >= 0 else self.files[0] for i in index.tolist()]
         labels = [self.labels[i] if i >= 0 else PAD_LABEL for i in index.tolist()]
         seed = int(np.random.SeedSequence([self.seed, epoch, self.rank]).generate_state(1)[0] % 2**31)
+        # exec_dynamic: outputs stay valid while referenced, so the PyTorch iterator hands them over without
+        # a copy (DALI >= 1.44); the classic executor recycles its buffers and the iterator copies every batch
+        # (38 MB at batch 64 x 224 px: 10 % of the CPU pipeline's time)
         pipe = _image_pipeline(files=files, labels=labels, **self.graph, batch_size=self.batch_size,
                                num_threads=self.num_threads, device_id=self.device_id, seed=seed,
                                prefetch_queue_depth=PREFETCH, enable_checkpointing=True, exec_dynamic=True,
