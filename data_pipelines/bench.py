@@ -10,6 +10,9 @@ threads / loader workers:
 - ``decode_resize``: DALI decoding the preset's window and resizing it to 224 with nothing else, the
   ceiling of any pipeline that resamples with DALI's CPU resize.
 
+The images: ``--data`` (a data root, a folder of images or a list of image files: only read,
+never written), else ``--images`` ImageNet-sized JPEGs generated once into this project's cache.
+
 Each pass reads ``--pass-images`` samples (the image set repeated as often as needed), so that the
 figure is the steady state of a long ImageNet epoch and not the cost of starting one; that cost is
 reported on its own (``*_epoch_start_s``: from asking for an epoch to its first batch).
@@ -26,7 +29,6 @@ import json
 import math
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,6 +36,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .layout import IMAGE_SUFFIXES, DataConfigError, cache_dir, list_samples
+from .manifest import build_once
 
 VARIANTS = ("decode_only", "decode_resize", "dali", "torchvision")
 
@@ -51,29 +56,55 @@ def natural_image(rng: np.random.Generator, width: int = 500, height: int = 375)
     return np.clip(118 + 52 * mix + rng.uniform(-20, 20, 3), 0, 255).astype(np.uint8)
 
 
-def make_images(folder: Path, count: int, classes: int = 8) -> Path:
-    """Writes ``count`` JPEGs as ``folder/train/<class>/<i>.JPEG`` (ImageNet's layout) unless already there."""
+def make_images(count: int, cache: Path | None = None, classes: int = 8) -> Path:
+    """``count`` ImageNet-sized JPEGs as ``train/<class>/<i>.JPEG`` in a folder of this project's cache
+    (written once, whole; ``manifest.build_once``). Returns the folder."""
     from PIL import Image
 
-    done = folder / f".complete-{count}"
-    if not done.exists():
-        shutil.rmtree(folder / "train", ignore_errors=True)
+    def write(folder: Path) -> dict:
         rng = np.random.default_rng(0)
         for i in range(count):
             path = folder / "train" / f"c{i % classes}" / f"{i:06d}.JPEG"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(natural_image(rng, width=int(rng.integers(400, 600)))).save(path, quality=90)
-        done.touch()
-    return folder
+        return {"images": count, "quality": 90}
+
+    return build_once((cache or cache_dir()) / "bench-jpegs" / f"{count}-images", "bench-jpegs", write)
 
 
-def _files(root: Path) -> tuple[list[str], list[int]]:
-    classes = sorted(p.name for p in (root / "train").iterdir())
-    files = sorted(str(p) for c in classes for p in (root / "train" / c).iterdir())
-    return files, [classes.index(Path(f).parent.name) for f in files]
+class NoImagesError(DataConfigError):
+    """``--data`` names no images the benchmark can read."""
 
 
-def _torchvision_loader(root: Path, batch_size: int, threads: int, pass_images: int):
+def image_files(data: Path) -> tuple[list[str], list[int]]:
+    """The images of ``--data``, read-only, and their labels (the index of their class folder).
+
+    ``data`` is a data root (its ``train`` split is read, through ``verify``'s usable list when there
+    is one), a folder of class folders, a folder of images, or a text file listing image paths (one a
+    line, relative to the file's folder or absolute; the parent folder is the class).
+    """
+    data = data.expanduser()
+    if data.is_file():
+        lines = [line.strip() for line in data.read_text(errors="replace").splitlines() if line.strip()]
+        files = [str(p if p.is_absolute() else data.parent / p) for p in map(Path, lines)]
+    elif (data / "train").is_dir():
+        classes = sorted(d.name for d in (data / "train").iterdir() if d.is_dir())
+        files = list_samples(data, "train", classes)[0] if classes else []
+    elif data.is_dir():
+        files = sorted(str(p) for p in data.rglob("*") if p.name.lower().endswith(IMAGE_SUFFIXES) and p.is_file())
+    else:
+        raise NoImagesError(f"--data {data} does not exist; pass a data root (ROOT/train/<class>/*.JPEG), a folder "
+                            f"of images, or a file listing image paths")
+    files = [f for f in files if f.lower().endswith(IMAGE_SUFFIXES)]
+    if not files:
+        raise NoImagesError(f"--data {data} holds no {'/'.join(IMAGE_SUFFIXES)} images; pass a data root "
+                            f"(ROOT/train/<class>/*.JPEG), a folder of images, or a file listing image paths")
+    classes = sorted({Path(f).parent.name for f in files})
+    index = {c: i for i, c in enumerate(classes)}
+    return files, [index[Path(f).parent.name] for f in files]
+
+
+def _torchvision_loader(files: list[str], labels: list[int], batch_size: int, threads: int, pass_images: int):
     import torch
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
@@ -90,13 +121,32 @@ def _torchvision_loader(root: Path, batch_size: int, threads: int, pass_images: 
         transforms.RandomHorizontalFlip(), transforms.PILToTensor(),
         transforms.Lambda(lambda x: pca_noise(x.float())),
         transforms.Normalize(MEAN_PIXEL_2012, (1.0, 1.0, 1.0))])
-    dataset = datasets.ImageFolder(str(root / "train"), transform=transform)
+    # ImageFolder's reading and decoding (PIL) over the same files, without listing a folder
+    samples = list(zip(files, labels))
+    dataset = _Samples(samples, transform)
     dataset = Subset(dataset, [i % len(dataset) for i in range(pass_images)])
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=threads, persistent_workers=True,
                       drop_last=False)
 
 
-def _dali_loader(root: Path, batch_size: int, threads: int, pass_images: int, variant: str):
+class _Samples:
+    """``ImageFolder`` over a given list of (path, label): the same loader and transform."""
+
+    def __init__(self, samples, transform):
+        from torchvision.datasets.folder import default_loader
+
+        self.samples, self.transform, self.loader = samples, transform, default_loader
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        return self.transform(self.loader(path)), label
+
+
+def _dali_loader(files: list[str], labels: list[int], batch_size: int, threads: int, pass_images: int,
+                 variant: str):
     """The training pipeline, or one of its two ceilings: an iterable over the raw output batches of a
     pipeline that only decodes (whole images of varied sizes) or only decodes and resizes the window."""
     from nvidia.dali import fn, pipeline_def, types
@@ -104,7 +154,6 @@ def _dali_loader(root: Path, batch_size: int, threads: int, pass_images: int, va
     from .augment import random_window
     from .dali_loader import DALILoader
 
-    files, labels = _files(root)
     files, labels = [files[i % len(files)] for i in range(pass_images)], [labels[i % len(files)] for i in range(pass_images)]
     if variant == "dali":
         return DALILoader(files, labels, batch_size=batch_size, train=True, preset="alexnet", protocol="center",
@@ -129,15 +178,16 @@ def _dali_loader(root: Path, batch_size: int, threads: int, pass_images: int, va
     return Passes()
 
 
-def measure(variant: str, root: Path, batch_size: int, threads: int, runs: int, pass_images: int) -> dict:
+def measure(variant: str, data: Path, batch_size: int, threads: int, runs: int, pass_images: int) -> dict:
     """Images/s of each pass (after one warm-up pass), the time to each pass's first batch, and the peak memory."""
     import torch
 
     torch.set_num_threads(threads)
+    files, labels = image_files(data)
     if variant == "torchvision":
-        loader = _torchvision_loader(root, batch_size, threads, pass_images)
+        loader = _torchvision_loader(files, labels, batch_size, threads, pass_images)
     else:
-        loader = _dali_loader(root, batch_size, threads, pass_images, variant)
+        loader = _dali_loader(files, labels, batch_size, threads, pass_images, variant)
 
     def one_pass() -> tuple[float, float]:
         start, images, first = time.perf_counter(), 0, None
@@ -154,9 +204,11 @@ def measure(variant: str, root: Path, batch_size: int, threads: int, runs: int, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_pipelines.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("~/.cache/convnet-classics/bench-jpegs").expanduser(),
-                        help="a folder with train/<class>/*.JPEG (made there when missing)")
-    parser.add_argument("--images", type=int, default=1024, help="JPEGs to make when --data has none")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="your own images, only read: a data root (ROOT/train/<class>/*.JPEG), a folder of images "
+                             "or a file listing image paths (default: --images generated JPEGs in the cache)")
+    parser.add_argument("--images", type=int, default=1024,
+                        help="without --data: how many ImageNet-sized JPEGs to generate (once, in this project's cache)")
     parser.add_argument("--pass-images", type=int, default=8192,
                         help="samples read per timed pass, the image set repeated (default 8192)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -164,16 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed passes (median reported)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # one measurement, in a subprocess
     args = parser.parse_args(argv)
-    settings = ["--data", str(args.data), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
-                "--runs", str(args.runs), "--pass-images", str(args.pass_images)]
-
-    if args.variant:
+    if args.variant:  # one measurement, in a process of its own
         print(json.dumps(measure(args.variant, args.data, args.batch_size, args.threads, args.runs, args.pass_images)))
         return 0
-    if not any(args.data.glob(".complete-*")):
-        print(f"making {args.images} ImageNet-sized JPEGs in {args.data} ...", flush=True)
-        make_images(args.data, args.images)
-    files, _ = _files(args.data)
+    if args.data is None:
+        print(f"ImageNet-sized JPEGs: {args.images} generated once into {cache_dir() / 'bench-jpegs'} ...", flush=True)
+        args.data = make_images(args.images)
+    try:
+        files, _ = image_files(args.data)
+    except DataConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    settings = ["--data", str(args.data), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                "--runs", str(args.runs), "--pass-images", str(args.pass_images)]
     size_kb = sum(os.path.getsize(f) for f in files) / len(files) / 1024
     print(f"{len(files)} JPEGs in {args.data} (mean {size_kb:.0f} KB), read {args.pass_images} times a pass; "
           f"batch {args.batch_size}, {args.threads} threads/workers, {args.runs} passes after a warm-up, median",

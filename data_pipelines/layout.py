@@ -4,6 +4,7 @@
     ROOT/val/<class>/<image>     val images sorted into the same class folders
 """
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -63,9 +64,20 @@ def check_layout(root: str | Path | None) -> list[str]:
     return sorted(train)
 
 
+def cache_dir() -> Path:
+    """This project's cache (``CONVNET_CACHE``, else ``~/.cache/convnet-classics``; ``paths.cache_dir``)."""
+    return Path(os.environ.get("CONVNET_CACHE") or Path.home() / ".cache" / "convnet-classics").expanduser()
+
+
 def usable_list(root: str | Path, split: str) -> Path:
-    """Where ``python -m data_pipelines.verify`` writes the usable images of a split (the readers use it)."""
-    return Path(root).expanduser() / f"usable_{split}.txt"
+    """Where ``python -m data_pipelines.verify`` writes the usable images of a split (the readers use it).
+
+    In this project's cache, keyed on the data folder's absolute path, never in the data folder: a
+    command only reads a folder it did not create (and ImageNet often sits on a read-only mount).
+    """
+    root = Path(root).expanduser().resolve()
+    key = hashlib.sha1(str(root).encode()).hexdigest()[:10]
+    return cache_dir() / "usable" / f"{root.name}-{key}" / f"usable_{split}.txt"
 
 
 def list_samples(root: str | Path, split: str, classes: list[str]) -> tuple[list[str], list[int]]:

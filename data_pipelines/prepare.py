@@ -7,7 +7,9 @@ The train archive holds one tar per class (``n01440764.tar``), unpacked to ``OUT
 The val archive holds 50,000 flat images; the devkit's ground truth (ILSVRC2012 ids, mapped to
 WNIDs by its ``meta.mat``) sorts them into ``OUT/val/<wnid>/``. Resumable: a class folder appears
 only once complete (unpacked beside it and renamed), each val image is written under a temporary
-name and renamed, and a second run skips whatever is already there. Then run
+name and renamed, and a second run skips whatever is already there. OUT must be new, empty, or
+an earlier ``prepare imagenet`` output (its ``convnet-classics.json`` says so): any other folder is
+refused before anything is written. Then run
 ``python -m data_pipelines.verify OUT``.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from .layout import IMAGE_SUFFIXES
+from .manifest import NotOursError, claim, mark_complete
 
 
 class ArchiveError(ValueError):
@@ -118,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).expanduser()
     try:
         wnids = read_devkit(args.devkit)
+        claim(out, "imagenet")
         with Progress() as progress:
             classes = prepare_train(args.train_tar, out, progress)
             images = prepare_val(args.val_tar, wnids, out, progress)
-    except ArchiveError as e:
+        mark_complete(out)
+    except (ArchiveError, NotOursError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{out}: {classes} train classes and {images} val images written now (the rest were already there); "

@@ -3,8 +3,9 @@
 ImageNet's train set holds a PNG named .JPEG, CMYK JPEGs and grey images (all readable: reported
 as notes), and a copied or half-extracted folder may hold truncated or empty files (unusable:
 DALI would abort the epoch on them). Each file is fully decoded with Pillow; the usable ones are
-written to ``ROOT/usable_{train,val}.txt``, which the training readers then use instead of listing
-the folders, so a run never meets a broken file.
+listed in ``usable_{train,val}.txt`` in this project's cache (``layout.usable_list``: ROOT itself is
+only read), which the training readers then use instead of listing the folders, so a run never
+meets a broken file.
 
 Exit status: 0 when every file is usable, 1 when some are not (the lists are written either way),
 2 when ROOT does not have the expected layout.
@@ -74,6 +75,8 @@ def verify(root: str | Path, workers: int | None = None) -> dict:
                 if note:
                     report["notes"].append((path, note))
             target = usable_list(root, split)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (target.parent / "root.txt").write_text(f"{root.resolve()}\n")  # whose lists these are
             tmp = target.with_name(f".{target.name}.tmp")
             tmp.write_text("".join(f"{p}\n" for p in usable))
             os.replace(tmp, target)  # a run that reads the list never sees half of it

@@ -1,13 +1,18 @@
 """The embedded digits, the folder-layout checks and the DataModule's batches."""
 
+import hashlib
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import run_cli
 from data_pipelines import DataLayoutError, DigitsDataModule, ImageFolderDataModule, check_layout, write_digits
+from data_pipelines.manifest import NotOursError, read_manifest
 
 
 def count(folder):
@@ -97,13 +102,9 @@ def test_imagenet_layout_batches(tmp_path):
 
 
 def test_bench_quick_mode_prints_its_json_last(tmp_path):
-    from conftest import run_cli
-
-    result = run_cli("data_pipelines.bench", "--data", str(tmp_path / "jpegs"), "--images", "24", "--runs", "1",
-                     "--batch-size", "8", "--pass-images", "40", cwd=tmp_path, timeout=600)
+    result = run_cli("data_pipelines.bench", "--images", "24", "--runs", "1", "--batch-size", "8", "--pass-images",
+                     "40", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("dali_img_s", "torchvision_img_s", "decode_only_img_s", "decode_resize_img_s",
                 "dali_epoch_start_s", "torchvision_epoch_start_s"):
@@ -111,5 +112,56 @@ def test_bench_quick_mode_prints_its_json_last(tmp_path):
     assert figures["ratio"] == pytest.approx(figures["dali_img_s"] / figures["torchvision_img_s"], rel=0.02)
     assert figures["dali_of_decode"] == pytest.approx(figures["dali_img_s"] / figures["decode_only_img_s"], rel=0.02)
     assert figures["images"] == 24 and figures["pass_images"] == 40 and 50 < figures["mean_kb"] < 200
-    assert "24 JPEGs in" in result.stdout and "read 40 times a pass" in result.stdout
+    generated = Path(os.environ["HOME"]) / ".cache" / "convnet-classics" / "bench-jpegs" / "24-images"
+    assert f"24 JPEGs in {generated}" in result.stdout and "read 40 times a pass" in result.stdout
+    assert read_manifest(generated)["kind"] == "bench-jpegs" and count(generated / "train") == 24
     assert "decode_resize:" in result.stdout
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file and folder under ``folder``: its size and content hash (None for folders)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+            if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_bench_only_reads_a_users_data(tmp_path):
+    """The bench once replaced a real ImageNet train folder by its own images: --data is read, never written."""
+    from data_pipelines.bench import natural_image
+
+    root = tmp_path / "imagenet"
+    rng = np.random.default_rng(1)
+    for i in range(12):  # real-looking JPEGs in ImageNet's layout, no marker of this project's anywhere
+        path = root / "train" / f"n0{i % 3}" / f"n0{i % 3}_{i}.JPEG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(natural_image(rng, width=300, height=200)).save(path, quality=80)
+    (root / "val").mkdir()
+    (root / "notes.txt").write_text("my notes\n")
+    before = snapshot(root)
+    args = ["--runs", "1", "--batch-size", "4", "--pass-images", "8"]
+    for data in (root, root / "train"):  # a data root, and a folder of class folders
+        result = run_cli("data_pipelines.bench", "--data", str(data), *args, cwd=tmp_path, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads(result.stdout.strip().splitlines()[-1])["images"] == 12
+        assert snapshot(root) == before
+    assert not (Path(os.environ["HOME"]) / ".cache" / "convnet-classics" / "bench-jpegs").exists()
+
+    empty = tmp_path / "empty"
+    (empty / "train" / "a").mkdir(parents=True)
+    (empty / "train" / "a" / "readme.txt").write_text("no images here\n")
+    before = snapshot(empty)
+    refused = run_cli("data_pipelines.bench", "--data", str(empty), *args, cwd=tmp_path, timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"error: --data {empty} holds no .jpeg/.jpg/.png images" in refused.stderr
+    assert snapshot(empty) == before
+
+
+def test_the_digits_cache_never_replaces_a_folder_it_did_not_make(tmp_path):
+    mine = tmp_path / "data" / "digits"
+    (mine / "train").mkdir(parents=True)
+    (mine / "train" / "thesis.tex").write_text("precious\n")
+    before = snapshot(mine)
+    with pytest.raises(NotOursError, match=f"data.root {mine} exists but is not the digits folder this project "
+                                           f"writes .* it was left as it is"):
+        write_digits(mine)
+    assert snapshot(mine) == before
+    assert [p.name for p in mine.parent.iterdir()] == ["digits"]  # no half-built folder left beside it

@@ -1,7 +1,9 @@
 """``python -m data_pipelines.prepare`` on archives built like ILSVRC2012's, and ``python -m data_pipelines.verify``."""
 
 import io
+import os
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from PIL import Image
 from conftest import run_cli
 from data_pipelines import list_samples
 from data_pipelines.layout import usable_list
+from data_pipelines.manifest import read_manifest
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 VAL_TRUTH = [2, 1, 3, 3, 1, 2, 1]  # ILSVRC2012 ids of val images 1..7
@@ -80,6 +83,22 @@ def test_prepare_writes_the_folder_layout_and_resumes(archives, tmp_path):
     assert len(list_samples(out, "val", WNIDS)[0]) == 7 and len(list_samples(out, "train", WNIDS)[0]) == 9
 
 
+def test_prepare_never_writes_into_a_folder_it_did_not_make(archives, tmp_path):
+    from test_data_pipelines import snapshot
+
+    theirs = tmp_path / "photos"
+    (theirs / "train").mkdir(parents=True)
+    (theirs / "train" / "holiday.JPEG").write_bytes(jpeg_bytes((1, 2, 3)))
+    before = snapshot(theirs)
+    result = prepare(archives, theirs)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: --out {theirs} already exists and was not made by this command" in result.stderr
+    assert snapshot(theirs) == before
+    empty = tmp_path / "empty"  # an empty folder made for it is fine
+    empty.mkdir()
+    assert prepare(archives, empty).returncode == 0 and read_manifest(empty)["complete"] is True
+
+
 def test_prepare_names_a_wrong_archive(archives, tmp_path):
     result = run_cli("data_pipelines.prepare", "imagenet", "--train-tar", str(archives / "train.tar"), "--val-tar",
                      str(archives / "val.tar"), "--devkit", str(archives / "val.tar"), "--out", str(tmp_path),
@@ -107,6 +126,9 @@ def damaged(tmp_path):
 
 
 def test_verify_reports_unusable_files_and_lists_the_usable(damaged):
+    from test_data_pipelines import snapshot
+
+    before = snapshot(damaged)
     result = run_cli("data_pipelines.verify", str(damaged), "--workers", "2", cwd=damaged, timeout=120)
     assert result.returncode == 1, result.stderr
     out = result.stdout
@@ -117,6 +139,8 @@ def test_verify_reports_unusable_files_and_lists_the_usable(damaged):
                       ("train/b/grey.JPEG", "grey")):
         assert f"note: {damaged / odd}: {note} (usable)" in out
     assert "15 usable images, 3 unusable, 3 notes" in out
+    assert snapshot(damaged) == before  # the data folder is only read: the lists go to the cache
+    assert usable_list(damaged, "train").is_relative_to(Path(os.environ["HOME"]) / ".cache" / "convnet-classics")
     listed = usable_list(damaged, "train").read_text().split()
     assert len(listed) == 9 and "train/b/truncated.JPEG" not in listed and "train/a/cmyk.JPEG" in listed
     files, labels = list_samples(damaged, "val", ["a", "b"])
