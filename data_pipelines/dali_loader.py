@@ -34,10 +34,14 @@ from .verify import inspect_image
 PAD_LABEL = -1
 READER = "reader"
 PREFETCH = 2  # batches DALI prepares ahead of the one being trained on
-# GPU decoding as in NVIDIA's DALI ResNet-50 example: the share of JPEGs sent to the hardware decoder,
-# and buffers preallocated for ImageNet's sizes so that decoding does not reallocate in the first epochs
-GPU_DECODER_SETTINGS = dict(hw_decoder_load=0.65, device_memory_padding=211_025_920,
-                            host_memory_padding=140_544_512)
+HW_DECODER_LOAD = 0.65  # DALI's default share of the JPEGs sent to the A100/H100 hardware decoder
+# GPU decoding (``mixed``). nvJPEG's buffer paddings are per decoder thread (DALI's schema: one device
+# buffer and two pinned host buffers each), so DALI's defaults are kept (16 MiB and 2 x 8 MiB a thread:
+# 176 MiB of GPU and 176 MiB of pinned memory for 11 threads; NVIDIA's example's 211 MB and 140 MB would
+# be 2.3 GB and 3.1 GB). The hardware decoder's buffers are preallocated for ImageNet's largest image
+# (as NVIDIA's DALI ResNet-50 example does). Fancy upsampling: the chroma upsampling of libjpeg-turbo,
+# so that ``mixed`` decodes the CPU decoder's pixels and a checkpoint scores the same with either.
+GPU_DECODER_SETTINGS = dict(preallocate_width_hint=5980, preallocate_height_hint=6430, jpeg_fancy_upsampling=True)
 # how DALI names the file it could not read or decode
 _DALI_FILE_ERRORS = (re.compile(r"Failed to decode sample #\d+ : (.+)"), re.compile(r"File mapping failed: (.+)"),
                      re.compile(r"Could not open file (.+)"))
@@ -73,11 +77,11 @@ def epoch_shard(num_samples: int, epoch: int, seed: int, shuffle: bool, rank: in
 
 @pipeline_def
 def _image_pipeline(files, labels, train: bool, preset: str, protocol: str, image_size: int, resize_size: int,
-                    channels: int, scale_range, decoder: str):
+                    channels: int, scale_range, decoder: str, hw_decoder_load: float):
     encoded, label = fn.readers.file(files=files, labels=labels, name=READER)
     decode = dict(device=decoder, output_type=types.GRAY if channels == 1 else types.RGB)
     if decoder == "mixed":  # nvJPEG; on A100/H100 part of each batch goes to the hardware JPEG decoder
-        decode.update(GPU_DECODER_SETTINGS)
+        decode.update(GPU_DECODER_SETTINGS, hw_decoder_load=hw_decoder_load)
     if train:
         images = train_images(encoded, decode, preset, image_size, resize_size, channels, scale_range)
     else:
@@ -96,13 +100,15 @@ class DALILoader:
         rank, replicas: this process's data-parallel replica and their number.
         device_id: the GPU for ``decoder="mixed"`` (GPU decoding and augmentation); ``None`` with ``"cpu"``.
         num_threads: DALI CPU threads.
+        hw_decoder_load: the share of JPEGs the GPU's hardware decoder takes (``mixed`` on A100/H100).
         The rest: see ``augment.train_augment`` and ``augment.eval_crops``.
     """
 
     def __init__(self, files: list[str], labels: list[int], *, batch_size: int, train: bool, preset: str,
                  protocol: str, image_size: int, resize_size: int, channels: int, scale_range=(256, 480),
                  seed: int = 0, epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, replicas: int = 1,
-                 device_id: int | None = None, decoder: str = "cpu", num_threads: int = 2) -> None:
+                 device_id: int | None = None, decoder: str = "cpu", num_threads: int = 2,
+                 hw_decoder_load: float = HW_DECODER_LOAD) -> None:
         if not files:
             raise ValueError("no images to read")
         self.files, self.labels = list(files), [int(label) for label in labels]
@@ -110,7 +116,8 @@ class DALILoader:
         self.rank, self.replicas = rank, replicas
         self.device_id, self.decoder, self.num_threads = device_id, decoder, num_threads
         self.graph = dict(train=train, preset=preset, protocol=protocol, image_size=image_size,
-                          resize_size=resize_size, channels=channels, scale_range=tuple(scale_range), decoder=decoder)
+                          resize_size=resize_size, channels=channels, scale_range=tuple(scale_range), decoder=decoder,
+                          hw_decoder_load=hw_decoder_load)
         self._epoch, self._batches, self._resume_at, self._batches_iter = 0, 0, None, None
 
     def __len__(self) -> int:
@@ -152,6 +159,9 @@ class DALILoader:
             for out in self._batches_iter:
                 self._batches += 1
                 yield out[0]["images"], out[0]["labels"].squeeze(-1).long()
+            # the epoch is read: release its pipeline (and its decoder's memory pools) before the next
+            # one, or validation's, is built; the batches handed out stay valid while referenced
+            self._batches_iter = pipe = None
         except RuntimeError as e:
             first = self._batches * self.batch_size  # the batch being read and those DALI reads ahead
             suspects = files[first:first + (PREFETCH + 1) * self.batch_size]

@@ -6,11 +6,28 @@ import pytorch_lightning as pl
 import torch
 
 from .augment import EVAL_PROTOCOLS, PRESETS
-from .dali_loader import DALILoader
+from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
 from .layout import DataConfigError, DataLayoutError, check_layout, list_samples
 
 DECODERS = ("auto", "cpu", "mixed")
+
+
+def dali_threads(num_workers: int | str, processes_on_node: int = 1) -> tuple[int, str]:
+    """DALI's CPU threads for this process, and how they were chosen (for the start-up line).
+
+    ``auto``: the CPUs this process may run on (``os.sched_getaffinity``: what Slurm's binding, a
+    container or ``taskset`` leave it, not what the machine has), less one for the training loop
+    itself. When the process may use every CPU of the machine, nothing pinned it, and the node's
+    processes share them, so each takes its share.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    if num_workers != "auto":
+        return max(1, int(num_workers)), f"data.num_workers={num_workers}"  # DALI always has a thread of its own
+    shared = processes_on_node > 1 and cpus == os.cpu_count()
+    share = cpus // processes_on_node if shared else cpus
+    how = f"{cpus} CPUs usable" + (f", shared by {processes_on_node} processes" if shared else " by this process")
+    return max(1, share - 1), how
 
 
 def data_parallel_rank_and_size(trainer) -> tuple[int, int]:
@@ -41,15 +58,18 @@ class ImageFolderDataModule(pl.LightningDataModule):
         scale_range: the random shorter side of the ``resnet`` preset.
         decoder: ``auto`` (GPU decoding, ``mixed``, when the process trains on a GPU, else ``cpu``),
             ``cpu`` or ``mixed``.
-        num_workers: DALI CPU threads per process (0 is taken as 1: DALI always has a thread of its own).
+        num_workers: DALI CPU threads per process, or ``auto``: the CPUs the process may use, less one
+            (``dali_threads``); 0 is taken as 1 (DALI always has a thread of its own).
+        hw_decoder_load: with ``mixed``, the share of JPEGs the hardware decoder of an A100/H100 takes
+            (DALI's default 0.65; the rest goes to nvJPEG's CUDA decoder).
         name: short data set name used in run names.
         seed: with the epoch and the data-parallel replica, picks the sample order and augmentation.
     """
 
     def __init__(self, root: str | None, num_classes: int, batch_size: int = 128, image_size: int = 224,
                  resize_size: int = 256, channels: int = 3, preset: str = "alexnet", eval_protocol: str = "center",
-                 scale_range: tuple[int, int] = (256, 480), decoder: str = "auto", num_workers: int = 4,
-                 name: str = "imagenet", seed: int = 0) -> None:
+                 scale_range: tuple[int, int] = (256, 480), decoder: str = "auto", num_workers: int | str = "auto",
+                 hw_decoder_load: float = HW_DECODER_LOAD, name: str = "imagenet", seed: int = 0) -> None:
         super().__init__()
         for value, valid, key in ((preset, PRESETS, "preset"), (eval_protocol, EVAL_PROTOCOLS, "eval_protocol"),
                                   (decoder, DECODERS, "decoder")):
@@ -57,9 +77,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 raise DataConfigError(f"data.{key}={value} is not one of {', '.join(valid)}")
         self.root = root if root not in (None, "") else os.environ.get("IMAGENET_ROOT")
         self.num_classes, self.batch_size, self.name, self.seed = num_classes, batch_size, name, seed
-        self.decoder, self.num_workers = decoder, num_workers
+        self.decoder, self.num_workers, self.hw_decoder_load = decoder, num_workers, hw_decoder_load
         self.graph = dict(preset=preset, protocol=eval_protocol, image_size=image_size, resize_size=resize_size,
                           channels=channels, scale_range=tuple(scale_range))
+        self.threads, self.threads_how = 1, ""  # set in setup(), once the processes are known
         self.classes: list[str] = []
         self.samples: dict[str, tuple[list[str], list[int]]] = {}
 
@@ -73,13 +94,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.per_process_batch_size  # fail before any data is read
+        processes = self.trainer.num_devices if self.trainer is not None else 1  # processes on this node
+        self.threads, self.threads_how = dali_threads(self.num_workers, processes)
         self.classes = check_layout(self.root)
         if len(self.classes) != self.num_classes:
             raise DataLayoutError(f"{self.root} has {len(self.classes)} class folders but the model is configured "
                                   f"for data.num_classes={self.num_classes}; set data.num_classes={len(self.classes)}")
         self.samples = {split: list_samples(self.root, split, self.classes) for split in ("train", "val")}
 
-    def _device(self) -> tuple[str, int | None]:
+    def decoder_for_device(self) -> tuple[str, int | None]:
         """The decoder and the GPU it runs on: GPU decoding when this process trains on a GPU."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         decoder = self.decoder if self.decoder != "auto" else ("mixed" if device.type == "cuda" else "cpu")
@@ -90,12 +113,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DALILoader:
         rank, replicas = data_parallel_rank_and_size(self.trainer)
-        decoder, device_id = self._device()
+        decoder, device_id = self.decoder_for_device()
         files, labels = self.samples[split]
         epoch = (lambda: self.trainer.current_epoch) if train and self.trainer is not None else (lambda: 0)
         return DALILoader(files, labels, batch_size=self.per_process_batch_size, train=train, **self.graph,
                           seed=self.seed, epoch_fn=epoch, rank=rank, replicas=replicas, device_id=device_id,
-                          decoder=decoder, num_threads=max(1, self.num_workers))  # DALI needs a thread
+                          decoder=decoder, num_threads=self.threads, hw_decoder_load=self.hw_decoder_load)
 
     def train_dataloader(self) -> DALILoader:
         return self._loader("train", train=True)

@@ -20,6 +20,20 @@ from .alexnet import AlexNet, TowerLRN
 _SPLIT_DIM = {name: 0 for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")}
 
 
+def all_gather_contiguous(tensor: torch.Tensor, group) -> list[torch.Tensor]:
+    """Every rank's ``tensor``, gathered as contiguous tensors into contiguous buffers.
+
+    A collective whose output buffers have another memory format than its input (``empty_like`` of a
+    channels_last tensor, filled from a ``contiguous()`` one) has given silently wrong results
+    (pytorch #163483); channels_last activations are therefore made contiguous before they are sent.
+    """
+    tensor = tensor.contiguous()
+    size = dist.get_world_size(group)
+    parts = [torch.empty_like(tensor, memory_format=torch.contiguous_format) for _ in range(size)]
+    dist.all_gather(parts, tensor, group=group)
+    return parts
+
+
 class _GatherTowers(torch.autograd.Function):
     """Concatenates both towers' activations along ``dim``; the consumer is tower-local (column-split).
 
@@ -33,16 +47,13 @@ class _GatherTowers(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, dim: int, group) -> torch.Tensor:
         ctx.dim, ctx.group = dim, group
         ctx.rank, ctx.size = dist.get_rank(group), dist.get_world_size(group)
-        parts = [torch.empty_like(x) for _ in range(ctx.size)]
-        dist.all_gather(parts, x.contiguous(), group=group)
-        return torch.cat(parts, dim=dim)
+        return torch.cat(all_gather_contiguous(x, group), dim=dim)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         chunks = grad.chunk(ctx.size, dim=ctx.dim)
         peer = 1 - ctx.rank
-        received = [torch.empty_like(chunks[peer]) for _ in range(ctx.size)]
-        dist.all_gather(received, chunks[peer].contiguous(), group=ctx.group)  # I send the peer its slice
+        received = all_gather_contiguous(chunks[peer], ctx.group)  # I send the peer its slice
         return chunks[ctx.rank] + received[peer], None, None
 
 
@@ -56,9 +67,7 @@ class _GatherForReplicated(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int, group) -> torch.Tensor:
         ctx.dim, ctx.rank, ctx.size = dim, dist.get_rank(group), dist.get_world_size(group)
-        parts = [torch.empty_like(x) for _ in range(ctx.size)]
-        dist.all_gather(parts, x.contiguous(), group=group)
-        return torch.cat(parts, dim=dim)
+        return torch.cat(all_gather_contiguous(x, group), dim=dim)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

@@ -11,7 +11,7 @@
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=8          # = GPUs per node: Lightning expects one task per device
 #SBATCH --gpus-per-node=8
-#SBATCH --cpus-per-task=12           # DALI threads (data.num_workers) + the training process
+#SBATCH --cpus-per-task=12           # DALI threads (data.num_workers=auto: 11) + the training process
 #SBATCH --time=72:00:00
 #SBATCH --requeue
 #SBATCH --signal=USR2@120            # not USR1, which NCCL may use; no B: (the tasks must get it, not the shell)
@@ -19,9 +19,16 @@
 #SBATCH --output=slurm-%x-%j.out
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-.}"
-PYTHON=${PYTHON:-.venv/bin/python}   # the environment `make install` created; set PYTHON for another one
+# The Python: PYTHON when set; else the environment `make install` made in the submit folder; else the
+# `python` of the environment sbatch exported (an activated conda env or venv, the Docker image).
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=$(command -v python || command -v python3); fi
+fi
+echo "python: $PYTHON ($("$PYTHON" -c 'import sys; print(sys.prefix)'))"
 
-# devices and nodes come from the allocation, so sbatch --nodes / --ntasks-per-node change them
-srun --kill-on-bad-exit=1 "$PYTHON" -m trainer experiment=resnet152_2015 strategy=ddp \
-    trainer.devices="${SLURM_NTASKS_PER_NODE}" trainer.num_nodes="${SLURM_JOB_NUM_NODES}" \
-    data.num_workers="$(( ${SLURM_CPUS_PER_TASK:-2} > 1 ? ${SLURM_CPUS_PER_TASK:-2} - 1 : 1 ))" "$@"
+# Since Slurm 22.05 srun does not inherit --cpus-per-task from sbatch: without it each task may be
+# pinned to one CPU, and DALI's threads (data.num_workers=auto: the CPUs the task may use, less one)
+# starve the GPU. Devices and nodes come from the allocation, so sbatch --nodes / --ntasks-per-node
+# change them; the GPUs are asked for explicitly (no silent CPU fallback: trainer/devices.py).
+srun --kill-on-bad-exit=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" "$PYTHON" -m trainer experiment=resnet152_2015 strategy=ddp \
+    trainer.accelerator=gpu trainer.devices="${SLURM_NTASKS_PER_NODE}" trainer.num_nodes="${SLURM_JOB_NUM_NODES}" "$@"

@@ -16,7 +16,8 @@ from trainer.checkpoints import load_checkpoint
 # CPU and tiny-data overrides of the real scripts: ResNet-18 at 64 px, 4 steps of 8 images an epoch
 CPU = ["--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1", "--nodes=1", "--time=15"]
 TINY = ["model=resnet18", "data=digits", "model.input_size=64", "trainer.limit_train_batches=4",
-        "trainer.limit_val_batches=2", "data.batch_size=8", "trainer.enable_progress_bar=false"]
+        "trainer.limit_val_batches=2", "data.batch_size=8", "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu"]  # the scripts ask for GPUs (trainer.accelerator=gpu); these tests have none
 
 
 @pytest.fixture(scope="session")
@@ -38,9 +39,10 @@ def slurm():
         subprocess.run(["bash", script, "stop"], timeout=60)
 
 
-def sbatch(slurm_env: dict, folder: Path, script: str, *args: str) -> str:
+def sbatch(slurm_env: dict, folder: Path, script: str, *args: str, options: tuple = ()) -> str:
+    """Submits a script of slurm/ with the CPU options (then ``options``, which override them)."""
     folder.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(["sbatch", "--parsable", *CPU, str(PROJECT / "slurm" / script), *args], cwd=folder,
+    out = subprocess.run(["sbatch", "--parsable", *CPU, *options, str(PROJECT / "slurm" / script), *args], cwd=folder,
                          env=slurm_env, capture_output=True, text=True, timeout=60, check=True)
     return out.stdout.strip().split(";")[0]
 
@@ -95,16 +97,32 @@ def test_resnet152_script_runs_ddp_over_two_tasks(slurm, tmp_path, digits_cache)
     assert wandb_inspect(wandb_run)["state"] == "finished"
 
 
+def test_a_task_gets_the_cpus_it_asked_for_and_the_activated_python(slurm, tmp_path, digits_cache):
+    """srun is given the job's --cpus-per-task (Slurm >= 22.05 does not pass it on), DALI sizes its threads
+    from the CPUs the task may use, and without .venv in the submit folder the exported environment's
+    python runs the job (an activated conda env or venv)."""
+    env = {k: v for k, v in slurm.items() if k != "PYTHON"}
+    env.update(CONVNET_CACHE=str(digits_cache), PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
+    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=1",
+                 options=("--ntasks-per-node=1", "--cpus-per-task=2"))
+    wait_for(env, job)
+    log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()
+    assert f"python: {Path(sys.executable).parent / 'python'} ({sys.prefix})" in log
+    assert "DALI 1 thread(s) per process (2 CPUs usable by this process)" in log
+    assert "runs on: 1 process(es) = 1 node(s) x 1, one CPU device each" in log
+
+
 def test_alexnet_two_gpu_script_runs_the_split_and_survives_preemption(slurm, tmp_path, digits_cache):
     """The split as two Slurm tasks; USR2 mid-run: both towers save at the same step, the job requeues and ends."""
     env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
-    job = sbatch(env, tmp_path, "alexnet_two_gpu.sh", "data=digits", "trainer.max_epochs=4",
+    job = sbatch(env, tmp_path, "alexnet_two_gpu.sh", "data=digits", "trainer.max_epochs=4", "trainer.accelerator=cpu",
                  "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=8",
                  "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false")
     run = tmp_path / "outputs" / "alexnet" / job
     state = preempt_after_first_epoch(env, job, run)
     log = (tmp_path / f"slurm-alexnet-2gpu-{job}.out").read_text()
-    assert "running the towers as 2 CPU processes (gloo)" in log and "alexnet / two_gpu_split / digits" in log
+    assert "runs on: 2 process(es) = 1 node(s) x 2, one CPU device each (TwoGPUSplitStrategy)" in log
+    assert "alexnet / two_gpu_split / digits" in log
     assert state["Restarts"] == "1" and f"Requeued SLURM job: {job}" in log and "resuming from" in log
     (hpc,) = run.glob("hpc_ckpt_*.ckpt")
     assert load_checkpoint(hpc)["state_dict"]["net.conv2.weight"].shape == (256, 48, 5, 5)  # grouped, joined

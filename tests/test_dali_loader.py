@@ -64,6 +64,18 @@ def test_a_partly_read_epoch_does_not_shorten_the_next(digits):
     assert len(full) == len(val) == 23 and sum(len(y) for _, y in full) == 360
 
 
+def test_a_read_epoch_releases_its_pipeline(digits):
+    """Validation's pipeline must not be built while the finished training epoch's (and its decoder's
+    memory pools, which never shrink) is still alive."""
+    train = loader(digits["train"])
+    batches = iter(train)
+    next(batches)
+    assert train._batches_iter is not None and "dali" in train.state_dict()  # mid-epoch: kept, for checkpoints
+    rest = list(batches)
+    assert train._batches_iter is None and len(rest) == len(train) - 1
+    assert train.state_dict() == {"epoch": 0, "batches": len(train)}
+
+
 def test_batches_stay_valid_after_later_batches_and_their_pipeline_are_gone(digits):
     """The batches are DALI's own buffers, not copies: they must outlive the next runs and the epoch's pipeline."""
     epoch = {"n": 0}

@@ -12,10 +12,11 @@ from data_pipelines import DataConfigError
 
 from .callbacks import NonFiniteLossError
 from .checkpoints import CheckpointError
+from .devices import GPUUnusableError
 from .split_strategy import StrategyConfigError
 
 # Errors that are the user's input, not a bug: print the message (which says how to fix it), no traceback.
-USER_ERRORS = (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError)
+USER_ERRORS = (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError, GPUUnusableError)
 
 
 def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str]:

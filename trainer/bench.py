@@ -39,6 +39,7 @@ from lightning_fabric.utilities.throughput import get_available_flops, measure_f
 from models import create_model
 
 from .__main__ import exit_on_user_error
+from .devices import check_gpus_usable
 from .fast_path import resolve, runs_on_cuda
 from .train import build_logger, build_optimizer, build_trainer, strategy_plan
 
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench(cfg, warmup: int, steps: int, repeats: int) -> None:
     """Measures and prints (the first process only), the JSON line last."""
+    check_gpus_usable(cfg.trainer.accelerator)
     overrides = strategy_plan(cfg)  # a strategy's checks before any process starts (Trainer overrides)
     cuda = runs_on_cuda(cfg, overrides.get("accelerator"))
     cfg, device = resolve(cfg, cuda=cuda), torch.device("cuda" if cuda else "cpu")

@@ -22,6 +22,31 @@ def is_logging_step(trainer) -> bool:
     return trainer.global_step % trainer.log_every_n_steps == 0
 
 
+class StartupReport(pl.Callback):
+    """Says once, at the start of fitting, what the run runs on: processes, nodes, devices, precision,
+    the batch globally and per process, the learning rate after scaling, DALI's threads and decoder."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        device = trainer.strategy.root_device
+        _, replicas = data_parallel_rank_and_size(trainer)
+        data = trainer.datamodule
+        lines = [f"runs on: {trainer.world_size} process(es) = {trainer.num_nodes} node(s) x {trainer.num_devices}, "
+                 f"one {device.type.upper()} device each ({type(trainer.strategy).__name__}), precision "
+                 f"{trainer.precision}"]
+        if data is not None and hasattr(data, "threads"):
+            lines.append(f"data: {data.name}, global batch {data.batch_size} = {replicas} replica(s) x "
+                         f"{data.batch_size // replicas}; DALI {data.threads} thread(s) per process "
+                         f"({data.threads_how}), decoder {data.decoder_for_device()[0]}")
+        if trainer.optimizers:
+            group = trainer.optimizers[0].param_groups[0]
+            lines.append(f"optimizer: {type(trainer.optimizers[0]).__name__}, lr {group['lr']:g} (after scaling to "
+                         f"the global batch), momentum {group.get('momentum', '-')}, weight decay "
+                         f"{group.get('weight_decay', '-')}")
+        log.info("\n".join(lines))
+
+
 class HostMetrics(pl.Callback):
     """Logs what the host knows without reading the device, every ``log_every_n_steps``: ``train/img_per_s``
     (all replicas together) and ``train/lr``; and the epoch time.

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from .__main__ import default_data_overrides, exit_on_user_error
 from .checkpoints import CheckpointError, check_compatible, load_checkpoint
+from .devices import check_gpus_usable
 from .fast_path import resolve, runs_on_cuda
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .tracking import wandb_offline
@@ -39,6 +40,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("ckpt_path"):
         raise CheckpointError("no checkpoint given: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt")
     ckpt = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes)
+    check_gpus_usable(cfg.trainer.accelerator)
     cfg = resolve(cfg, cuda=runs_on_cuda(cfg))
     cfg.data.eval_protocol = cfg.protocol
     datamodule, module = instantiate(cfg.data), instantiate(cfg.model)

@@ -20,7 +20,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
 from models.alexnet import AlexNet
-from models.alexnet_split import grouped_state_dict, tower_from_grouped
+from models.alexnet_split import all_gather_contiguous, grouped_state_dict, tower_from_grouped
 
 log = logging.getLogger(__name__)
 NET = "net."  # the LightningModule holds the network as ``self.net``
@@ -133,9 +133,7 @@ class TwoGPUSplitStrategy(DDPStrategy):
 
     def _gather_pair(self, tensor: torch.Tensor) -> torch.Tensor:
         """Tower 0's and tower 1's versions of a tensor, concatenated along dim 0 (the split dimension)."""
-        parts = [torch.empty_like(tensor) for _ in range(2)]
-        dist.all_gather(parts, tensor.contiguous(), group=self._pair_group)
-        return torch.cat(parts)
+        return torch.cat(all_gather_contiguous(tensor, self._pair_group))
 
     def lightning_module_state_dict(self) -> dict:
         state = super().lightning_module_state_dict()

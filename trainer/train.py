@@ -13,8 +13,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
-from .callbacks import HostMetrics, NonFiniteLossGuard, ProgressBar, SlurmPreemption, WandbRun
+from .callbacks import HostMetrics, NonFiniteLossGuard, ProgressBar, SlurmPreemption, StartupReport, WandbRun
 from .checkpoints import AtomicCheckpointIO, check_compatible
+from .devices import check_gpus_usable
 from .fast_path import check_sigterm_on_logging_steps, resolve, runs_on_cuda
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .summary import print_summary
@@ -58,7 +59,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/top1_err", mode="min", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
-    callbacks = [best, last, HostMetrics(), NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
+    callbacks = [StartupReport(), best, last, HostMetrics(), NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
                  WandbRun(logger)]
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
@@ -111,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # augment identically.
     pl.seed_everything(cfg.seed, workers=False)
     # checked before anything is built or any process is started
+    check_gpus_usable(cfg.trainer.accelerator)
     trainer_overrides = strategy_plan(cfg)
     cfg = resolve(cfg, cuda=runs_on_cuda(cfg, trainer_overrides.get("accelerator")))  # the `auto` speed switches
     output_dir = Path(cfg.paths.output_dir)
