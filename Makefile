@@ -1,5 +1,6 @@
 # make train   - set up the environment if needed, then run the main job (LeNet-5 on the embedded digits)
 # make test    - set up the environment if needed, then run the test suite
+# make gpu-check - on a GPU machine: the GPU tests and benchmarks in one command (gpu-check/summary.md)
 # Extra trainer overrides: make train ARGS="model=alexnet trainer.max_epochs=1"
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 # this machine's pip configuration points at local mirrors that lack some packages: hide its noise
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: train test install clean
+.PHONY: train test gpu-check install clean
 
 install: $(STAMP)
 
@@ -26,6 +27,9 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+gpu-check: $(STAMP)
+	$(PY) -m trainer.gpu_check --out gpu-check $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,20 +57,30 @@ def natural_image(rng: np.random.Generator, width: int = 500, height: int = 375)
     return np.clip(118 + 52 * mix + rng.uniform(-20, 20, 3), 0, 255).astype(np.uint8)
 
 
-def make_images(count: int, cache: Path | None = None, classes: int = 8) -> Path:
-    """``count`` ImageNet-sized JPEGs as ``train/<class>/<i>.JPEG`` in a folder of this project's cache
-    (written once, whole; ``manifest.build_once``). Returns the folder."""
+def _write_jpeg(job: tuple[int, str]) -> None:
     from PIL import Image
 
-    def write(folder: Path) -> dict:
-        rng = np.random.default_rng(0)
-        for i in range(count):
-            path = folder / "train" / f"c{i % classes}" / f"{i:06d}.JPEG"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(natural_image(rng, width=int(rng.integers(400, 600)))).save(path, quality=90)
-        return {"images": count, "quality": 90}
+    index, path = job
+    rng = np.random.default_rng([0, index])  # each image its own stream: the same set whatever the workers
+    Image.fromarray(natural_image(rng, width=int(rng.integers(400, 600)))).save(path, quality=90)
 
-    return build_once((cache or cache_dir()) / "bench-jpegs" / f"{count}-images", "bench-jpegs", write)
+
+def make_images(count: int, cache: Path | None = None, classes: int = 8, val_per_class: int = 4) -> Path:
+    """``count`` ImageNet-sized JPEGs as ``train/<class>/<i>.JPEG`` (ImageNet's layout, with a small
+    ``val`` split so that the trainer can read it too) in a folder of this project's cache, written once,
+    whole (``manifest.build_once``), on all cores. Returns the folder."""
+    def write(folder: Path) -> dict:
+        jobs = [(i, folder / "train" / f"c{i % classes}" / f"{i:06d}.JPEG") for i in range(count)]
+        jobs += [(count + i, folder / "val" / f"c{i % classes}" / f"{i:06d}.JPEG")
+                 for i in range(classes * val_per_class)]
+        for _, path in jobs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with ProcessPoolExecutor() as pool:
+            list(pool.map(_write_jpeg, [(i, str(p)) for i, p in jobs], chunksize=16))
+        return {"images": count, "val_images": classes * val_per_class, "classes": classes, "quality": 90}
+
+    return build_once((cache or cache_dir()) / "bench-jpegs" / f"{count}-train-{classes * val_per_class}-val",
+                      "bench-jpegs", write)
 
 
 class NoImagesError(DataConfigError):

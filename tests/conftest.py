@@ -6,11 +6,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONF = PROJECT / "conf"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu(n)``: skipped, with the reason, where fewer than n CUDA GPUs can be used."""
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for item in items:
+        marker = item.get_closest_marker("gpu")
+        needed = (marker.args[0] if marker and marker.args else 1) if marker else 0
+        if needed > have:
+            item.add_marker(pytest.mark.skip(reason=f"needs {needed} CUDA GPU(s), this machine has {have}: "
+                                                    f"run `make gpu-check` on a GPU machine"))
 
 
 @pytest.fixture(scope="session")

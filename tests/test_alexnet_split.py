@@ -26,14 +26,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _equivalence_worker(rank: int, port: int, out_dir: str, channels_last: bool = False) -> None:
+def _equivalence_worker(rank: int, port: int, out_dir: str, channels_last: bool = False, cuda: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    if cuda:  # NCCL, one GPU per tower; full fp32 (no TF32) so that the comparison is about the split
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        reference = AlexNet(num_classes=10, dropout=0.0)  # dropout off: the masks are the only randomness
-        x, y = torch.randn(4, 3, 224, 224), torch.tensor([1, 4, 7, 9])  # same batch on both (same seed)
+        reference = AlexNet(num_classes=10, dropout=0.0).to(device)  # dropout off: the masks are the only randomness
+        x, y = torch.randn(4, 3, 224, 224).to(device), torch.tensor([1, 4, 7, 9]).to(device)  # same on both
         if channels_last:
             # the GPU fast path's layout, on both sides: activations and their gradients are NHWC. (Between
             # layouts, max pooling breaks ties among ReLU's zeros differently: 2 % in conv1's gradient.)
@@ -65,7 +69,7 @@ def _equivalence_worker(rank: int, port: int, out_dir: str, channels_last: bool 
         report.update({f"weight/{n}": rel_err(p, ref_weights[n]) for n, p in tower.state_dict().items()})
         torch.save(report, os.path.join(out_dir, f"rank{rank}.pt"))
 
-        if channels_last:
+        if channels_last or cuda:
             return
         # what one real tower keeps for its backward pass, dropout on (models.memory counts it without a peer)
         with_dropout = tower_from_grouped(AlexNet(num_classes=10), rank, dropout_seed=rank).train()
@@ -74,9 +78,12 @@ def _equivalence_worker(rank: int, port: int, out_dir: str, channels_last: bool 
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-def test_split_matches_the_grouped_model_in_logits_gradients_and_step(tmp_path, channels_last):
-    mp.spawn(_equivalence_worker, args=(_free_port(), str(tmp_path), channels_last), nprocs=2, join=True)
+@pytest.mark.parametrize("channels_last, cuda, tolerance", [
+    (False, False, 1e-5), (True, False, 1e-5),
+    # cuDNN picks other algorithms for a grouped convolution than for a tower's: fp32 rounding, summed differently
+    pytest.param(True, True, 1e-4, marks=pytest.mark.gpu(2))], ids=["gloo-nchw", "gloo-channels_last", "nccl-channels_last"])
+def test_split_matches_the_grouped_model_in_logits_gradients_and_step(tmp_path, channels_last, cuda, tolerance):
+    mp.spawn(_equivalence_worker, args=(_free_port(), str(tmp_path), channels_last, cuda), nprocs=2, join=True)
     for rank in (0, 1):
         report = torch.load(tmp_path / f"rank{rank}.pt")
         assert len([k for k in report if k.startswith("grad/")]) == 16  # 8 layers x (weight, bias)
@@ -88,8 +95,8 @@ def test_split_matches_the_grouped_model_in_logits_gradients_and_step(tmp_path, 
         assert sent["backward"] == sent["images"] * expected["backward"]
         worst = max(report, key=report.get)
         print(f"rank {rank}: worst relative error {report[worst]:.2e} ({worst}), logits {report['logits']:.2e}")
-        assert report[worst] <= 1e-5, (worst, report[worst])
-        if channels_last:
+        assert report[worst] <= tolerance, (worst, report[worst])
+        if channels_last or cuda:
             continue
         saved = torch.load(tmp_path / f"saved{rank}.pt")
         assert saved == split_tower_memory(batch_size=4, num_classes=10).activations > 4 * 3 * 224 * 224 * 4

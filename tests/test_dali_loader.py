@@ -118,3 +118,17 @@ def test_mid_epoch_resume_reads_exactly_what_the_uninterrupted_run_reads(digits)
     resumed_next_epoch = loader(digits["train"], epoch_fn=lambda: 4)
     resumed_next_epoch.load_state_dict(state)  # a state of another epoch: the epoch starts at its beginning
     assert len(list(resumed_next_epoch)) == len(uninterrupted)
+
+
+@pytest.mark.gpu
+def test_the_gpu_decoder_gives_the_cpu_decoders_pixels(tmp_path):
+    """The same JPEGs (4:2:0 chroma, as most of ImageNet's) through the `center` views, decoded on the CPU and
+    on the GPU: the same shapes, pixels within data_pipelines.decoders' stated tolerance."""
+    from data_pipelines.bench import image_files, make_images
+    from data_pipelines.decoders import MAX_ABS_TOLERANCE, MEAN_ABS_TOLERANCE, decoder_agreement
+
+    files, _ = image_files(make_images(64, cache=tmp_path))
+    result = decoder_agreement(files)
+    print(result)
+    assert result["shape"] == [3, 224, 224] and result["images"] == 64
+    assert result["mean_abs"] <= MEAN_ABS_TOLERANCE and result["max_abs"] <= MAX_ABS_TOLERANCE, result

@@ -112,9 +112,10 @@ def test_bench_quick_mode_prints_its_json_last(tmp_path):
     assert figures["ratio"] == pytest.approx(figures["dali_img_s"] / figures["torchvision_img_s"], rel=0.02)
     assert figures["dali_of_decode"] == pytest.approx(figures["dali_img_s"] / figures["decode_only_img_s"], rel=0.02)
     assert figures["images"] == 24 and figures["pass_images"] == 40 and 50 < figures["mean_kb"] < 200
-    generated = Path(os.environ["HOME"]) / ".cache" / "convnet-classics" / "bench-jpegs" / "24-images"
+    generated = Path(os.environ["HOME"]) / ".cache" / "convnet-classics" / "bench-jpegs" / "24-train-32-val"
     assert f"24 JPEGs in {generated}" in result.stdout and "read 40 times a pass" in result.stdout
     assert read_manifest(generated)["kind"] == "bench-jpegs" and count(generated / "train") == 24
+    assert check_layout(generated) == [f"c{i}" for i in range(8)] and count(generated / "val") == 32
     assert "decode_resize:" in result.stdout
 
 

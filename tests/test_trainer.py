@@ -222,6 +222,39 @@ def test_fast_path_and_compile_switches_train(tmp_path, digits_cache, switches):
     assert result["global_step"] == 5 and 0.0 <= result["val/top1_err"] <= 100.0
 
 
+def test_a_cpu_checkpoint_resumes_with_channels_last_and_fused_sgd(tmp_path, digits_cache):
+    """Written on a CPU (NCHW momentum), resumed on the GPU fast path (channels_last, fused SGD): the momentum
+    takes the parameters' layout, which the fused and foreach kernels expect."""
+    small = ["logger=none", "model=resnet18", "model.input_size=64", "data.batch_size=8",
+             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "schedule=constant"]
+    first = train(make_cfg(tmp_path / "a", digits_cache, "trainer.max_epochs=1", *small))
+    saved = load_checkpoint(first["last_ckpt"])["optimizer_states"][0]["state"]
+    assert all(v["momentum_buffer"].is_contiguous() for v in saved.values())
+    resumed = train(make_cfg(tmp_path / "b", digits_cache, "trainer.max_epochs=2", "model.channels_last=true",
+                             "optim.fused=true", f"ckpt_path={first['last_ckpt']}", *small))
+    assert resumed["global_step"] == 4
+    ckpt = load_checkpoint(resumed["last_ckpt"])
+    weights = [v for v in ckpt["state_dict"].values() if v.dim() == 4]
+    momenta = [v["momentum_buffer"] for v in ckpt["optimizer_states"][0]["state"].values()
+               if v["momentum_buffer"].dim() == 4]
+    assert len(momenta) == len(weights) == 20  # ResNet-18's convolutions
+    assert all(m.is_contiguous(memory_format=torch.channels_last) for m in momenta)
+    assert sum(not m.is_contiguous() for m in momenta) == 17  # NHWC, not NCHW (the 3 1x1 shortcuts are both)
+
+
+@pytest.mark.gpu
+def test_the_main_job_trains_on_the_gpu_with_the_fast_path(tmp_path, digits_cache):
+    result = run_cli("trainer", "trainer.max_epochs=3", "logger=none", "trainer.enable_progress_bar=false",
+                     cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    assert "one CUDA device each" in out and "decoder mixed" in out
+    assert f"precision {'bf16-mixed' if native_bf16 else '16-mixed'}" in out
+    top1 = float(re.search(r"val top-1 error \(final\) │ ([\d.]+) %", out).group(1))
+    assert top1 < 50.0, top1  # 3 epochs of the 30-epoch cosine job: well on the way (CPU: ~20 % after one)
+
+
 class _Preempted(Exception):
     pass
 

@@ -76,6 +76,28 @@ def test_training_steps_read_nothing_from_the_device_between_logging_steps(tmp_p
     assert any(r.startswith("item") for r in recorder.reads[9]) and any(r.startswith("__int__") for r in recorder.reads[9])
 
 
+@pytest.mark.gpu
+def test_no_host_sync_between_logging_steps_with_the_real_dali_loader_on_the_gpu(tmp_path, digits_cache):
+    """The same guarantee with the data as training reads it: DALI decoding on the GPU (`mixed`), batches
+    on the device. Any implicit sync in a step that does not log raises (CUDA's sync debug mode)."""
+    cfg = resolve(make_cfg(tmp_path, digits_cache, "trainer.enable_progress_bar=true", "trainer.max_epochs=1",
+                           "trainer.log_every_n_steps=10", "trainer.limit_val_batches=0", "trainer.limit_train_batches=40",
+                           "trainer.num_sanity_val_steps=0", "data.batch_size=16", "trainer.accelerator=auto"),
+                  cuda=True)
+    module = instantiate(cfg.model, optimizer=build_optimizer(cfg), scheduler=None)
+    trainer = build_trainer(cfg, tmp_path, build_logger(cfg, tmp_path))
+    trainer.callbacks.insert(0, MarkBatches(HostReads()))
+    datamodule = instantiate(cfg.data)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        resolve(cfg, cuda=False)
+    trainer.logger.experiment.finish()
+    assert trainer.global_step == 40 and datamodule.decoder_for_device()[0] == "mixed"
+    assert module.device.type == "cuda"
+
+
 def test_auto_switches_follow_the_machine(tmp_path, digits_cache):
     cfg = make_cfg(tmp_path, digits_cache, "model=alexnet")
     assert (cfg.trainer.precision, cfg.model.channels_last, cfg.optim.fused, cfg.tf32) == ("auto",) * 4
@@ -84,8 +106,8 @@ def test_auto_switches_follow_the_machine(tmp_path, digits_cache):
         ("32-true", False, False, False, False)
     assert torch.get_float32_matmul_precision() == "highest" and cfg.trainer.precision == "auto"  # cfg untouched
     gpu = resolve(cfg, cuda=True)
-    assert gpu.trainer.precision == ("bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-                                     else "16-mixed")
+    assert gpu.trainer.precision == ("bf16-mixed" if torch.cuda.is_available() and
+                                     torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed")
     assert (gpu.trainer.benchmark, gpu.model.channels_last, gpu.optim.fused, gpu.tf32) == (True, True, True, True)
     assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32
     # a value the user set is kept; a deterministic run is not autotuned
@@ -96,12 +118,31 @@ def test_auto_switches_follow_the_machine(tmp_path, digits_cache):
     resolve(cfg, cuda=False)  # leave the process-wide switches as the CPU tests expect them
 
 
-def test_the_trainer_benchmark_runs_in_quick_mode(tmp_path):
-    result = run_cli("trainer.bench", "--warmup", "2", "--steps", "3", "--repeats", "1", "data.batch_size=32",
-                     "trainer.enable_progress_bar=false", cwd=tmp_path, timeout=300)
+@pytest.mark.parametrize("gpu, native_bf16, precision", [("A100", True, "bf16-mixed"), ("V100", False, "16-mixed"),
+                                                         ("T4", False, "16-mixed")])
+def test_auto_precision_is_bf16_only_where_it_is_native(tmp_path, digits_cache, monkeypatch, gpu, native_bf16,
+                                                        precision):
+    # torch's check counts emulation unless told not to: on a V100 or T4 it says yes by default
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native_bf16 or
+                        including_emulation)
+    try:
+        assert resolve(make_cfg(tmp_path, digits_cache), cuda=True).trainer.precision == precision, gpu
+    finally:
+        resolve(make_cfg(tmp_path, digits_cache), cuda=False)
+
+
+@pytest.mark.parametrize("real_data", [False, True], ids=["in-memory", "real-data"])
+def test_the_trainer_benchmark_runs_in_quick_mode(tmp_path, digits_cache, real_data):
+    # real data: the digits through DALI, 1,437 images at 256 a step: 6 steps an epoch, so the timed
+    # steps cross an epoch's end
+    args = ["--real-data", "--steps", "8", "data.batch_size=256"] if real_data else ["--steps", "3",
+                                                                                     "data.batch_size=32"]
+    result = run_cli("trainer.bench", "--warmup", "2", "--repeats", "1", "trainer.enable_progress_bar=false", *args,
+                     cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert figures["model"] == "lenet5" and figures["batch_size"] == 32 and figures["device"] == "cpu"
+    assert figures["model"] == "lenet5" and figures["device"] == "cpu" and figures["real_data"] is real_data
+    assert figures["batch_size"] == (256 if real_data else 32)
     assert figures["precision"] == "32-true"  # `auto` on a CPU
     assert figures["trainer_img_s"] > 0 and figures["bare_img_s"] > 0
     assert figures["ratio"] == pytest.approx(figures["trainer_img_s"] / figures["bare_img_s"], rel=0.01)
@@ -132,3 +173,18 @@ def test_lightnings_sigterm_check_runs_on_logging_steps_only(tmp_path, digits_ca
     for step[0] in range(35):
         loop._broadcast_sigterm_tensor()
     assert checked == [0, 10, 20, 30]
+
+
+def test_the_gpu_check_reports_its_gpu_tests_as_skipped_without_a_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: `make gpu-check` runs the real thing")
+    result = run_cli("trainer.gpu_check", "--out", str(tmp_path / "gpu-check"), "--quick", cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu-check" / "gpu_check.json").read_text())
+    assert report["machine"]["gpus"] == 0 and report["checks"] == {}
+    tests = report["gpu_tests"]
+    assert len(tests["skipped"]) >= 5 and not tests["passed"] and not tests["failed"]
+    assert all("needs 1 CUDA GPU(s)" in why or "needs 2 CUDA GPU(s)" in why for why in tests["skipped"].values())
+    assert any("nccl" in name for name in tests["skipped"])
+    summary = (tmp_path / "gpu-check" / "summary.md").read_text()
+    assert "GPU tests: 0 passed, 0 failed" in summary and "No CUDA GPU here" in summary

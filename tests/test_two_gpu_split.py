@@ -164,3 +164,15 @@ def test_a_dead_tower_stops_the_other_instead_of_hanging(tmp_path, digits_cache)
         proc.kill()
     print(f"rank 0 exited {waited:.1f} s after rank 1 was killed, code {returncode}")
     assert returncode != 0 and waited < 60
+
+
+@pytest.mark.gpu(2)
+def test_the_split_trains_on_two_gpus_over_nccl(tmp_path, digits_cache):
+    result = run_cli("trainer", "model=alexnet", "strategy=two_gpu_split", "trainer.max_epochs=1", "data.batch_size=32",
+                     "trainer.limit_train_batches=10", "trainer.limit_val_batches=2", "logger=none",
+                     "trainer.enable_progress_bar=false", cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)},
+                     timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "runs on: 2 process(es) = 1 node(s) x 2, one CUDA device each (TwoGPUSplitStrategy)" in out
+    assert "running the towers as" not in out and "alexnet / two_gpu_split / digits" in out

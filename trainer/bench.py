@@ -48,27 +48,40 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 class _StepTimer(pl.Callback):
-    """Wall time of the training steps after the warm-up (the device synchronised at both ends)."""
+    """Wall time of ``steps`` training steps after ``warmup`` ones (the device synchronised at both ends).
+
+    Epoch ends are left out (their checkpoint and, with real data, the next epoch's pipeline are not
+    part of a step): the clock stops at an epoch's last step and restarts at the next one's first.
+    """
 
     def __init__(self, warmup: int, steps: int, start: float) -> None:
-        self.warmup, self.last, self.start = warmup, warmup + steps - 1, start
-        self.first_step_s, self.t0, self.elapsed = None, 0.0, 0.0
+        self.warmup, self.steps, self.start = warmup, steps, start
+        self.first_step_s, self.t0, self.elapsed, self.done = None, None, 0.0, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self.first_step_s is None:
             self.first_step_s = time.perf_counter() - self.start
-        if batch_idx == self.warmup:
+        if self.warmup <= self.done < self.warmup + self.steps and self.t0 is None:
             _sync(pl_module.device)
             self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if batch_idx == self.last:  # before the epoch-end checkpoint, which is not part of a step
+        self.done += 1
+        finished = self.done == self.warmup + self.steps
+        if self.t0 is not None and (finished or batch_idx + 1 == trainer.num_training_batches):
             _sync(pl_module.device)
-            self.elapsed = time.perf_counter() - self.t0
+            self.elapsed += time.perf_counter() - self.t0
+            self.t0 = None
+        if finished:
+            trainer.should_stop = True
 
 
 class _Repeat:
-    """The same in-memory batch, ``n`` times: an epoch of synthetic data with an exact length."""
+    """The same in-memory batch, ``n`` times: an epoch of synthetic data with an exact length.
+
+    On a GPU the batch is moved once to this process's device (Lightning has chosen it by the time
+    the epoch starts), so that the trainer, like the bare loop, copies nothing per step.
+    """
 
     def __init__(self, batch, n: int) -> None:
         self.batch, self.n = batch, n
@@ -77,6 +90,9 @@ class _Repeat:
         return self.n
 
     def __iter__(self):
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            device = torch.device("cuda", torch.cuda.current_device())
+            self.batch = tuple(t.to(device) for t in self.batch)
         return iter([self.batch] * self.n)
 
 
@@ -94,25 +110,41 @@ def _batch(cfg, device):
     return images.to(device), labels.to(device)
 
 
-def bench_trainer(cfg, warmup: int, steps: int, overrides: dict) -> tuple[float, float, bool]:
+def bench_trainer(cfg, warmup: int, steps: int, overrides: dict, real_data: bool = False) -> tuple[float, float, bool]:
     """Images/s of ``steps`` timed steps of the trainer (of this process: ``data.batch_size`` images a
-    step), the seconds from start to its first step, and whether this is the first process (a
-    multi-process strategy runs this in every process)."""
+    step; with ``real_data``, what the data config reads, through DALI), the seconds from start to its
+    first step, and whether this is the first process (a multi-process strategy runs this in every
+    process)."""
     start = time.perf_counter()
-    batch = _batch(cfg, "cpu")
     module = instantiate(cfg.model, optimizer=build_optimizer(cfg), scheduler=None)
+    _reset_peak_memory()
     with tempfile.TemporaryDirectory() as folder:
+        if real_data:  # as many epochs as the steps need
+            overrides = {**overrides, "max_epochs": -1, "max_steps": warmup + steps}
         trainer = build_trainer(cfg, Path(folder), build_logger(cfg, Path(folder)), **overrides)
         timer = _StepTimer(warmup, steps, start)
         trainer.callbacks.append(timer)
-        trainer.fit(module, train_dataloaders=_Repeat(batch, warmup + steps))
+        if real_data:
+            trainer.fit(module, datamodule=instantiate(cfg.data))
+        else:
+            trainer.fit(module, train_dataloaders=_Repeat(_batch(cfg, "cpu"), warmup + steps))
         if trainer.logger and type(trainer.logger).__name__ == "WandbLogger":
             trainer.logger.experiment.finish()
     return steps * cfg.data.batch_size / timer.elapsed, timer.first_step_s, trainer.is_global_zero
 
 
+def _reset_peak_memory() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gpu_mb(device: torch.device) -> int | None:
+    return round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None
+
+
 def bench_bare(cfg, warmup: int, steps: int, device: torch.device) -> float:
     """Images/s of the same training as a plain PyTorch loop."""
+    _reset_peak_memory()
     net, optimizer = _bare_model(cfg, device)
     images, labels = _batch(cfg, device)
     if cfg.model.channels_last:
@@ -175,20 +207,23 @@ def training_flops_per_image(cfg) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (model=..., data.batch_size=..., ...)")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per repeat (default 50)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats; the median is reported (default 5)")
+    parser.add_argument("--real-data", action="store_true",
+                        help="the trainer reads the data config (data=imagenet data.root=...) through DALI instead "
+                             "of an in-memory batch: the full path against the bare loop's compute")
+    args = parser.parse_intermixed_args(argv)  # options and overrides in any order
     defaults = ["model=lenet5", "data.batch_size=256", "logger=wandb", "logger.offline=true", "schedule=constant",
                 "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "trainer.max_epochs=1",
                 "paths.output_dir=.", "trainer.devices=1"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*defaults, *args.overrides])
-    exit_on_user_error(lambda cfg: bench(cfg, args.warmup, args.steps, args.repeats), cfg)
+    exit_on_user_error(lambda cfg: bench(cfg, args.warmup, args.steps, args.repeats, args.real_data), cfg)
     return 0
 
 
-def bench(cfg, warmup: int, steps: int, repeats: int) -> None:
+def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False) -> None:
     """Measures and prints (the first process only), the JSON line last."""
     check_gpus_usable(cfg.trainer.accelerator)
     overrides = strategy_plan(cfg)  # a strategy's checks before any process starts (Trainer overrides)
@@ -196,21 +231,24 @@ def bench(cfg, warmup: int, steps: int, repeats: int) -> None:
     cfg, device = resolve(cfg, cuda=cuda), torch.device("cuda" if cuda else "cpu")
     print(f"{cfg.model.model_name}, batch {cfg.data.batch_size} of {cfg.model.in_channels}x{cfg.model.input_size}x"
           f"{cfg.model.input_size}, {cfg.trainer.precision}, {device}, {torch.get_num_threads()} threads; "
-          f"{steps} steps after {warmup} warm-up, {repeats} repeats, median", flush=True)
-    trainer_rates, bare_rates, first_steps = [], [], []
+          f"{steps} steps after {warmup} warm-up, {repeats} repeats, median; trainer data: "
+          f"{'DALI, ' + cfg.data.name if real_data else 'an in-memory batch'}", flush=True)
+    trainer_rates, bare_rates, first_steps, peaks = [], [], [], {}
     for repeat in range(repeats):
-        rate, first, first_process = bench_trainer(cfg, warmup, steps, overrides)
+        rate, first, first_process = bench_trainer(cfg, warmup, steps, overrides, real_data)
         if not first_process:  # the other processes only take part in the trainer's collective steps
             continue
+        peaks["trainer"] = _peak_gpu_mb(device)
         trainer_rates.append(rate)
         first_steps.append(first)
         bare_rates.append(bench_bare(cfg, warmup, steps, device))
+        peaks["bare"] = _peak_gpu_mb(device)
         print(f"repeat {repeat + 1}: trainer {rate:8.1f} img/s, bare loop {bare_rates[-1]:8.1f} img/s", flush=True)
     if not trainer_rates:
         return
     trainer_img_s, bare_img_s = statistics.median(trainer_rates), statistics.median(bare_rates)
-    figures = {"model": cfg.model.model_name, "batch_size": cfg.data.batch_size, "precision": cfg.trainer.precision,
-               "device": str(device), "trainer_img_s": round(trainer_img_s, 1), "bare_img_s": round(bare_img_s, 1),
+    figures = {"model": cfg.model.model_name, "strategy": cfg.strategy.name, "batch_size": cfg.data.batch_size,
+               "precision": cfg.trainer.precision, "device": str(device), "real_data": real_data, "trainer_img_s": round(trainer_img_s, 1), "bare_img_s": round(bare_img_s, 1),
                "ratio": round(trainer_img_s / bare_img_s, 3),
                "trainer_step_ms": round(1000 * cfg.data.batch_size / trainer_img_s, 2),
                "bare_step_ms": round(1000 * cfg.data.batch_size / bare_img_s, 2),
@@ -219,11 +257,13 @@ def bench(cfg, warmup: int, steps: int, repeats: int) -> None:
     flops = training_flops_per_image(cfg)
     figures["train_flops_per_image"] = flops
     if device.type == "cuda":
-        figures["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+        figures["peak_gpu_mb"], figures["bare_peak_gpu_mb"] = peaks["trainer"], peaks["bare"]
         peak = dense_peak_flops(device, AUTOCAST.get(cfg.trainer.precision, "tfloat32" if cfg.tf32 else torch.float32))
         if peak:  # None: a GPU missing from Lightning's table
+            # a process of the split holds one tower, half of every layer: half the model's FLOPs per image
+            per_gpu = flops / 2 if cfg.strategy.name == "two_gpu_split" else flops
             figures["gpu_peak_tflops"] = round(peak / 1e12, 1)
-            figures["mfu"] = round(flops * trainer_img_s / peak, 3)
+            figures["mfu"] = round(per_gpu * trainer_img_s / peak, 3)
     print(json.dumps(figures))
 
 

@@ -11,6 +11,21 @@ from data_pipelines.dali_loader import PAD_LABEL
 from models import create_model
 
 
+def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Gives each per-parameter state tensor (SGD's momentum) its parameter's memory format.
+
+    A checkpoint written in one layout (NCHW, on a CPU) resumes in another (channels_last on a GPU):
+    ``load_state_dict`` casts the state to the parameter's device and dtype but keeps its strides,
+    and the fused and foreach kernels expect state and parameter laid out alike.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param).copy_(value)  # empty_like keeps the parameter's strides
+
+
 class ClassifierModule(pl.LightningModule):
     """Cross-entropy training of ``models.create_model(model_name)`` with top-1/top-5 error in percent.
 
@@ -108,6 +123,7 @@ class ClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer.register_load_state_dict_post_hook(match_parameter_layouts)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": self.scheduler_interval}
