@@ -48,10 +48,13 @@ def mean_with_pca_noise(mean: list[float], sigma: float = PCA_SIGMA):
     return fn.reshape(noisy, shape=[3])
 
 
-def _window(encoded, decode: dict, side, pos_x, pos_y, out_size: int):
-    """Decodes the square window ``side`` px wide at relative position (pos_x, pos_y), resized to ``out_size``."""
+def _window(encoded, decode: dict, side, pos_x, pos_y, out_size: int, resize: bool = True):
+    """Decodes the square window ``side`` px wide at relative position (pos_x, pos_y), resized to ``out_size``
+    (``resize=False``: the window is already ``out_size`` wide, on a prepared copy, and is only cut out)."""
+    if not resize:
+        side = out_size  # the same size for every image: a batch of equal shapes
     window = fn.decoders.image_crop(encoded, **decode, crop_w=side, crop_h=side, crop_pos_x=pos_x, crop_pos_y=pos_y)
-    return fn.resize(window, size=[out_size, out_size])
+    return fn.resize(window, size=[out_size, out_size]) if resize else window
 
 
 def _shorter_side(encoded):
@@ -83,8 +86,28 @@ def random_window(encoded, decode: dict, preset: str, image_size: int, resize_si
     return _window(encoded, decode, side, pos_x, pos_y, image_size)
 
 
+def prepared_crop(encoded, decode: dict, image_size: int, resize_size: int, square: bool):
+    """The ``alexnet`` crop on a copy prepared at shorter side ``resize_size``: the whole stored image is
+    decoded, and the random ``image_size`` crop of its centre square is cut out by the final
+    normalisation pass (no resampling: the paper's exact inputs).
+
+    Returns:
+        The decoded images, and the crop arguments of ``crop_mirror_normalize``.
+    """
+    u, v = fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0])
+    if square:  # every image is resize_size square: the relative position is the random draw itself
+        pos_x, pos_y = u, v
+    else:  # a crop of the centre square of an image whose shorter side is resize_size
+        height, width, shorter = _shorter_side(encoded)
+        pos_x = ((width - shorter) * 0.5 + u * (shorter - image_size)) / (width - image_size)
+        pos_y = ((height - shorter) * 0.5 + v * (shorter - image_size)) / (height - image_size)
+    return fn.decoders.image(encoded, **decode), dict(crop=[image_size, image_size], crop_pos_x=pos_x,
+                                                       crop_pos_y=pos_y)
+
+
 def train_images(encoded, decode: dict, preset: str, image_size: int, resize_size: int, channels: int,
-                 scale_range: tuple[int, int] = (256, 480)):
+                 scale_range: tuple[int, int] = (256, 480), prepared_side: int | None = None,
+                 prepared_square: bool = False):
     """The training augmentation of ``preset``.
 
     Args:
@@ -99,11 +122,17 @@ def train_images(encoded, decode: dict, preset: str, image_size: int, resize_siz
         resize_size: the shorter side before cropping (alexnet, digits).
         channels: 3 (RGB) or 1 (grey).
         scale_range: the shorter side's random range (resnet).
+        prepared_side: the shorter side of every image when the data is a prepared copy
+            (``prepare resize``); equal to ``resize_size``, the ``alexnet`` preset only crops and flips.
+        prepared_square: the prepared copy kept the centre square (``prepare resize --square``).
     """
     mean, std = normalization(preset, channels)
-    mirror = fn.random.coin_flip()
+    mirror, crop = fn.random.coin_flip(), {}
     if preset in ("alexnet", "resnet"):
-        images = random_window(encoded, decode, preset, image_size, resize_size, scale_range)
+        if preset == "alexnet" and prepared_side == resize_size:
+            images, crop = prepared_crop(encoded, decode, image_size, resize_size, prepared_square)
+        else:
+            images = random_window(encoded, decode, preset, image_size, resize_size, scale_range)
         if channels == 3:
             mean = mean_with_pca_noise(mean)
     elif preset == "inception":  # decode only the random-resized crop (Szegedy et al. 2015)
@@ -116,13 +145,14 @@ def train_images(encoded, decode: dict, preset: str, image_size: int, resize_siz
     else:
         raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(PRESETS)}")
     return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std,
-                                    mirror=mirror)
+                                    mirror=mirror, **crop)
 
 
 def eval_images(encoded, decode: dict, protocol: str, preset: str, image_size: int, resize_size: int,
-                channels: int):
+                channels: int, prepared_side: int | None = None):
     """Evaluation views: ``center`` gives one CHW image (shorter side ``resize_size``, centre crop), ``tencrop``
-    a stack of 10 (NCHW: the 4 corners and the centre of the centre ``resize_size`` square, and their mirrors)."""
+    a stack of 10 (NCHW: the 4 corners and the centre of the centre ``resize_size`` square, and their mirrors).
+    On a copy prepared at shorter side ``resize_size`` they are crops only (``prepared_side``)."""
     mean, std = normalization(preset, channels)
     if protocol not in EVAL_PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {protocol!r}; valid: {', '.join(EVAL_PROTOCOLS)}")
@@ -130,7 +160,7 @@ def eval_images(encoded, decode: dict, protocol: str, preset: str, image_size: i
         square = _digit_in_field(encoded, decode, image_size, resize_size, 0.5, 0.5)
     else:  # the centre square, at resize_size
         _, _, shorter = _shorter_side(encoded)
-        square = _window(encoded, decode, shorter, 0.5, 0.5, resize_size)
+        square = _window(encoded, decode, shorter, 0.5, 0.5, resize_size, resize=prepared_side != resize_size)
 
     def view(x, y, mirror):
         return fn.crop_mirror_normalize(square, crop=[image_size, image_size], crop_pos_x=x, crop_pos_y=y,

@@ -77,15 +77,17 @@ def epoch_shard(num_samples: int, epoch: int, seed: int, shuffle: bool, rank: in
 
 @pipeline_def
 def _image_pipeline(files, labels, train: bool, preset: str, protocol: str, image_size: int, resize_size: int,
-                    channels: int, scale_range, decoder: str, hw_decoder_load: float):
+                    channels: int, scale_range, decoder: str, hw_decoder_load: float, prepared_side: int | None,
+                    prepared_square: bool):
     encoded, label = fn.readers.file(files=files, labels=labels, name=READER)
     decode = dict(device=decoder, output_type=types.GRAY if channels == 1 else types.RGB)
     if decoder == "mixed":  # nvJPEG; on A100/H100 part of each batch goes to the hardware JPEG decoder
         decode.update(GPU_DECODER_SETTINGS, hw_decoder_load=hw_decoder_load)
     if train:
-        images = train_images(encoded, decode, preset, image_size, resize_size, channels, scale_range)
+        images = train_images(encoded, decode, preset, image_size, resize_size, channels, scale_range, prepared_side,
+                              prepared_square)
     else:
-        images = eval_images(encoded, decode, protocol, preset, image_size, resize_size, channels)
+        images = eval_images(encoded, decode, protocol, preset, image_size, resize_size, channels, prepared_side)
     return images, (label.gpu() if decoder == "mixed" else label)
 
 
@@ -101,6 +103,8 @@ class DALILoader:
         device_id: the GPU for ``decoder="mixed"`` (GPU decoding and augmentation); ``None`` with ``"cpu"``.
         num_threads: DALI CPU threads.
         hw_decoder_load: the share of JPEGs the GPU's hardware decoder takes (``mixed`` on A100/H100).
+        prepared_side, prepared_square: the shorter side of every image of a prepared copy (``prepare resize``),
+            else None; and whether the copy kept the centre square.
         The rest: see ``augment.train_augment`` and ``augment.eval_crops``.
     """
 
@@ -108,7 +112,8 @@ class DALILoader:
                  protocol: str, image_size: int, resize_size: int, channels: int, scale_range=(256, 480),
                  seed: int = 0, epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, replicas: int = 1,
                  device_id: int | None = None, decoder: str = "cpu", num_threads: int = 2,
-                 hw_decoder_load: float = HW_DECODER_LOAD) -> None:
+                 hw_decoder_load: float = HW_DECODER_LOAD, prepared_side: int | None = None,
+                 prepared_square: bool = False) -> None:
         if not files:
             raise ValueError("no images to read")
         self.files, self.labels = list(files), [int(label) for label in labels]
@@ -117,7 +122,8 @@ class DALILoader:
         self.device_id, self.decoder, self.num_threads = device_id, decoder, num_threads
         self.graph = dict(train=train, preset=preset, protocol=protocol, image_size=image_size,
                           resize_size=resize_size, channels=channels, scale_range=tuple(scale_range), decoder=decoder,
-                          hw_decoder_load=hw_decoder_load)
+                          hw_decoder_load=hw_decoder_load, prepared_side=prepared_side,
+                          prepared_square=prepared_square)
         self._epoch, self._batches, self._resume_at, self._batches_iter = 0, 0, None, None
 
     def __len__(self) -> int:

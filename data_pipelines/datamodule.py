@@ -9,6 +9,7 @@ from .augment import EVAL_PROTOCOLS, PRESETS
 from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
 from .layout import DataConfigError, DataLayoutError, check_layout, list_samples
+from .manifest import read_manifest
 
 DECODERS = ("auto", "cpu", "mixed")
 
@@ -28,6 +29,30 @@ def dali_threads(num_workers: int | str, processes_on_node: int = 1) -> tuple[in
     share = cpus // processes_on_node if shared else cpus
     how = f"{cpus} CPUs usable" + (f", shared by {processes_on_node} processes" if shared else " by this process")
     return max(1, share - 1), how
+
+
+def prepared_copy(root: str, graph: dict) -> tuple[int | None, bool]:
+    """The shorter side of every image when ``root`` is a copy made by ``prepare resize`` (else None), and
+    whether the copy kept the centre square.
+
+    Raises:
+        DataConfigError: the copy keeps fewer pixels than the preset or the evaluation needs (the
+            ``resnet`` preset's shorter side goes up to ``scale_range``'s top), naming the size to prepare at.
+    """
+    manifest = read_manifest(root)
+    if not manifest or manifest.get("kind") != "resized":
+        return None, False
+    side = int(manifest["size"])
+    needs = {"evaluation": graph["resize_size"], "alexnet": graph["resize_size"], "resnet": max(graph["scale_range"]),
+             "inception": graph["image_size"]}
+    for what in ("evaluation", graph["preset"]):
+        if needs.get(what, 0) > side:
+            setting = "data.scale_range" if what == "resnet" else "data.resize_size"
+            raise DataConfigError(
+                f"{root} was prepared at shorter side {side} (prepare resize --size {side}), but the {what} "
+                f"{'preset' if what != 'evaluation' else 'protocol'} needs {needs[what]} px ({setting}); prepare "
+                f"a copy with --size {needs[what]} from the originals, or train on the originals")
+    return side, bool(manifest.get("square"))
 
 
 def data_parallel_rank_and_size(trainer) -> tuple[int, int]:
@@ -101,6 +126,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise DataLayoutError(f"{self.root} has {len(self.classes)} class folders but the model is configured "
                                   f"for data.num_classes={self.num_classes}; set data.num_classes={len(self.classes)}")
         self.samples = {split: list_samples(self.root, split, self.classes) for split in ("train", "val")}
+        self.graph["prepared_side"], self.graph["prepared_square"] = prepared_copy(self.root, self.graph)
 
     def decoder_for_device(self) -> tuple[str, int | None]:
         """The decoder and the GPU it runs on: GPU decoding when this process trains on a GPU."""

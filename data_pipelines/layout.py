@@ -80,6 +80,18 @@ def usable_list(root: str | Path, split: str) -> Path:
     return cache_dir() / "usable" / f"{root.name}-{key}" / f"usable_{split}.txt"
 
 
+def write_usable_list(root: str | Path, split: str, relative: list[str]) -> Path:
+    """Writes the usable images of a split (paths relative to ``root``) where the readers look for them."""
+    root = Path(root).expanduser()
+    target = usable_list(root, split)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (target.parent / "root.txt").write_text(f"{root.resolve()}\n")  # whose lists these are
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text("".join(f"{p}\n" for p in relative))
+    os.replace(tmp, target)  # a run that reads the list never sees half of it
+    return target
+
+
 def list_samples(root: str | Path, split: str, classes: list[str]) -> tuple[list[str], list[int]]:
     """The image paths of one split and their labels (the index of their class folder in ``classes``).
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 from rich.progress import Progress
 
-from .layout import IMAGE_SUFFIXES, DataLayoutError, check_layout, usable_list
+from .layout import IMAGE_SUFFIXES, DataLayoutError, check_layout, usable_list, write_usable_list
 
 
 def inspect_image(path: str) -> tuple[str, str | None, str | None]:
@@ -74,12 +74,7 @@ def verify(root: str | Path, workers: int | None = None) -> dict:
                 usable.append(os.path.relpath(path, root))
                 if note:
                     report["notes"].append((path, note))
-            target = usable_list(root, split)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            (target.parent / "root.txt").write_text(f"{root.resolve()}\n")  # whose lists these are
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text("".join(f"{p}\n" for p in usable))
-            os.replace(tmp, target)  # a run that reads the list never sees half of it
+            write_usable_list(root, split, usable)
             report["usable"] += len(usable)
     return report
 

@@ -106,9 +106,17 @@ def test_bench_quick_mode_prints_its_json_last(tmp_path):
                      "40", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("dali_img_s", "torchvision_img_s", "decode_only_img_s", "decode_resize_img_s",
-                "dali_epoch_start_s", "torchvision_epoch_start_s"):
+    for key in ("dali_img_s", "torchvision_img_s", "decode_only_img_s", "decode_resize_img_s", "prepared_dali_img_s",
+                "prepared_torchvision_img_s", "prepared_decode_only_img_s", "dali_epoch_start_s",
+                "torchvision_epoch_start_s", "prepared_dali_epoch_start_s"):
         assert figures[key] > 0, key
+    assert figures["prepared_ratio"] == pytest.approx(figures["prepared_dali_img_s"] / figures["torchvision_img_s"],
+                                                      rel=0.02)
+    assert figures["prepared_of_decode"] == pytest.approx(
+        figures["prepared_dali_img_s"] / figures["prepared_decode_only_img_s"], rel=0.02)
+    prepared = next((Path(os.environ["HOME"]) / ".cache" / "convnet-classics" / "bench-prepared").iterdir())
+    assert read_manifest(prepared)["size"] == 256 and count(prepared) == 24 + 1  # the images and the manifest
+    assert all(Image.open(p).size == (256, 256) for p in prepared.rglob("*.JPEG"))
     assert figures["ratio"] == pytest.approx(figures["dali_img_s"] / figures["torchvision_img_s"], rel=0.02)
     assert figures["dali_of_decode"] == pytest.approx(figures["dali_img_s"] / figures["decode_only_img_s"], rel=0.02)
     assert figures["images"] == 24 and figures["pass_images"] == 40 and 50 < figures["mean_kb"] < 200

@@ -13,7 +13,6 @@ refused before anything is written. Then run
 ``python -m data_pipelines.verify OUT``.
 """
 
-import argparse
 import io
 import os
 import shutil
@@ -24,8 +23,8 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from .layout import IMAGE_SUFFIXES
-from .manifest import NotOursError, claim, mark_complete
+from ..layout import IMAGE_SUFFIXES
+from ..manifest import NotOursError, claim, mark_complete
 
 
 class ArchiveError(ValueError):
@@ -109,15 +108,18 @@ def prepare_val(val_tar: str | Path, wnids: list[str], out: Path, progress: Prog
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_pipelines.prepare",
-                                     description="Turn the official ILSVRC2012 archives into ROOT/{train,val}/<wnid>/.")
-    parser.add_argument("dataset", choices=["imagenet"])
+def register(commands) -> None:
+    """Adds ``prepare imagenet`` to the command line."""
+    parser = commands.add_parser("imagenet", help="the official ILSVRC2012 archives to ROOT/{train,val}/<wnid>/",
+                                 description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-tar", required=True, help="ILSVRC2012_img_train.tar")
     parser.add_argument("--val-tar", required=True, help="ILSVRC2012_img_val.tar")
     parser.add_argument("--devkit", required=True, help="ILSVRC2012_devkit_t12.tar.gz")
-    parser.add_argument("--out", required=True, help="the dataset folder to write")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", required=True, help="the dataset folder to write (new, empty, or this command's)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
     out = Path(args.out).expanduser()
     try:
         wnids = read_devkit(args.devkit)
@@ -132,7 +134,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{out}: {classes} train classes and {images} val images written now (the rest were already there); "
           f"next: python -m data_pipelines.verify {out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
