@@ -2,7 +2,7 @@
 
 from .datamodule import DigitsDataModule, ImageFolderDataModule, data_parallel_rank_and_size
 from .digits import write_digits
-from .layout import DataConfigError, DataLayoutError, check_layout, list_samples
+from .layout import DataConfigError, DataLayoutError, Listing, check_layout, list_dataset
 
 __all__ = ["DigitsDataModule", "ImageFolderDataModule", "data_parallel_rank_and_size", "write_digits",
-           "DataConfigError", "DataLayoutError", "check_layout", "list_samples"]
+           "DataConfigError", "DataLayoutError", "Listing", "check_layout", "list_dataset"]

@@ -19,7 +19,10 @@ is a permutation drawn from (seed, epoch), sharded by the data-parallel rank, so
 """
 
 import math
+import os
 import re
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import numpy as np
@@ -32,6 +35,7 @@ from .layout import DataConfigError
 from .verify import inspect_image
 
 PAD_LABEL = -1
+_PAD_IN_LIST = 2**31 - 1  # a DALI file list takes non-negative labels only: padding's label there
 READER = "reader"
 PREFETCH = 2  # batches DALI prepares ahead of the one being trained on
 HW_DECODER_LOAD = 0.65  # DALI's default share of the JPEGs sent to the A100/H100 hardware decoder
@@ -67,6 +71,15 @@ def unreadable_image_error(error: RuntimeError, suspects: list[str]) -> Unreadab
                                 f"once: it lists every unusable file, and training then reads only the usable ones")
 
 
+_PREPARER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dali-file-list")
+
+
+def _done(value) -> Future:
+    future = Future()
+    future.set_result(value)
+    return future
+
+
 def epoch_shard(num_samples: int, epoch: int, seed: int, shuffle: bool, rank: int, replicas: int) -> np.ndarray:
     """Sample indices replica ``rank`` reads in ``epoch``, padded with -1 to ``ceil(num_samples / replicas)``."""
     order = np.random.default_rng([seed, epoch]).permutation(num_samples) if shuffle else np.arange(num_samples)
@@ -76,10 +89,12 @@ def epoch_shard(num_samples: int, epoch: int, seed: int, shuffle: bool, rank: in
 
 
 @pipeline_def
-def _image_pipeline(files, labels, train: bool, preset: str, protocol: str, image_size: int, resize_size: int,
+def _image_pipeline(file_list: str, file_root: str, mmap: bool, train: bool, preset: str, protocol: str, image_size: int, resize_size: int,
                     channels: int, scale_range, decoder: str, hw_decoder_load: float, prepared_side: int | None,
                     prepared_square: bool):
-    encoded, label = fn.readers.file(files=files, labels=labels, name=READER)
+    # the epoch's shard as a file list (DALI reads it in C++: 0.4 s for 1.28 M files, against 1.5 s for
+    # the same list passed as a Python argument); mmap off on network file systems (DALI's advice)
+    encoded, label = fn.readers.file(file_list=file_list, file_root=file_root, dont_use_mmap=not mmap, name=READER)
     decode = dict(device=decoder, output_type=types.GRAY if channels == 1 else types.RGB)
     if decoder == "mixed":  # nvJPEG; on A100/H100 part of each batch goes to the hardware JPEG decoder
         decode.update(GPU_DECODER_SETTINGS, hw_decoder_load=hw_decoder_load)
@@ -95,7 +110,9 @@ class DALILoader:
     """Batches ``(images, labels)`` of one split through a DALI pipeline (see the module docstring).
 
     Args:
-        files: image paths; ``labels``: their class indices.
+        files: image paths (relative to ``file_root`` when it is given); ``labels``: their class indices.
+        file_root: the folder the paths are relative to, or None for absolute paths.
+        mmap: DALI memory-maps the files (its default); False reads them (network file systems).
         batch_size: images per step on this replica.
         train: training augmentation and a shuffled order, else evaluation crops in file order.
         epoch_fn: returns the current epoch (the trainer's), which picks the order and the seed.
@@ -108,7 +125,8 @@ class DALILoader:
         The rest: see ``augment.train_augment`` and ``augment.eval_crops``.
     """
 
-    def __init__(self, files: list[str], labels: list[int], *, batch_size: int, train: bool, preset: str,
+    def __init__(self, files: list[str], labels, *, file_root: str | None = None, mmap: bool = True,
+                 batch_size: int, train: bool, preset: str,
                  protocol: str, image_size: int, resize_size: int, channels: int, scale_range=(256, 480),
                  seed: int = 0, epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, replicas: int = 1,
                  device_id: int | None = None, decoder: str = "cpu", num_threads: int = 2,
@@ -116,7 +134,11 @@ class DALILoader:
                  prepared_square: bool = False) -> None:
         if not files:
             raise ValueError("no images to read")
-        self.files, self.labels = list(files), [int(label) for label in labels]
+        # one line of DALI's file list per sample, and a last one for the padding entries (the first file); an
+        # object array: an epoch's lines are gathered by numpy (0.14 s for 1.28 M, against 0.33 s from a list)
+        self._lines = np.array([f"{f} {int(label)}\n" for f, label in zip(files, labels)] +
+                               [f"{files[0]} {_PAD_IN_LIST}\n"], dtype=object)
+        self.file_root, self.mmap = file_root, mmap
         self.batch_size, self.train, self.seed, self.epoch_fn = batch_size, train, seed, epoch_fn
         self.rank, self.replicas = rank, replicas
         self.device_id, self.decoder, self.num_threads = device_id, decoder, num_threads
@@ -125,9 +147,14 @@ class DALILoader:
                           hw_decoder_load=hw_decoder_load, prepared_side=prepared_side,
                           prepared_square=prepared_square)
         self._epoch, self._batches, self._resume_at, self._batches_iter = 0, 0, None, None
+        self._ahead: tuple[int, Future] | None = None  # an epoch's file list, made ahead of time
+
+    @property
+    def num_samples(self) -> int:
+        return len(self._lines) - 1
 
     def __len__(self) -> int:
-        return math.ceil(math.ceil(len(self.files) / self.replicas) / self.batch_size)
+        return math.ceil(math.ceil(self.num_samples / self.replicas) / self.batch_size)
 
     def state_dict(self) -> dict:
         """The position in the epoch; Lightning stores it in its checkpoints."""
@@ -140,37 +167,60 @@ class DALILoader:
         self._resume_at = state
 
     def shard(self, epoch: int) -> np.ndarray:
-        return epoch_shard(len(self.files), epoch, self.seed, self.train, self.rank, self.replicas)
+        return epoch_shard(self.num_samples, epoch, self.seed, self.train, self.rank, self.replicas)
+
+    def _shard_lines(self, epoch: int) -> list[str]:
+        """The lines of the epoch's file list: this replica's shard only; padding (-1) takes the last line."""
+        index = self.shard(epoch)
+        return self._lines[np.where(index >= 0, index, self.num_samples)].tolist()
+
+    def _file_list(self, epoch: int) -> bytes:
+        return "".join(self._shard_lines(epoch)).encode()
+
+    def _file_list_for(self, epoch: int) -> bytes:
+        """The epoch's file list, made ahead while the previous epoch trained (a training loader) or kept from
+        the last time (evaluation reads the same list every time): an epoch then starts in about 0.25 s on
+        1.28 M files (building DALI's pipeline and its first batch), instead of 0.55 s."""
+        ahead, self._ahead = self._ahead, None
+        text = ahead[1].result() if ahead is not None and ahead[0] == epoch else self._file_list(epoch)
+        if not self.train:
+            self._ahead = (epoch, _done(text))
+        else:
+            self._ahead = (epoch + 1, _PREPARER.submit(self._file_list, epoch + 1))
+        return text
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, resume = self.epoch_fn(), self._resume_at
         resume = resume if resume is not None and resume["epoch"] == epoch and "dali" in resume else None
         self._resume_at, self._batches_iter = None, None  # an unfinished earlier epoch is dropped here
         self._epoch, self._batches = epoch, resume["batches"] if resume else 0
-        index = self.shard(epoch)
-        # padding entries (-1) read the first file and carry PAD_LABEL (plain lists: 1.28 M entries index fast)
-        files = [self.files[i] if i >= 0 else self.files[0] for i in index.tolist()]
-        labels = [self.labels[i] if i >= 0 else PAD_LABEL for i in index.tolist()]
         seed = int(np.random.SeedSequence([self.seed, epoch, self.rank]).generate_state(1)[0] % 2**31)
         # exec_dynamic: outputs stay valid while referenced, so the PyTorch iterator hands them over without
         # a copy (DALI >= 1.44); the classic executor recycles its buffers and the iterator copies every batch
         # (38 MB at batch 64 x 224 px: 10 % of the CPU pipeline's time)
-        pipe = _image_pipeline(files=files, labels=labels, **self.graph, batch_size=self.batch_size,
-                               num_threads=self.num_threads, device_id=self.device_id, seed=seed,
-                               prefetch_queue_depth=PREFETCH, enable_checkpointing=True, exec_dynamic=True,
-                               checkpoint=resume["dali"] if resume else None)
+        with tempfile.NamedTemporaryFile("wb", prefix="dali-epoch-", suffix=".txt") as file_list:
+            file_list.write(self._file_list_for(epoch))  # only this replica's shard goes to DALI
+            file_list.flush()
+            pipe = _image_pipeline(file_list=file_list.name, file_root=self.file_root or "", mmap=self.mmap,
+                                   **self.graph, batch_size=self.batch_size, num_threads=self.num_threads,
+                                   device_id=self.device_id, seed=seed, prefetch_queue_depth=PREFETCH,
+                                   enable_checkpointing=True, exec_dynamic=True,
+                                   checkpoint=resume["dali"] if resume else None)
+            pipe.build()  # reads the list; the file goes when this block ends
         try:  # a broken file stops the run with its name, not a DALI stack dump (the iterator reads ahead)
             self._batches_iter = DALIGenericIterator(pipe, ["images", "labels"], reader_name=READER,
                                                      auto_reset=False, last_batch_policy=LastBatchPolicy.PARTIAL)
             for out in self._batches_iter:
                 self._batches += 1
-                yield out[0]["images"], out[0]["labels"].squeeze(-1).long()
+                labels = out[0]["labels"].squeeze(-1).long()
+                yield out[0]["images"], labels.masked_fill(labels == _PAD_IN_LIST, PAD_LABEL)
             # the epoch is read: release its pipeline (and its decoder's memory pools) before the next
             # one, or validation's, is built; the batches handed out stay valid while referenced
             self._batches_iter = pipe = None
         except RuntimeError as e:
             first = self._batches * self.batch_size  # the batch being read and those DALI reads ahead
-            suspects = files[first:first + (PREFETCH + 1) * self.batch_size]
+            suspects = [os.path.join(self.file_root or "", line.rsplit(" ", 1)[0])
+                        for line in self._shard_lines(epoch)[first:first + (PREFETCH + 1) * self.batch_size]]
             if (unreadable := unreadable_image_error(e, suspects)) is None:
                 raise
             raise unreadable from None

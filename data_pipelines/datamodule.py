@@ -8,7 +8,7 @@ import torch
 from .augment import EVAL_PROTOCOLS, PRESETS
 from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
-from .layout import DataConfigError, DataLayoutError, check_layout, list_samples
+from .layout import DataConfigError, DataLayoutError, Listing, list_dataset
 from .manifest import read_manifest
 
 DECODERS = ("auto", "cpu", "mixed")
@@ -87,6 +87,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             (``dali_threads``); 0 is taken as 1 (DALI always has a thread of its own).
         hw_decoder_load: with ``mixed``, the share of JPEGs the hardware decoder of an A100/H100 takes
             (DALI's default 0.65; the rest goes to nvJPEG's CUDA decoder).
+        mmap: DALI memory-maps the files (its default); ``False`` reads them instead (``dont_use_mmap``),
+            which DALI's documentation advises on network file systems.
         name: short data set name used in run names.
         seed: with the epoch and the data-parallel replica, picks the sample order and augmentation.
     """
@@ -94,7 +96,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def __init__(self, root: str | None, num_classes: int, batch_size: int = 128, image_size: int = 224,
                  resize_size: int = 256, channels: int = 3, preset: str = "alexnet", eval_protocol: str = "center",
                  scale_range: tuple[int, int] = (256, 480), decoder: str = "auto", num_workers: int | str = "auto",
-                 hw_decoder_load: float = HW_DECODER_LOAD, name: str = "imagenet", seed: int = 0) -> None:
+                 hw_decoder_load: float = HW_DECODER_LOAD, mmap: bool = True, name: str = "imagenet",
+                 seed: int = 0) -> None:
         super().__init__()
         for value, valid, key in ((preset, PRESETS, "preset"), (eval_protocol, EVAL_PROTOCOLS, "eval_protocol"),
                                   (decoder, DECODERS, "decoder")):
@@ -102,12 +105,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 raise DataConfigError(f"data.{key}={value} is not one of {', '.join(valid)}")
         self.root = root if root not in (None, "") else os.environ.get("IMAGENET_ROOT")
         self.num_classes, self.batch_size, self.name, self.seed = num_classes, batch_size, name, seed
-        self.decoder, self.num_workers, self.hw_decoder_load = decoder, num_workers, hw_decoder_load
+        self.decoder, self.num_workers, self.hw_decoder_load, self.mmap = decoder, num_workers, hw_decoder_load, mmap
         self.graph = dict(preset=preset, protocol=eval_protocol, image_size=image_size, resize_size=resize_size,
                           channels=channels, scale_range=tuple(scale_range))
         self.threads, self.threads_how = 1, ""  # set in setup(), once the processes are known
         self.classes: list[str] = []
-        self.samples: dict[str, tuple[list[str], list[int]]] = {}
+        self.listing: Listing | None = None
 
     @property
     def per_process_batch_size(self) -> int:
@@ -121,12 +124,30 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.per_process_batch_size  # fail before any data is read
         processes = self.trainer.num_devices if self.trainer is not None else 1  # processes on this node
         self.threads, self.threads_how = dali_threads(self.num_workers, processes)
-        self.classes = check_layout(self.root)
+        self.listing = self._list_once()
+        self.classes = self.listing.classes
         if len(self.classes) != self.num_classes:
             raise DataLayoutError(f"{self.root} has {len(self.classes)} class folders but the model is configured "
                                   f"for data.num_classes={self.num_classes}; set data.num_classes={len(self.classes)}")
-        self.samples = {split: list_samples(self.root, split, self.classes) for split in ("train", "val")}
         self.graph["prepared_side"], self.graph["prepared_square"] = prepared_copy(self.root, self.graph)
+
+    def _list_once(self) -> Listing:
+        """The data set's listing, made by the job's first process and sent to the others (``list_dataset``:
+        from verify's usable lists without a directory walk, else one walk); a problem found there is raised
+        in every process."""
+        strategy = self.trainer.strategy if self.trainer is not None else None
+        if strategy is None or strategy.world_size == 1:
+            return list_dataset(self.root)
+        found: Listing | str | None = None
+        if strategy.global_rank == 0:
+            try:
+                found = list_dataset(self.root)
+            except DataLayoutError as e:
+                found = str(e)
+        found = strategy.broadcast(found, src=0)
+        if isinstance(found, str):
+            raise DataLayoutError(found)
+        return found
 
     def decoder_for_device(self) -> tuple[str, int | None]:
         """The decoder and the GPU it runs on: GPU decoding when this process trains on a GPU."""
@@ -140,10 +161,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DALILoader:
         rank, replicas = data_parallel_rank_and_size(self.trainer)
         decoder, device_id = self.decoder_for_device()
-        files, labels = self.samples[split]
+        files, labels = self.listing.files[split], self.listing.labels[split]
         epoch = (lambda: self.trainer.current_epoch) if train and self.trainer is not None else (lambda: 0)
-        return DALILoader(files, labels, batch_size=self.per_process_batch_size, train=train, **self.graph,
-                          seed=self.seed, epoch_fn=epoch, rank=rank, replicas=replicas, device_id=device_id,
+        return DALILoader(files, labels, file_root=self.listing.root, mmap=self.mmap,
+                          batch_size=self.per_process_batch_size, train=train, **self.graph, seed=self.seed, epoch_fn=epoch, rank=rank, replicas=replicas, device_id=device_id,
                           decoder=decoder, num_threads=self.threads, hw_decoder_load=self.hw_decoder_load)
 
     def train_dataloader(self) -> DALILoader:

@@ -6,7 +6,10 @@
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 EXPECTED = ("expected ROOT/train/<class>/<image> and ROOT/val/<class>/<image> "
@@ -21,29 +24,53 @@ class DataLayoutError(DataConfigError):
     """A data folder that is missing or does not have the expected layout."""
 
 
-def class_folders(split_dir: Path) -> dict[str, int]:
-    """Maps each class folder of one split to its number of images.
+@dataclass
+class Listing:
+    """A data set's images: the class names (sorted: the label order) and, per split, the image paths
+    relative to ``root`` with their labels. Made once per job (``list_dataset``) and shared."""
+
+    root: str
+    classes: list[str]
+    files: dict[str, list[str]]
+    labels: dict[str, np.ndarray]
+    source: str  # "usable lists" or "the folders"
+
+    def __len__(self) -> int:
+        return sum(len(f) for f in self.files.values())
+
+
+def _walk(root: Path, split: str) -> list[str]:
+    """The images of one split, ``split/<class>/<name>`` sorted, in one ``os.scandir`` per folder.
 
     Raises:
         DataLayoutError: naming the path, when the split folder is missing, has no class folders,
             or a class folder holds no images.
     """
+    split_dir = root / split
     if not split_dir.is_dir():
         raise DataLayoutError(f"{split_dir} does not exist; {EXPECTED}")
-    counts = {d.name: sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-              for d in sorted(split_dir.iterdir()) if d.is_dir()}
-    if not counts:
+    with os.scandir(split_dir) as entries:  # hidden folders (an interrupted prepare's) are not classes
+        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    if not classes:
         raise DataLayoutError(f"{split_dir} has no class folders; {EXPECTED}")
-    empty = [name for name, n in counts.items() if n == 0]
+    relative, empty = [], []
+    for name in classes:
+        with os.scandir(split_dir / name) as entries:
+            images = sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES))
+        if not images:
+            empty.append(name)
+        prefix = f"{split}/{name}/"
+        relative += [prefix + image for image in images]
     if empty:
         shown = ", ".join(str(split_dir / e) for e in empty[:5]) + (" ..." if len(empty) > 5 else "")
         raise DataLayoutError(f"{len(empty)} empty class folder(s) with no {'/'.join(IMAGE_SUFFIXES)} "
                               f"images: {shown}")
-    return counts
+    return relative
 
 
-def check_layout(root: str | Path | None) -> list[str]:
-    """Checks a dataset root and returns its class names (sorted, as the label order).
+def list_dataset(root: str | Path | None, use_lists: bool = True) -> Listing:
+    """Lists a data set once: from ``verify``'s usable lists when both exist (no directory walk at all:
+    on ImageNet's 1.33 M files that is 2,000 folder listings saved), else one walk of the folders.
 
     Raises:
         DataLayoutError: for an unset or missing root, a missing split, empty class folders, or
@@ -55,13 +82,34 @@ def check_layout(root: str | Path | None) -> list[str]:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataLayoutError(f"data root {root} does not exist; {EXPECTED}")
-    train, val = class_folders(root / "train"), class_folders(root / "val")
-    if set(train) != set(val):
-        only_train, only_val = sorted(set(train) - set(val)), sorted(set(val) - set(train))
-        raise DataLayoutError(f"train and val class folders under {root} differ: only in train: "
-                              f"{only_train[:5]}{' ...' if len(only_train) > 5 else ''}; only in val: "
-                              f"{only_val[:5]}{' ...' if len(only_val) > 5 else ''}")
-    return sorted(train)
+    lists = {split: usable_list(root, split) for split in ("train", "val")}
+    from_lists = use_lists and all(p.is_file() for p in lists.values())
+    if from_lists:
+        relative = {split: [line for line in p.read_text().splitlines() if line] for split, p in lists.items()}
+    else:
+        relative = {split: _walk(root, split) for split in ("train", "val")}
+    classes = {split: sorted({r.split("/", 2)[1] for r in rel}) for split, rel in relative.items()}
+    if classes["train"] != classes["val"]:
+        only_train = sorted(set(classes["train"]) - set(classes["val"]))
+        only_val = sorted(set(classes["val"]) - set(classes["train"]))
+        where = f"the usable lists of {root} ({lists['train'].parent})" if from_lists else f"class folders under {root}"
+        fix = f"; run python -m data_pipelines.verify {root} again" if from_lists else ""
+        raise DataLayoutError(f"train and val {where} differ: only in train: {only_train[:5]}"
+                              f"{' ...' if len(only_train) > 5 else ''}; only in val: {only_val[:5]}"
+                              f"{' ...' if len(only_val) > 5 else ''}{fix}")
+    index = {name: i for i, name in enumerate(classes["train"])}
+    labels = {split: np.fromiter((index[r.split("/", 2)[1]] for r in rel), dtype=np.int32, count=len(rel))
+              for split, rel in relative.items()}
+    return Listing(str(root), classes["train"], relative, labels, "usable lists" if from_lists else "the folders")
+
+
+def check_layout(root: str | Path | None) -> list[str]:
+    """Checks a dataset root (one walk of its folders) and returns its class names (sorted, the label order).
+
+    Raises:
+        DataLayoutError: see ``list_dataset``.
+    """
+    return list_dataset(root, use_lists=False).classes
 
 
 def cache_dir() -> Path:
@@ -90,27 +138,3 @@ def write_usable_list(root: str | Path, split: str, relative: list[str]) -> Path
     tmp.write_text("".join(f"{p}\n" for p in relative))
     os.replace(tmp, target)  # a run that reads the list never sees half of it
     return target
-
-
-def list_samples(root: str | Path, split: str, classes: list[str]) -> tuple[list[str], list[int]]:
-    """The image paths of one split and their labels (the index of their class folder in ``classes``).
-
-    Reads the usable-image list that ``python -m data_pipelines.verify`` wrote when there is one
-    (so files found broken are never read), else lists the class folders.
-    """
-    root = Path(root).expanduser()
-    listed = usable_list(root, split)
-    if listed.is_file():
-        relative = [line for line in listed.read_text().splitlines() if line]
-    else:
-        relative = []
-        for name in classes:
-            with os.scandir(root / split / name) as entries:
-                relative += sorted(f"{split}/{name}/{e.name}" for e in entries
-                                   if e.name.lower().endswith(IMAGE_SUFFIXES))
-    index = {name: i for i, name in enumerate(classes)}
-    unknown = sorted({r.split("/")[1] for r in relative} - set(index))
-    if unknown:
-        raise DataLayoutError(f"{listed} names class folders that are not in {root / split}: {unknown[:5]}; "
-                              f"run python -m data_pipelines.verify {root} again")
-    return [str(root / r) for r in relative], [index[r.split("/")[1]] for r in relative]

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 from rich.progress import Progress
 
-from .layout import IMAGE_SUFFIXES, DataLayoutError, check_layout, usable_list, write_usable_list
+from .layout import DataLayoutError, list_dataset, usable_list, write_usable_list
 
 
 def inspect_image(path: str) -> tuple[str, str | None, str | None]:
@@ -58,9 +58,8 @@ def verify(root: str | Path, workers: int | None = None) -> dict:
         DataLayoutError: when ``root`` does not have the expected layout.
     """
     root = Path(root).expanduser()
-    classes = check_layout(root)
-    splits = {split: sorted(str(p) for name in classes for p in (root / split / name).iterdir()
-                            if p.name.lower().endswith(IMAGE_SUFFIXES)) for split in ("train", "val")}
+    listing = list_dataset(root, use_lists=False)  # every file in the folders, not an earlier verify's list
+    splits = {split: [str(root / r) for r in relative] for split, relative in listing.files.items()}
     report = {"usable": 0, "unusable": [], "notes": []}
     with Progress() as progress, ProcessPoolExecutor(workers or os.cpu_count()) as pool:
         for split, files in splits.items():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_pipelines import list_samples
+from data_pipelines import list_dataset
 from data_pipelines.dali_loader import PAD_LABEL, DALILoader, epoch_shard
 
 DIGITS = dict(preset="digits", protocol="center", image_size=32, resize_size=28, channels=1, num_threads=1)
@@ -15,9 +15,9 @@ DIGITS = dict(preset="digits", protocol="center", image_size=32, resize_size=28,
 
 @pytest.fixture(scope="module")
 def digits(digits_cache):
-    root = digits_cache / "digits"
-    classes = [str(d) for d in range(10)]
-    return {split: list_samples(root, split, classes) for split in ("train", "val")}
+    listing = list_dataset(digits_cache / "digits")
+    return {split: ([f"{listing.root}/{r}" for r in listing.files[split]], listing.labels[split])
+            for split in ("train", "val")}
 
 
 def loader(samples, **kwargs) -> DALILoader:

@@ -11,7 +11,7 @@ import scipy.io
 from PIL import Image
 
 from conftest import run_cli
-from data_pipelines import list_samples
+from data_pipelines import list_dataset
 from data_pipelines.layout import usable_list
 from data_pipelines.manifest import read_manifest
 
@@ -80,7 +80,8 @@ def test_prepare_writes_the_folder_layout_and_resumes(archives, tmp_path):
     (out / "train" / f".{WNIDS[2]}-leftover").mkdir()
     second = prepare(archives, out)
     assert second.returncode == 0 and "1 train classes and 1 val images written now" in second.stdout
-    assert len(list_samples(out, "val", WNIDS)[0]) == 7 and len(list_samples(out, "train", WNIDS)[0]) == 9
+    listing = list_dataset(out)
+    assert listing.classes == WNIDS and len(listing.files["val"]) == 7 and len(listing.files["train"]) == 9
 
 
 def test_prepare_never_writes_into_a_folder_it_did_not_make(archives, tmp_path):
@@ -143,8 +144,9 @@ def test_verify_reports_unusable_files_and_lists_the_usable(damaged):
     assert usable_list(damaged, "train").is_relative_to(Path(os.environ["HOME"]) / ".cache" / "convnet-classics")
     listed = usable_list(damaged, "train").read_text().split()
     assert len(listed) == 9 and "train/b/truncated.JPEG" not in listed and "train/a/cmyk.JPEG" in listed
-    files, labels = list_samples(damaged, "val", ["a", "b"])
-    assert len(files) == 6 and labels == [0, 0, 0, 1, 1, 1]
+    listing = list_dataset(damaged)  # from the lists: the unusable files are gone
+    assert listing.source == "usable lists" and len(listing.files["train"]) == 9
+    assert len(listing.files["val"]) == 6 and listing.labels["val"].tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_a_broken_image_stops_training_with_its_name_and_verify_fixes_it(damaged):

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from conftest import run_cli
-from data_pipelines import ImageFolderDataModule, list_samples
+from data_pipelines import ImageFolderDataModule, list_dataset
 from data_pipelines.augment import MEAN_PIXEL_2012
 from data_pipelines.bench import natural_image
 from data_pipelines.dali_loader import _image_pipeline
@@ -59,7 +59,7 @@ def test_resize_writes_the_papers_256_copy_resumably_and_never_touches_the_sourc
     assert Image.open(out / "train" / "n01" / "grey.JPEG").mode == "L"
     listed = usable_list(out, "val").read_text().split()
     assert len(listed) == 12 and "val/n01/truncated.JPEG" not in listed
-    assert len(list_samples(out, "train", ["n01", "n02"])[0]) == 15
+    assert len(list_dataset(out).files["train"]) == 15
 
     # interrupted: an image missing and a temporary file left behind; the second run writes the one missing
     (out / "train" / "n02" / "n02_3.JPEG").unlink()
@@ -96,14 +96,14 @@ def test_on_a_prepared_copy_the_alexnet_path_only_crops_and_flips(originals, tmp
     assert module.graph["prepared_side"] == 256
     for train, protocol in ((True, "center"), (False, "center"), (False, "tencrop")):  # no resampler in the graph
         graph = {**module.graph, "train": train, "protocol": protocol}
-        pipe = _image_pipeline(files=["x.JPEG"], labels=[0], **graph, decoder="cpu", hw_decoder_load=0.65,
+        pipe = _image_pipeline(file_list="x.txt", file_root="", mmap=True, **graph, decoder="cpu", hw_decoder_load=0.65,
                                batch_size=1, num_threads=1, device_id=None)
         assert b"Resize" not in pipe.serialize(), (train, protocol)
         originals_graph = {**graph, "prepared_side": None}
-        assert b"Resize" in _image_pipeline(files=["x.JPEG"], labels=[0], **originals_graph, decoder="cpu",
+        assert b"Resize" in _image_pipeline(file_list="x.txt", file_root="", mmap=True, **originals_graph, decoder="cpu",
                                             hw_decoder_load=0.65, batch_size=1, num_threads=1,
                                             device_id=None).serialize()
-    files, _ = module.samples["train"]
+    files = [f"{out}/{r}" for r in module.listing.files["train"]]
     decoded = {f: np.asarray(Image.open(f).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) for f in files}
     order = module.train_dataloader().shard(0)
     images = torch.cat([x for x, _ in module.train_dataloader()]).numpy()
@@ -120,7 +120,7 @@ def test_on_a_prepared_copy_the_alexnet_path_only_crops_and_flips(originals, tmp
         assert best < 1e-3, best  # the same pixels: no resampling anywhere
     if not square:
         return
-    val_files, _ = module.samples["val"]
+    val_files = [f"{out}/{r}" for r in module.listing.files["val"]]
     centre = next(iter(module.val_dataloader()))[0][0].numpy() + np.array(MEAN_PIXEL_2012)[:, None, None]
     source = np.asarray(Image.open(val_files[0]).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
     assert np.abs(centre - source[:, 16:240, 16:240]).max() < 1e-3

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..layout import IMAGE_SUFFIXES, DataConfigError, cache_dir, list_samples
+from ..layout import IMAGE_SUFFIXES, DataConfigError, cache_dir, usable_list
 from ..manifest import build_once
 
 
@@ -65,9 +65,11 @@ def image_files(data: Path) -> tuple[list[str], list[int]]:
     if data.is_file():
         lines = [line.strip() for line in data.read_text(errors="replace").splitlines() if line.strip()]
         files = [str(p if p.is_absolute() else data.parent / p) for p in map(Path, lines)]
-    elif (data / "train").is_dir():
-        classes = sorted(d.name for d in (data / "train").iterdir() if d.is_dir())
-        files = list_samples(data, "train", classes)[0] if classes else []
+    elif (data / "train").is_dir():  # a data root: its train split, through verify's list when there is one
+        listed = usable_list(data, "train")
+        relative = listed.read_text().split("\n") if listed.is_file() else [
+            str(p.relative_to(data)) for p in sorted((data / "train").rglob("*")) if p.is_file()]
+        files = [str(data / r) for r in relative if r]
     elif data.is_dir():
         files = sorted(str(p) for p in data.rglob("*") if p.name.lower().endswith(IMAGE_SUFFIXES) and p.is_file())
     else:

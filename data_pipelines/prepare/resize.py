@@ -24,7 +24,7 @@ from pathlib import Path
 from PIL import Image
 from rich.progress import Progress
 
-from ..layout import DataLayoutError, check_layout, list_samples, write_usable_list
+from ..layout import DataLayoutError, list_dataset, write_usable_list
 from ..manifest import NotOursError, claim, mark_complete
 
 KIND = "resized"
@@ -76,9 +76,9 @@ def resize_dataset(src: str | Path, out: str | Path, size: int = 256, square: bo
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser()
     if out.resolve() == src or src in out.resolve().parents:
         raise NotOursError(f"--out {out} is inside SRC {src}; SRC is only read: give a folder outside it")
-    classes = check_layout(src)
+    listing = list_dataset(src)
     claim(out, KIND, source=str(src), size=size, square=square, quality=quality)
-    samples = {split: list_samples(src, split, classes)[0] for split in ("train", "val")}
+    samples = {split: [str(src / r) for r in relative] for split, relative in listing.files.items()}
     report = {"written": 0, "images": {}, "unusable": []}
     with Progress() as progress, ProcessPoolExecutor(workers or os.cpu_count()) as pool:
         for split, files in samples.items():

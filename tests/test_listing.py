@@ -1,0 +1,73 @@
+"""A data set is listed once per job: every process of a multi-process run reads the first one's listing."""
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from data_pipelines.layout import list_dataset, write_usable_list
+
+# Loaded by every Python process of the run (PYTHONPATH), before anything else: counts the folder listings
+# (os.scandir, os.listdir) under the data root and writes them, per process, when the process ends.
+COUNTER = '''
+import atexit, json, os
+_root, _out = os.environ["COUNT_LISTINGS_UNDER"], os.environ["COUNT_LISTINGS_TO"]
+_seen = []
+def _counting(real):
+    def listing(path=".", *args, **kwargs):
+        if str(os.fspath(path)).startswith(_root):
+            _seen.append(str(os.fspath(path)))
+        return real(path, *args, **kwargs)
+    return listing
+os.scandir, os.listdir = _counting(os.scandir), _counting(os.listdir)
+atexit.register(lambda: open(os.path.join(_out, f"{os.getpid()}.json"), "w").write(json.dumps(_seen)))
+'''
+CLASSES = [f"n{i:02d}" for i in range(4)]
+
+
+@pytest.fixture
+def small_imagenet(tmp_path):
+    root = tmp_path / "imagenet"
+    for split, count in (("train", 6), ("val", 2)):
+        for cls in CLASSES:
+            (root / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (40, 30), (10 * i, 60, 90)).save(root / split / cls / f"{cls}_{i}.JPEG")
+    return root
+
+
+def listings_in_a_two_process_run(tmp_path, root) -> list[list[str]]:
+    hooks, counts = tmp_path / "hooks", tmp_path / "counts"
+    hooks.mkdir()
+    counts.mkdir()
+    (hooks / "sitecustomize.py").write_text(COUNTER)
+    result = run_cli("trainer", "strategy=ddp", "trainer.devices=2", "data=imagenet", f"data.root={root}",
+                     f"data.num_classes={len(CLASSES)}", "data.batch_size=4", "model=lenet5", "trainer.max_epochs=1",
+                     "logger=none", "trainer.enable_progress_bar=false", cwd=tmp_path, timeout=600,
+                     env={"PYTHONPATH": str(hooks), "COUNT_LISTINGS_UNDER": str(root),
+                          "COUNT_LISTINGS_TO": str(counts)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lenet5 / ddp / imagenet" in result.stdout
+    per_process = [json.loads(p.read_text()) for p in counts.glob("*.json")]
+    assert len(per_process) >= 2  # the launching process and the one it started (each a training process)
+    return per_process
+
+
+def test_without_usable_lists_the_tree_is_walked_once_per_job(tmp_path, small_imagenet):
+    per_process = listings_in_a_two_process_run(tmp_path, small_imagenet)
+    listed = sorted(path for seen in per_process for path in seen)
+    folders = sorted([str(small_imagenet / s) for s in ("train", "val")] +
+                     [str(small_imagenet / s / c) for s in ("train", "val") for c in CLASSES])
+    assert listed == folders  # every folder once, over all the processes together
+    assert sum(1 for seen in per_process if seen) == 1  # by one process
+
+
+def test_with_usable_lists_no_folder_is_listed(tmp_path, small_imagenet):
+    listing = list_dataset(small_imagenet)
+    for split in ("train", "val"):
+        write_usable_list(small_imagenet, split, listing.files[split])
+    per_process = listings_in_a_two_process_run(tmp_path, small_imagenet)
+    assert [path for seen in per_process for path in seen] == []
+    assert list_dataset(small_imagenet).source == "usable lists"
