@@ -2,8 +2,10 @@
 
 DALI ignores a reset in the middle of an epoch, and Lightning stops epochs early all the time
 (the sanity check, ``limit_*_batches``, a fractional ``val_check_interval``). So each ``iter()``
-builds a fresh pipeline over exactly the samples that epoch's shard still has to read (building one
-takes well under a second), and a partly read epoch is simply dropped with its pipeline. The order
+builds a fresh pipeline over exactly the samples that epoch's shard still has to read, and a partly
+read epoch is simply dropped with its pipeline. The shard reaches DALI as a file list made while the
+previous epoch trained: with 1.28 M files the first batch comes 0.45-0.6 s after ``iter()`` on one
+process (DALI parsing the list, 0.16 s, and snapshotting its reader for checkpoints, 0.24 s). The order
 is a permutation drawn from (seed, epoch), sharded by the data-parallel rank, so:
 
 - every sample is read exactly once per epoch over all replicas: shards are padded to equal length
