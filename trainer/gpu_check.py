@@ -9,7 +9,8 @@ Run it on the first GPU machine at hand (under 20 minutes on one GPU). It writes
 2. DALI ``mixed`` against ``cpu`` on the same generated JPEGs (``data_pipelines.decoders``);
 3. ``trainer.bench`` ResNet-50 at batch 256 on the GPU's fast path (bf16 where native): on an
    in-memory batch (the compute), and the full path, DALI decoding generated ImageNet-sized JPEGs on
-   the GPU; img/s, MFU, peak memory;
+   the GPU; img/s, MFU, peak memory; and AlexNet's full path on those JPEGs and on their 256x256
+   copy (``prepare resize --square``: the GPU decoder's work about 3x smaller);
 4. with 2+ GPUs: the two-GPU AlexNet split against 2-GPU DDP at the paper's batch of 128, fp32
    (target: the split's step within 10 % of DDP's).
 
@@ -83,6 +84,7 @@ def bench(name: str, overrides: list[str], out: Path, steps: int, repeats: int) 
 def gpu_checks(out: Path, gpus: int, quick: bool) -> dict:
     from data_pipelines.bench import image_files, make_images
     from data_pipelines.decoders import decoder_agreement
+    from data_pipelines.prepare.resize import resize_dataset
 
     steps, repeats = (5, 1) if quick else (100, 3)
     checks = {}
@@ -94,9 +96,17 @@ def gpu_checks(out: Path, gpus: int, quick: bool) -> dict:
         checks["decoders"] = {"error": f"{type(e).__name__}: {e}"}
     resnet = ["model=resnet50", "data.batch_size=256"]
     checks["resnet50_synthetic"] = bench("bench-resnet50-synthetic", resnet, out, steps, repeats)
-    checks["resnet50_full_path"] = bench(
-        "bench-resnet50-dali", [*resnet, "--real-data", "data=imagenet", f"data.root={jpegs}", "data.num_classes=8"],
-        out, steps, repeats)
+    real = ["--real-data", "data=imagenet", "data.num_classes=8"]
+    checks["resnet50_full_path"] = bench("bench-resnet50-dali", [*resnet, *real, f"data.root={jpegs}"], out, steps,
+                                         repeats)
+    # AlexNet's data path on the originals and on their 256x256 copy (nvJPEG decodes a third of the pixels)
+    prepared = jpegs.with_name(jpegs.name + "-256sq")
+    resize_dataset(jpegs, prepared, size=256, square=True)
+    alexnet = ["model=alexnet", "data.batch_size=256", *real]
+    checks["alexnet_dali_originals"] = bench("bench-alexnet-dali", [*alexnet, f"data.root={jpegs}"], out, steps,
+                                             repeats)
+    checks["alexnet_dali_prepared"] = bench("bench-alexnet-dali-256", [*alexnet, f"data.root={prepared}"], out,
+                                            steps, repeats)
     if gpus >= 2:
         common = ["model=alexnet", "trainer.devices=2", "trainer.precision=32-true"]
         split = bench("bench-alexnet-split", [*common, "strategy=two_gpu_split", "data.batch_size=128"], out, steps,
