@@ -146,11 +146,12 @@ def test_bench_only_reads_a_users_data(tmp_path):
     (root / "val").mkdir()
     (root / "notes.txt").write_text("my notes\n")
     before = snapshot(root)
-    args = ["--runs", "1", "--batch-size", "4", "--pass-images", "8"]
+    args = ["--runs", "1", "--batch-size", "4", "--pass-images", "8", "--variants", "dali,prepared_dali"]
     for data in (root, root / "train"):  # a data root, and a folder of class folders
         result = run_cli("data_pipelines.bench", "--data", str(data), *args, cwd=tmp_path, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert json.loads(result.stdout.strip().splitlines()[-1])["images"] == 12
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+        assert figures["images"] == 12 and figures["prepared_dali_img_s"] > 0 and "torchvision_img_s" not in figures
         assert snapshot(root) == before
     assert not (Path(os.environ["HOME"]) / ".cache" / "convnet-classics" / "bench-jpegs").exists()
 
