@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from torch.overrides import TorchFunctionMode
 
 from conftest import make_cfg, run_cli
-from trainer.bench import _Repeat, _batch
+from trainer.bench import Repeat, synthetic_batch
 from trainer.fast_path import check_sigterm_on_logging_steps, resolve
 from trainer.train import build_logger, build_optimizer, build_trainer
 
@@ -66,7 +66,7 @@ def test_training_steps_read_nothing_from_the_device_between_logging_steps(tmp_p
     trainer.callbacks.insert(0, MarkBatches(recorder))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with recorder:
-        trainer.fit(module, train_dataloaders=_Repeat(_batch(cfg, device), 40))
+        trainer.fit(module, train_dataloaders=Repeat(synthetic_batch(cfg, device), 40))
     trainer.logger.experiment.finish()
     assert trainer.global_step == 40
     # Batch 0 sets up Lightning's metric state once; after that, only the logging steps read.

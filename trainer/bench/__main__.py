@@ -1,0 +1,88 @@
+"""``python -m trainer.bench``: see the package docstring."""
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from ..__main__ import exit_on_user_error
+from ..devices import check_gpus_usable
+from ..fast_path import resolve, runs_on_cuda
+from ..train import strategy_plan
+from . import __doc__ as DOC
+from .flops import dense_peak_flops, training_flops_per_image
+from .measure import AUTOCAST, bench_bare, bench_trainer, peak_gpu_mb
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.bench", description=DOC.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides (model=..., data.batch_size=..., ...)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per repeat (default 50)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats; the median is reported (default 5)")
+    parser.add_argument("--real-data", action="store_true",
+                        help="the trainer reads the data config (data=imagenet data.root=...) through DALI instead "
+                             "of an in-memory batch: the full path against the bare loop's compute")
+    args = parser.parse_intermixed_args(argv)  # options and overrides in any order
+    defaults = ["model=lenet5", "data.batch_size=256", "logger=wandb", "logger.offline=true", "schedule=constant",
+                "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "trainer.max_epochs=1",
+                "paths.output_dir=.", "trainer.devices=1"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*defaults, *args.overrides])
+    exit_on_user_error(lambda cfg: bench(cfg, args.warmup, args.steps, args.repeats, args.real_data), cfg)
+    return 0
+
+
+def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False) -> None:
+    """Measures and prints (the first process only), the JSON line last."""
+    check_gpus_usable(cfg.trainer.accelerator)
+    overrides = strategy_plan(cfg)  # a strategy's checks before any process starts (Trainer overrides)
+    cuda = runs_on_cuda(cfg, overrides.get("accelerator"))
+    cfg, device = resolve(cfg, cuda=cuda), torch.device("cuda" if cuda else "cpu")
+    print(f"{cfg.model.model_name}, batch {cfg.data.batch_size} of {cfg.model.in_channels}x{cfg.model.input_size}x"
+          f"{cfg.model.input_size}, {cfg.trainer.precision}, {device}, {torch.get_num_threads()} threads; "
+          f"{steps} steps after {warmup} warm-up, {repeats} repeats, median; trainer data: "
+          f"{'DALI, ' + cfg.data.name if real_data else 'an in-memory batch'}", flush=True)
+    trainer_rates, bare_rates, first_steps, peaks = [], [], [], {}
+    for repeat in range(repeats):
+        rate, first, first_process = bench_trainer(cfg, warmup, steps, overrides, real_data)
+        if not first_process:  # the other processes only take part in the trainer's collective steps
+            continue
+        peaks["trainer"] = peak_gpu_mb(device)
+        trainer_rates.append(rate)
+        first_steps.append(first)
+        bare_rates.append(bench_bare(cfg, warmup, steps, device))
+        peaks["bare"] = peak_gpu_mb(device)
+        print(f"repeat {repeat + 1}: trainer {rate:8.1f} img/s, bare loop {bare_rates[-1]:8.1f} img/s", flush=True)
+    if not trainer_rates:
+        return
+    trainer_img_s, bare_img_s = statistics.median(trainer_rates), statistics.median(bare_rates)
+    figures = {"model": cfg.model.model_name, "strategy": cfg.strategy.name, "batch_size": cfg.data.batch_size,
+               "precision": cfg.trainer.precision, "device": str(device), "real_data": real_data, "trainer_img_s": round(trainer_img_s, 1), "bare_img_s": round(bare_img_s, 1),
+               "ratio": round(trainer_img_s / bare_img_s, 3),
+               "trainer_step_ms": round(1000 * cfg.data.batch_size / trainer_img_s, 2),
+               "bare_step_ms": round(1000 * cfg.data.batch_size / bare_img_s, 2),
+               "first_step_s": round(statistics.median(first_steps), 2),
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    flops = training_flops_per_image(cfg)
+    figures["train_flops_per_image"] = flops
+    if device.type == "cuda":
+        figures["peak_gpu_mb"], figures["bare_peak_gpu_mb"] = peaks["trainer"], peaks["bare"]
+        peak = dense_peak_flops(device, AUTOCAST.get(cfg.trainer.precision, "tfloat32" if cfg.tf32 else torch.float32))
+        if peak:  # None: a GPU missing from Lightning's table
+            # a process of the split holds one tower, half of every layer: half the model's FLOPs per image
+            per_gpu = flops / 2 if cfg.strategy.name == "two_gpu_split" else flops
+            figures["gpu_peak_tflops"] = round(peak / 1e12, 1)
+            figures["mfu"] = round(per_gpu * trainer_img_s / peak, 3)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
