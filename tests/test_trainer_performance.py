@@ -12,6 +12,7 @@ from torch.overrides import TorchFunctionMode
 
 from conftest import make_cfg, run_cli
 from trainer.bench import Repeat, synthetic_batch
+from trainer.bench.breakdown import LAYERS
 from trainer.fast_path import check_sigterm_on_logging_steps, resolve
 from trainer.train import build_logger, build_optimizer, build_trainer
 
@@ -72,8 +73,8 @@ def test_training_steps_read_nothing_from_the_device_between_logging_steps(tmp_p
     # Batch 0 sets up Lightning's metric state once; after that, only the logging steps read.
     steps_that_read = sorted(b for b in recorder.reads if b > 0)
     assert steps_that_read == [9, 19, 29, 39], {b: recorder.reads[b][:3] for b in steps_that_read}
-    # ...and they do read: the recorder sees the logger and the NaN guard fetch the loss.
-    assert any(r.startswith("item") for r in recorder.reads[9]) and any(r.startswith("__int__") for r in recorder.reads[9])
+    # ...and they do read: the recorder sees StepMetrics fetch the loss and the NaN guard read its flags.
+    assert [r.split(" at ")[0] for r in recorder.reads[9]] == ["__float__", "__bool__"]
 
 
 @pytest.mark.gpu
@@ -96,6 +97,23 @@ def test_no_host_sync_between_logging_steps_with_the_real_dali_loader_on_the_gpu
     trainer.logger.experiment.finish()
     assert trainer.global_step == 40 and datamodule.decoder_for_device()[0] == "mixed"
     assert module.device.type == "cuda"
+
+
+def test_the_loss_is_logged_on_every_logging_step_and_only_there(tmp_path, digits_cache):
+    """The module logs the loss only on the steps the logger writes (self.log costs ~0.35 ms a call):
+    the CSV logger gets it exactly on those steps, with the learning rate and the throughput."""
+    import csv
+
+    from trainer.train import train
+
+    result = train(make_cfg(tmp_path, digits_cache, "logger=csv", "trainer.max_epochs=1", "trainer.log_every_n_steps=5",
+                            "trainer.limit_train_batches=25", "trainer.limit_val_batches=1"))
+    assert result["global_step"] == 25
+    (metrics,) = (tmp_path / "run").rglob("metrics.csv")
+    rows = list(csv.DictReader(metrics.open()))
+    steps = {key: [int(r["step"]) for r in rows if r.get(key)] for key in ("train/loss", "train/lr", "train/img_per_s")}
+    assert steps["train/loss"] == steps["train/lr"] == steps["train/img_per_s"] == [4, 9, 14, 19, 24]
+    assert all(float(r["train/loss"]) > 0 for r in rows if r.get("train/loss"))
 
 
 def test_auto_switches_follow_the_machine(tmp_path, digits_cache):
@@ -188,3 +206,29 @@ def test_the_gpu_check_reports_its_gpu_tests_as_skipped_without_a_gpu(tmp_path):
     assert any("nccl" in name for name in tests["skipped"])
     summary = (tmp_path / "gpu-check" / "summary.md").read_text()
     assert "GPU tests: 0 passed, 0 failed" in summary and "No CUDA GPU here" in summary
+
+
+def test_the_breakdown_times_every_layer_of_the_trainer(tmp_path):
+    result = run_cli("trainer.bench", "--breakdown", "--tiny-net", "--warmup", "2", "--steps", "5", "--repeats", "1",
+                     "--threads", "1", cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    rows = figures["rows"]
+    assert [r["layer"] for r in rows] == list(LAYERS) and figures["model"] == "tiny"
+    assert rows[0]["over_bare_ms"] == 0 and all(r["step_ms"] > 0 and r["cpu_ms"] > 0 for r in rows)
+    assert figures["overhead_ms_per_step"] == rows[-1]["over_bare_ms"]
+    assert "+ progress bar, model summary (the trainer)" in result.stdout  # the table, before the JSON
+
+
+def test_lightnings_profiler_is_replaced_unless_one_is_asked_for(tmp_path, digits_cache):
+    from pytorch_lightning.profilers import SimpleProfiler
+
+    from trainer.fast_path import NoProfiler
+
+    quiet = build_trainer(resolve(make_cfg(tmp_path, digits_cache), cuda=False), tmp_path, logger=False)
+    asked = build_trainer(resolve(make_cfg(tmp_path, digits_cache, "+trainer.profiler=simple"), cuda=False), tmp_path,
+                          logger=False)
+    assert isinstance(quiet.profiler, NoProfiler) and isinstance(asked.profiler, SimpleProfiler)
+    with quiet.profiler.profile("a hook"):  # a no-op scope, shared
+        pass
+    assert quiet.profiler.profile("a") is quiet.profiler.profile("b")

@@ -12,11 +12,13 @@ Switches: ``trainer.precision``, ``trainer.benchmark``, ``model.channels_last``,
 Also here: the one change to Lightning's loop that keeps a multi-process step free of host syncs.
 """
 
+import contextlib
 import copy
 import logging
 
 import torch
 from omegaconf import DictConfig, open_dict
+from pytorch_lightning.profilers import PassThroughProfiler
 
 from .callbacks import is_logging_step
 
@@ -81,3 +83,20 @@ def check_sigterm_on_logging_steps(trainer) -> None:
             every_step()
 
     loop._broadcast_sigterm_tensor = on_logging_steps
+
+
+_NO_SCOPE = contextlib.nullcontext()
+
+
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default profiler (which profiles nothing) without its per-call cost.
+
+    Lightning wraps every hook of every callback, the module and the strategy in
+    ``trainer.profiler.profile(name)``, some 70 times a step; the default ``PassThroughProfiler`` still
+    builds a generator-based context manager each time, 1-1.5 µs. This one returns a shared no-op
+    context: 0.03-0.07 ms less host time per step (``python -m trainer.bench --breakdown --tiny-net``).
+    Used unless the run asks for a profiler (``+trainer.profiler=simple``).
+    """
+
+    def profile(self, action_name: str):
+        return _NO_SCOPE

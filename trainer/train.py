@@ -9,14 +9,13 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
-from .callbacks import HostMetrics, NonFiniteLossGuard, ProgressBar, SlurmPreemption, StartupReport, WandbRun
-from .checkpoints import AtomicCheckpointIO, check_compatible
+from .callbacks import NonFiniteLossGuard, ProgressBar, RunRecord, SlurmPreemption, StepMetrics
+from .checkpoints import AtomicCheckpointIO, RunCheckpoint, check_compatible
 from .devices import check_gpus_usable
-from .fast_path import check_sigterm_on_logging_steps, resolve, runs_on_cuda
+from .fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .summary import print_summary
 from .tracking import environment, git_state, wandb_offline
@@ -56,16 +55,16 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     """The Lightning Trainer of ``cfg.trainer``, with ``overrides`` (e.g. ``accelerator``) on top."""
     folder = output_dir / "checkpoints"
     # Two callbacks: Lightning's save_last only rewrites last.ckpt when the best one changes.
-    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/top1_err", mode="min", save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
-    callbacks = [StartupReport(), best, last, HostMetrics(), NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
-                 WandbRun(logger)]
+    best = RunCheckpoint(dirpath=folder, filename="best", monitor="val/top1_err", mode="min", save_top_k=1,
+                         auto_insert_metric_name=False, enable_version_counter=False)
+    last = RunCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
+    step_metrics = StepMetrics()
+    callbacks = [RunRecord(logger), best, last, step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt")]
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
-        callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
-                                         every_n_train_steps=cfg.checkpoint_every_n_steps))
+        callbacks.append(RunCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
+                                       every_n_train_steps=cfg.checkpoint_every_n_steps))
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(ProgressBar())
+        callbacks.append(ProgressBar(step_metrics))
     strategy = cfg.strategy.lightning
     if OmegaConf.is_dict(strategy):
         strategy = instantiate(strategy)
@@ -73,6 +72,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     if SLURMEnvironment.detect():  # USR2: an hpc checkpoint and `scontrol requeue` (ours, not Lightning's handler)
         plugins.append(SLURMEnvironment(auto_requeue=False))
         callbacks.append(SlurmPreemption(signal.SIGUSR2))
+    if cfg.trainer.get("profiler") is None:
+        overrides = {"profiler": NoProfiler(), **overrides}
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, strategy=strategy,
                           default_root_dir=str(output_dir), plugins=plugins, **overrides)
     check_sigterm_on_logging_steps(trainer)
@@ -169,7 +170,7 @@ def _finish_wandb(logger, exit_code: int) -> None:
         logger.experiment.finish(exit_code=exit_code)
 
 
-def _best_score(checkpoint: ModelCheckpoint) -> float | None:
+def _best_score(checkpoint: RunCheckpoint) -> float | None:
     return float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
 
 

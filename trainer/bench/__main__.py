@@ -15,6 +15,7 @@ from ..devices import check_gpus_usable
 from ..fast_path import resolve, runs_on_cuda
 from ..train import strategy_plan
 from . import __doc__ as DOC
+from .breakdown import breakdown, print_table
 from .flops import dense_peak_flops, training_flops_per_image
 from .measure import AUTOCAST, bench_bare, bench_trainer, peak_gpu_mb
 
@@ -30,14 +31,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-data", action="store_true",
                         help="the trainer reads the data config (data=imagenet data.root=...) through DALI instead "
                              "of an in-memory batch: the full path against the bare loop's compute")
+    parser.add_argument("--tiny-net", action="store_true",
+                        help="with --breakdown: a single linear layer in place of the network, so that the step "
+                             "computes next to nothing and the loop's fixed cost per step is what is timed")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch's CPU threads (default: torch's own, all cores)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="time the trainer's parts added one at a time, from a bare PyTorch loop to the whole "
+                             "trainer (one process), and print where the time per step goes")
     args = parser.parse_intermixed_args(argv)  # options and overrides in any order
-    defaults = ["model=lenet5", "data.batch_size=256", "logger=wandb", "logger.offline=true", "schedule=constant",
-                "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "trainer.max_epochs=1",
-                "paths.output_dir=.", "trainer.devices=1"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # a short step by default (LeNet-5 at batch 32: about 10 ms on 2 CPU cores, a fast GPU's step length), so
+    # that the trainer's fixed cost per step shows
+    defaults = ["model=lenet5", "data.batch_size=32", "schedule=constant", "trainer.limit_val_batches=0",
+                "trainer.num_sanity_val_steps=0", "trainer.max_epochs=1", "paths.output_dir=.", "trainer.devices=1"]
+    if not any(o.startswith("logger=") for o in args.overrides):  # W&B as a user has it, but never uploaded
+        defaults += ["logger=wandb", "logger.offline=true"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*defaults, *args.overrides])
-    exit_on_user_error(lambda cfg: bench(cfg, args.warmup, args.steps, args.repeats, args.real_data), cfg)
+    if args.breakdown:
+        exit_on_user_error(lambda cfg: run_breakdown(cfg, args.warmup, args.steps, args.repeats, args.tiny_net), cfg)
+    else:
+        exit_on_user_error(lambda cfg: bench(cfg, args.warmup, args.steps, args.repeats, args.real_data), cfg)
     return 0
+
+
+def run_breakdown(cfg, warmup: int, steps: int, repeats: int, tiny: bool = False) -> None:
+    check_gpus_usable(cfg.trainer.accelerator)
+    cuda = runs_on_cuda(cfg)
+    cfg, device = resolve(cfg, cuda=cuda), torch.device("cuda" if cuda else "cpu")
+    print(f"{'a single linear layer' if tiny else cfg.model.model_name}, batch {cfg.data.batch_size}, "
+          f"{cfg.trainer.precision}, {device}, "
+          f"{torch.get_num_threads()} threads; {steps} steps after {warmup} warm-up, {repeats} repeats, median; "
+          f"ms per step", flush=True)
+    result = breakdown(cfg, warmup, steps, repeats, device, tiny)
+    print_table(result)
+    print(json.dumps({"model": "tiny" if tiny else cfg.model.model_name, "batch_size": cfg.data.batch_size, "device": str(device),
+                      "steps": steps, "repeats": repeats, **result}))
 
 
 def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False) -> None:
@@ -69,6 +100,7 @@ def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False) -
                "ratio": round(trainer_img_s / bare_img_s, 3),
                "trainer_step_ms": round(1000 * cfg.data.batch_size / trainer_img_s, 2),
                "bare_step_ms": round(1000 * cfg.data.batch_size / bare_img_s, 2),
+               "overhead_ms_per_step": round(1000 * cfg.data.batch_size * (1 / trainer_img_s - 1 / bare_img_s), 3),
                "first_step_s": round(statistics.median(first_steps), 2),
                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     flops = training_flops_per_image(cfg)

@@ -17,7 +17,9 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 class StepTimer(pl.Callback):
-    """Wall time of ``steps`` training steps after ``warmup`` ones (the device synchronised at both ends).
+    """Wall time of ``steps`` training steps after ``warmup`` ones (the device synchronised at both ends),
+    and the CPU time the training thread spent in them (``cpu_elapsed``: what the host did, immune to
+    other processes competing for the cores; with one torch thread, all of the step's CPU work).
 
     Epoch ends are left out (their checkpoint and, with real data, the next epoch's pipeline are not
     part of a step): the clock stops at an epoch's last step and restarts at the next one's first.
@@ -26,13 +28,14 @@ class StepTimer(pl.Callback):
     def __init__(self, warmup: int, steps: int, start: float) -> None:
         self.warmup, self.steps, self.start = warmup, steps, start
         self.first_step_s, self.t0, self.elapsed, self.done = None, None, 0.0, 0
+        self.cpu0, self.cpu_elapsed = 0.0, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self.first_step_s is None:
             self.first_step_s = time.perf_counter() - self.start
         if self.warmup <= self.done < self.warmup + self.steps and self.t0 is None:
             _sync(pl_module.device)
-            self.t0 = time.perf_counter()
+            self.t0, self.cpu0 = time.perf_counter(), time.thread_time()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.done += 1
@@ -40,6 +43,7 @@ class StepTimer(pl.Callback):
         if self.t0 is not None and (finished or batch_idx + 1 == trainer.num_training_batches):
             _sync(pl_module.device)
             self.elapsed += time.perf_counter() - self.t0
+            self.cpu_elapsed += time.thread_time() - self.cpu0
             self.t0 = None
         if finished:
             trainer.should_stop = True
@@ -111,10 +115,12 @@ def peak_gpu_mb(device: torch.device) -> int | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None
 
 
-def bench_bare(cfg, warmup: int, steps: int, device: torch.device) -> float:
-    """Images/s of the same training as a plain PyTorch loop."""
+def bench_bare(cfg, warmup: int, steps: int, device: torch.device, cpu_ms: list | None = None,
+               network=None) -> float:
+    """Images/s of the same training as a plain PyTorch loop (and its training thread's CPU milliseconds per
+    step appended to ``cpu_ms``); ``network`` builds the network instead of the config's model."""
     reset_peak_memory()
-    net, optimizer = _bare_model(cfg, device)
+    net, optimizer = _bare_model(cfg, device, network)
     images, labels = synthetic_batch(cfg, device)
     if cfg.model.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -123,7 +129,7 @@ def bench_bare(cfg, warmup: int, steps: int, device: torch.device) -> float:
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.thread_time()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = F.cross_entropy(net(images), labels)
         scaler.scale(loss).backward()
@@ -131,10 +137,13 @@ def bench_bare(cfg, warmup: int, steps: int, device: torch.device) -> float:
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
     _sync(device)
+    if cpu_ms is not None:
+        cpu_ms.append(1000 * (time.thread_time() - cpu0) / steps)
     return steps * cfg.data.batch_size / (time.perf_counter() - t0)
 
 
-def _bare_model(cfg, device: torch.device):
-    net = create_model(cfg.model.model_name, num_classes=cfg.data.num_classes, in_channels=cfg.model.in_channels)
+def _bare_model(cfg, device: torch.device, network=None):
+    net = network() if network else create_model(cfg.model.model_name, num_classes=cfg.data.num_classes,
+                                                 in_channels=cfg.model.in_channels)
     net = net.to(device, memory_format=torch.channels_last if cfg.model.channels_last else torch.preserve_format)
     return net, build_optimizer(cfg)(params=net.parameters())
