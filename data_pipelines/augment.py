@@ -23,7 +23,12 @@ MEAN_PIXEL_2012 = (127.30, 119.72, 104.91)  # AlexNet subtracted the mean and di
 IMAGENET_MEAN = (123.675, 116.28, 103.53)   # the torchvision convention (0.485, 0.456, 0.406) x 255
 IMAGENET_STD = (58.395, 57.12, 57.375)      # (0.229, 0.224, 0.225) x 255
 
-PRESETS = ("alexnet", "resnet", "inception", "digits")
+PRESETS = ("alexnet", "resnet", "inception", "digits", "mnist", "mnist_distorted")
+DIGIT_PRESETS = ("digits", "mnist", "mnist_distorted")  # a digit placed in a larger field (LeNet-5's input)
+# LeNet-5's distortions (LeCun et al. 1998, section III.C: "planar affine transformations: horizontal and
+# vertical translations, scaling, squeezing and horizontal shearing"); the paper gives no ranges, these
+# are ours: shifts of up to 2 px, scale +-10 %, squeeze +-10 %, shear +-0.15
+DISTORTION = dict(shift=2.0, scale=0.1, squeeze=0.1, shear=0.15)
 EVAL_PROTOCOLS = ("center", "tencrop")
 # tencrop: the four corners and the centre (crop_pos x, y), each also mirrored (AlexNet section 4.1)
 TEN_CROP_POSITIONS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))
@@ -68,6 +73,20 @@ def _digit_in_field(encoded, decode: dict, image_size: int, resize_size: int, po
     digit = fn.resize(fn.decoders.image(encoded, **decode), resize_shorter=resize_size)
     return fn.crop(digit, crop=[image_size, image_size], crop_pos_x=pos_x, crop_pos_y=pos_y,
                    out_of_bounds_policy="pad")
+
+
+def distorted(images, image_size: int):
+    """A random planar affine distortion of each ``image_size`` field about its centre (``DISTORTION``)."""
+    centre = [image_size / 2, image_size / 2]
+    scale = fn.random.uniform(range=[1 - DISTORTION["scale"], 1 + DISTORTION["scale"]])
+    squeeze = fn.random.uniform(range=[-DISTORTION["squeeze"], DISTORTION["squeeze"]])
+    shear = fn.random.uniform(range=[-DISTORTION["shear"], DISTORTION["shear"]])
+    shift = fn.random.uniform(range=[-DISTORTION["shift"], DISTORTION["shift"]], shape=[2])
+    matrix = fn.transforms.combine(
+        fn.transforms.scale(scale=fn.stack(scale * (1 + squeeze), scale * (1 - squeeze)), center=centre),
+        fn.transforms.shear(shear=fn.stack(shear, 0.0 * shear), center=centre),
+        fn.transforms.translation(offset=shift))
+    return fn.warp_affine(images, matrix=matrix, fill_value=0, inverse_map=False, interp_type=types.INTERP_LINEAR)
 
 
 def random_window(encoded, decode: dict, preset: str, image_size: int, resize_size: int,
@@ -117,7 +136,8 @@ def train_images(encoded, decode: dict, preset: str, image_size: int, resize_siz
             flip, PCA noise, mean subtraction), ``resnet`` (shorter side random in ``scale_range``, random
             crop, flip, PCA noise), ``inception`` (random-resized crop, flip) or ``digits`` (shorter side to
             ``resize_size``, placed at a random position of the ``image_size`` field, no flip: a mirrored
-            digit is another glyph).
+            digit is another glyph), ``mnist`` (the digit centred in the field, no augmentation: the paper's
+            0.95 %) or ``mnist_distorted`` (centred, then a random planar affine distortion: the paper's 0.8 %).
         image_size: side of the square crop fed to the model.
         resize_size: the shorter side before cropping (alexnet, digits).
         channels: 3 (RGB) or 1 (grey).
@@ -139,9 +159,13 @@ def train_images(encoded, decode: dict, preset: str, image_size: int, resize_siz
         images = fn.decoders.image_random_crop(encoded, **decode, random_area=[0.08, 1.0],
                                                random_aspect_ratio=[3 / 4, 4 / 3])
         images = fn.resize(images, size=[image_size, image_size])
-    elif preset == "digits":
+    elif preset == "digits":  # a random position in the field
         u, v = fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0])
         images, mirror = _digit_in_field(encoded, decode, image_size, resize_size, u, v), 0
+    elif preset in ("mnist", "mnist_distorted"):  # centred, as LeNet-5 read MNIST; distorted or not
+        images, mirror = _digit_in_field(encoded, decode, image_size, resize_size, 0.5, 0.5), 0
+        if preset == "mnist_distorted":
+            images = distorted(images, image_size)
     else:
         raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(PRESETS)}")
     return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std,
@@ -156,7 +180,7 @@ def eval_images(encoded, decode: dict, protocol: str, preset: str, image_size: i
     mean, std = normalization(preset, channels)
     if protocol not in EVAL_PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {protocol!r}; valid: {', '.join(EVAL_PROTOCOLS)}")
-    if preset == "digits":  # the field is larger than the digit: centred in it
+    if preset in DIGIT_PRESETS:  # the field is larger than the digit: centred in it
         square = _digit_in_field(encoded, decode, image_size, resize_size, 0.5, 0.5)
     else:  # the centre square, at resize_size
         _, _, shorter = _shorter_side(encoded)

@@ -1,6 +1,7 @@
 """Lightning DataModules over the ImageNet folder layout (``layout.py``), read through DALI pipelines."""
 
 import os
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -90,6 +91,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         mmap: DALI memory-maps the files (its default); ``False`` reads them instead (``dont_use_mmap``),
             which DALI's documentation advises on network file systems.
         name: short data set name used in run names.
+        how_to_make: the command that makes ``root`` when it does not exist (said in the error).
         seed: with the epoch and the data-parallel replica, picks the sample order and augmentation.
     """
 
@@ -97,7 +99,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                  resize_size: int = 256, channels: int = 3, preset: str = "alexnet", eval_protocol: str = "center",
                  scale_range: tuple[int, int] = (256, 480), decoder: str = "auto", num_workers: int | str = "auto",
                  hw_decoder_load: float = HW_DECODER_LOAD, mmap: bool = True, name: str = "imagenet",
-                 seed: int = 0) -> None:
+                 seed: int = 0, how_to_make: str | None = None) -> None:
         super().__init__()
         for value, valid, key in ((preset, PRESETS, "preset"), (eval_protocol, EVAL_PROTOCOLS, "eval_protocol"),
                                   (decoder, DECODERS, "decoder")):
@@ -105,6 +107,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 raise DataConfigError(f"data.{key}={value} is not one of {', '.join(valid)}")
         self.root = root if root not in (None, "") else os.environ.get("IMAGENET_ROOT")
         self.num_classes, self.batch_size, self.name, self.seed = num_classes, batch_size, name, seed
+        self.how_to_make = how_to_make
         self.decoder, self.num_workers, self.hw_decoder_load, self.mmap = decoder, num_workers, hw_decoder_load, mmap
         self.graph = dict(preset=preset, protocol=eval_protocol, image_size=image_size, resize_size=resize_size,
                           channels=channels, scale_range=tuple(scale_range))
@@ -135,6 +138,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         """The data set's listing, made by the job's first process and sent to the others (``list_dataset``:
         from verify's usable lists without a directory walk, else one walk); a problem found there is raised
         in every process."""
+        if self.how_to_make and self.root and not Path(self.root).expanduser().exists():
+            raise DataLayoutError(f"{self.root} does not exist; make it with: {self.how_to_make}")
         strategy = self.trainer.strategy if self.trainer is not None else None
         if strategy is None or strategy.world_size == 1:
             return list_dataset(self.root)

@@ -26,7 +26,13 @@ def test_a_single_model_is_measured_against_a_single_model_under_its_protocol():
     assert target(resnet152, "tencrop").id == "resnet152_2015_val_10crop"
     assert target(resnet152, "multi-scale").id == "resnet152_2015_val_multiscale"  # not the 6-model ensemble
     alexnet = references_for("alexnet")
-    assert target(alexnet, "center").id == "alexnet_2010_test_center"
+    assert target(alexnet, "center").id == "alexnet_2010_test_center"  # the only centre-crop row
+    # the run's data set first: an ILSVRC-2012 val run under 10 crops is measured against the 2012 val row,
+    # not the first 10-crop row (ILSVRC-2010 test); without a row of its data, the protocol's
+    assert target(alexnet, "tencrop", "imagenet").id == "alexnet_2012_val_10crop"
+    assert target(alexnet, "tencrop").id == "alexnet_2010_test_10crop"
+    assert target(alexnet, "center", "imagenet").id == "alexnet_2010_test_center"
+    assert target(references_for("lenet5"), "center", "mnist").data == "MNIST test"
     fields = summary_fields(42.0, 20.0, "tencrop", [load_references()["alexnet_2012_val_10crop"]])
     assert fields["paper/top1_err"] == 40.7 and fields["gap/top1_err"] == pytest.approx(1.3)
     assert fields["gap/top5_err"] == pytest.approx(1.8) and fields["paper/protocol"] == "tencrop"

@@ -53,7 +53,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     top1, top5 = float(metrics["val/top1_err"]), float(metrics["val/top5_err"])
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))
     fields = {f"eval/{cfg.protocol}/top1_err": top1, f"eval/{cfg.protocol}/top5_err": top5,
-              **summary_fields(top1, top5, cfg.protocol, references)}
+              **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name)}
     run_folder = Path(cfg.ckpt_path).expanduser().resolve().parent.parent
     if ckpt.get("wandb_run_id") and str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
         import wandb

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 PAPERS = Path(__file__).with_name("papers.yaml")
-DATA_NAMES = {"imagenet": "ILSVRC-2012 val", "digits": "embedded digits"}
+DATA_NAMES = {"imagenet": "ILSVRC-2012 val", "digits": "embedded digits", "mnist": "MNIST test"}
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,28 @@ def references_for(model: str, ids: list[str] | None = None) -> list[Reference]:
     return [table[i] for i in ids]
 
 
-def target(references: list[Reference], protocol: str) -> Reference | None:
-    """The figure a single run is measured against: a single model's, under the run's protocol if there is one."""
+def data_label(data_name: str | None) -> str | None:
+    """The name a data set has in ``papers.yaml`` (``imagenet`` -> ILSVRC-2012 val)."""
+    return DATA_NAMES.get(data_name, data_name) if data_name else None
+
+
+def target(references: list[Reference], protocol: str, data_name: str | None = None) -> Reference | None:
+    """The figure a single run is measured against: a single model's, preferring the row of the run's data
+    set and protocol, then the run's protocol on any data set, then any single model's."""
     single = [r for r in references if r.single_model]
-    return next((r for r in single if r.protocol == protocol), single[0] if single else None)
+    data = data_label(data_name)
+    for matches in (lambda r: r.data == data and r.protocol == protocol, lambda r: r.protocol == protocol):
+        found = next((r for r in single if matches(r)), None)
+        if found is not None:
+            return found
+    return single[0] if single else None
 
 
-def summary_fields(top1: float | None, top5: float | None, protocol: str, references: list[Reference]) -> dict:
+def summary_fields(top1: float | None, top5: float | None, protocol: str, references: list[Reference],
+                   data_name: str | None = None) -> dict:
     """``paper/*`` and ``gap/*`` (run minus paper, percentage points) for the W&B summary."""
     fields: dict = {"paper/protocol": protocol}
-    ref = target(references, protocol)
+    ref = target(references, protocol, data_name)
     if ref is None:
         return fields
     fields.update({"paper/reference": f"{ref.paper}, {ref.data}, {ref.protocol}", "paper/top1_err": ref.top1,
@@ -80,13 +92,13 @@ def print_comparison(top1: float | None, top5: float | None, protocol: str, data
     if not references:
         console.print("no published figure for this model in trainer/papers.yaml")
         return
-    ref = target(references, protocol)
+    ref = target(references, protocol, data_name)
     table = Table(title="this run and the papers (error %)", title_justify="left",
                   caption="* the single-model figure this run is measured against (gap = run - paper)",
                   caption_justify="left")
     for column in ("", "data", "protocol", "top-1", "top-5", "gap top-1", "gap top-5"):
         table.add_column(column, justify="right" if column.startswith(("top", "gap")) else "left")
-    table.add_row("this run", DATA_NAMES.get(data_name, data_name), protocol, percent(top1), percent(top5), "", "")
+    table.add_row("this run", data_label(data_name), protocol, percent(top1), percent(top5), "", "")
     for r in references:
         label = f"{r.paper}" + ("" if r.single_model else f", ensemble of {r.models}")
         gaps = ("", "")
@@ -96,6 +108,6 @@ def print_comparison(top1: float | None, top5: float | None, protocol: str, data
                          for run, paper in ((top1, r.top1), (top5, r.top5)))
         table.add_row(label, r.data, r.protocol, percent(r.top1), percent(r.top5), *gaps)
     console.print(table)
-    if ref is not None and DATA_NAMES.get(data_name, data_name) != ref.data:
-        console.print(f"note: this run's data ({DATA_NAMES.get(data_name, data_name)}) is not the paper's "
+    if ref is not None and data_label(data_name) != ref.data:
+        console.print(f"note: this run's data ({data_label(data_name)}) is not the paper's "
                       f"({ref.data}): the reference is shown for orientation, not as a like-for-like target")
