@@ -9,6 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from data_pipelines import DataConfigError
+from models.weights import WeightsError
 
 from .callbacks import NonFiniteLossError
 from .checkpoints import CheckpointError
@@ -16,7 +17,8 @@ from .devices import GPUUnusableError
 from .split_strategy import StrategyConfigError
 
 # Errors that are the user's input, not a bug: print the message (which says how to fix it), no traceback.
-USER_ERRORS = (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError, GPUUnusableError)
+USER_ERRORS = (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError, GPUUnusableError,
+               WeightsError)
 
 
 def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str]:

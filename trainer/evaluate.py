@@ -2,6 +2,10 @@
 
 The result goes next to the papers' figures on the console, and into the W&B run that trained the
 checkpoint (its id is in the checkpoint): ``eval/<protocol>/top1_err``, ``paper/*`` and ``gap/*``.
+
+``python -m trainer.evaluate model=resnet50 model.weights=torchvision`` scores published weights instead
+(or ``model.weights=PATH``, a state dict): a check of an ImageNet copy and of this data pipeline,
+printed beside torchvision's published figures for those weights and the paper's.
 """
 
 import sys
@@ -17,6 +21,8 @@ from .__main__ import default_data_overrides, exit_on_user_error
 from .checkpoints import CheckpointError, check_compatible, load_checkpoint
 from .devices import check_gpus_usable
 from .fast_path import resolve, runs_on_cuda
+from models.weights import torchvision_weights
+
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .tracking import wandb_offline
 
@@ -36,15 +42,22 @@ def model_override(overrides: list[str]) -> list[str]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Validates ``cfg.ckpt_path`` under ``cfg.protocol``; returns the errors and the paper fields."""
-    if not cfg.get("ckpt_path"):
-        raise CheckpointError("no checkpoint given: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt")
-    ckpt = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes)
+    """Validates ``cfg.ckpt_path`` (or the network with ``model.weights``) under ``cfg.protocol``; returns the
+    errors and the paper fields."""
+    weights = cfg.model.get("weights")
+    if not cfg.get("ckpt_path") and not weights:
+        raise CheckpointError("nothing to evaluate: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt, or "
+                              "model.weights=PATH|torchvision with model=<name>")
+    ckpt = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes) if cfg.get("ckpt_path") else {}
     check_gpus_usable(cfg.trainer.accelerator)
     cfg = resolve(cfg, cuda=runs_on_cuda(cfg))
     cfg.data.eval_protocol = cfg.protocol
-    datamodule, module = instantiate(cfg.data), instantiate(cfg.model)
-    module.load_state_dict(ckpt["state_dict"])  # the checkpoint is read once
+    if weights == "torchvision" and cfg.data.get("preset") == "alexnet":
+        cfg.data.preset = "resnet"  # torchvision's weights take ImageNet's mean/std normalisation, not the mean pixel
+        print("note: torchvision's weights expect mean/std normalisation: evaluating with data.preset=resnet's")
+    datamodule, module = instantiate(cfg.data), instantiate(cfg.model)  # model.weights are loaded here
+    if ckpt:
+        module.load_state_dict(ckpt["state_dict"])  # the checkpoint is read once
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
                          benchmark=cfg.trainer.benchmark, logger=False, enable_checkpointing=False,
                          enable_progress_bar=cfg.trainer.enable_progress_bar,
@@ -54,17 +67,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))
     fields = {f"eval/{cfg.protocol}/top1_err": top1, f"eval/{cfg.protocol}/top5_err": top5,
               **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name)}
-    run_folder = Path(cfg.ckpt_path).expanduser().resolve().parent.parent
     if ckpt.get("wandb_run_id") and str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
         import wandb
 
+        run_folder = Path(cfg.ckpt_path).expanduser().resolve().parent.parent
         run = wandb.init(id=ckpt["wandb_run_id"], resume="allow", project=cfg.logger.project, dir=str(run_folder),
                          mode="offline" if wandb_offline(cfg.logger) else "online")
         run.summary.update(fields)
         run.finish()
         fields["wandb_dir"] = str(Path(run.dir).parent)
-    print(f"{cfg.model.model_name} from {cfg.ckpt_path}, {cfg.protocol}: val top-1 error {top1:.2f} %, "
-          f"top-5 {top5:.2f} %")
+    source = cfg.get("ckpt_path") or f"model.weights={weights}"
+    print(f"{cfg.model.model_name} from {source}, {cfg.protocol}: val top-1 error {top1:.2f} %, top-5 {top5:.2f} %")
+    if weights == "torchvision" and not ckpt:
+        published = torchvision_weights(cfg.model.model_name)
+        acc = published.meta["_metrics"]["ImageNet-1K"]
+        fields.update({"torchvision/top1_err": 100 - acc["acc@1"], "torchvision/top5_err": 100 - acc["acc@5"]})
+        print(f"torchvision's published figures for these weights ({published}, ImageNet-1K val, shorter side "
+              f"{published.transforms().resize_size[0]}, centre {published.transforms().crop_size[0]}): top-1 error "
+              f"{100 - acc['acc@1']:.2f} %, top-5 {100 - acc['acc@5']:.2f} % (this run: gap {top1 - 100 + acc['acc@1']:+.2f},"
+              f" {top5 - 100 + acc['acc@5']:+.2f})")
     print_comparison(top1, top5, cfg.protocol, cfg.data.name, references)
     return {"val/top1_err": top1, "val/top5_err": top5, **fields}
 

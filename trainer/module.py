@@ -9,6 +9,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from data_pipelines.dali_loader import PAD_LABEL
 from models import create_model
+from models.weights import load_weights
 
 
 def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
@@ -42,17 +43,22 @@ class ClassifierModule(pl.LightningModule):
         compile: wrap the network with ``torch.compile``.
         dropout: drop probability of the fc layers of the models that have dropout (AlexNet, ZFNet);
             ``None`` keeps the builder's (the paper's 0.5).
+        weights: start from these weights (``models.weights.load_weights``): a state dict or checkpoint
+            file, or ``torchvision`` (its published ImageNet weights); ``None``: the builder's initialisation.
     """
 
     def __init__(self, model_name: str, num_classes: int, input_size: int = 224, in_channels: int = 3,
                  optimizer: partial | None = None, scheduler: partial | None = None,
                  scheduler_interval: str = "epoch", scheduler_monitor: str = "val/top1_err",
-                 channels_last: bool = False, compile: bool = False, dropout: float | None = None) -> None:
+                 channels_last: bool = False, compile: bool = False, dropout: float | None = None,
+                 weights: str | None = None) -> None:
         super().__init__()
         # Only plain values go into the checkpoint, so it loads with torch.load(weights_only=True).
         self.save_hyperparameters("model_name", "num_classes", "input_size", "in_channels", "channels_last")
         extra = {} if dropout is None else {"dropout": dropout}
         self.net = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **extra)
+        if weights:
+            load_weights(self.net, model_name, weights)
         self.example_input_array = torch.zeros(2, in_channels, input_size, input_size)  # shapes in the summary
         self.optimizer_factory = optimizer or partial(torch.optim.SGD, lr=0.01, momentum=0.9)
         self.scheduler_factory = scheduler
