@@ -50,7 +50,7 @@ def test_data_configs_instantiate(tmp_path, digits_cache, data):
     cfg = make_cfg(tmp_path, digits_cache, f"data={data}", *extra)
     dm = instantiate(cfg.data)
     assert isinstance(dm, pl.LightningDataModule) and dm.name == data
-    assert dm.num_classes == {"digits": 10, "imagenet": 1000}[data]
+    assert dm.num_classes == {"digits": 10, "imagenet": 1000, "mnist": 10}[data]
 
 
 @pytest.mark.parametrize("logger, expected", [("wandb", "WandbLogger"), ("csv", "CSVLogger"), ("none", None)])
