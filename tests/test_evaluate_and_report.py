@@ -46,7 +46,8 @@ def test_evaluate_under_center_reproduces_the_best_checkpoints_validation_score(
 def test_evaluate_without_a_checkpoint_says_what_to_pass(tmp_path):
     result = run_cli("trainer.evaluate", cwd=tmp_path, timeout=120)
     assert result.returncode == 1
-    assert "error: no checkpoint given: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt" in result.stderr
+    assert ("error: nothing to evaluate: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt, or "
+            "model.weights=PATH|torchvision with model=<name>") in result.stderr
 
 
 def test_report_writes_a_table_and_a_plot_of_the_runs(two_runs, tmp_path):
