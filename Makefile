@@ -18,8 +18,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@echo "Setting up $(VENV) (first time: a few minutes)..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | $(QUIET_PIP)
-	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich, matplotlib"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,export]' 2>&1 | $(QUIET_PIP)
+	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich, matplotlib, onnx, onnxscript, onnxruntime"
 	@touch $(STAMP)
 
 train: $(STAMP)

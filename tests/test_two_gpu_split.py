@@ -176,3 +176,15 @@ def test_the_split_trains_on_two_gpus_over_nccl(tmp_path, digits_cache):
     out = result.stdout + result.stderr
     assert "runs on: 2 process(es) = 1 node(s) x 2, one CUDA device each (TwoGPUSplitStrategy)" in out
     assert "running the towers as" not in out and "alexnet / two_gpu_split / digits" in out
+
+
+def test_a_split_checkpoint_exports_as_the_grouped_alexnet(split_run, tmp_path):
+    _, ckpt = split_run
+    torch.save(ckpt, tmp_path / "split.ckpt")
+    result = run_cli("trainer.export", str(tmp_path / "split.ckpt"), "--format", "torchvision", "--out",
+                     str(tmp_path / "alexnet.pth"), cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "models.create_model('alexnet', num_classes=10, in_channels=3)" in result.stdout
+    grouped = create_model("alexnet", num_classes=10)
+    grouped.load_state_dict(torch.load(tmp_path / "alexnet.pth", weights_only=True))  # strict: the grouped network
+    assert grouped.conv2.weight.shape == (256, 48, 5, 5)

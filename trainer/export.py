@@ -1,0 +1,133 @@
+"""``python -m trainer.export CKPT --format torchvision|onnx --out FILE``: a trained network, out of this project.
+
+- ``torchvision``: a plain state dict. For the networks torchvision ships (ResNets, VGG-16, the
+  one-tower AlexNet) it loads strictly into ``torchvision.models.<arch>(num_classes=...)``; for this
+  project's own (the two-tower ``alexnet``, ``zfnet``, ``lenet5``) into the builder it names,
+  ``models.create_model(<name>, num_classes=..., in_channels=...)``. A two-GPU-split checkpoint holds
+  the grouped AlexNet's weights, so it exports as the grouped AlexNet.
+- ``onnx``: the network in inference mode (dropout off), batch dimension dynamic, input ``images``
+  (N, C, H, W at the model's design size, normalised as its data preset does), output ``logits``;
+  checked with onnxruntime against PyTorch on a batch before the command says it is done.
+
+The file is written beside its target and renamed into place; an existing file is never overwritten.
+ONNX needs the optional ``export`` dependencies (``make install`` installs them).
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from models import create_model
+from models.weights import NET_PREFIX, TORCHVISION_NAMES
+
+from .checkpoints import CheckpointError, load_checkpoint
+
+ONNX_TOLERANCE = 1e-4  # largest |onnxruntime - PyTorch| over the batch, relative to the largest logit
+
+
+class ExportError(ValueError):
+    """A checkpoint or an output that cannot be exported to (the message says why)."""
+
+
+def network_from_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
+    """The checkpoint's network in evaluation mode, and its hyperparameters."""
+    ckpt = load_checkpoint(path)
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not hparams or "state_dict" not in ckpt:
+        raise ExportError(f"{path} is not a checkpoint written by this trainer (no hyper_parameters)")
+    net = create_model(hparams["model_name"], num_classes=hparams["num_classes"], in_channels=hparams["in_channels"])
+    net.load_state_dict({k[len(NET_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(NET_PREFIX)})
+    return net.eval(), hparams
+
+
+def _write_beside(out: Path, write) -> None:
+    """``write(tmp)`` into a temporary file beside ``out``, then renamed to ``out`` (never over an existing file)."""
+    if out.exists():
+        raise ExportError(f"--out {out} exists; it is left as it is: give a new file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", dir=out.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def export_torchvision(net: torch.nn.Module, hparams: dict, out: Path) -> str:
+    """Writes the state dict; returns the line that loads it (checked here, strictly)."""
+    name, classes, channels = hparams["model_name"], hparams["num_classes"], hparams["in_channels"]
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}  # NCHW, whatever the training layout
+    _write_beside(out, lambda tmp: torch.save(state, tmp))
+    if name in TORCHVISION_NAMES and channels == 3:
+        import torchvision
+
+        loader = f"torchvision.models.{TORCHVISION_NAMES[name]}(num_classes={classes})"
+        getattr(torchvision.models, TORCHVISION_NAMES[name])(num_classes=classes).load_state_dict(
+            torch.load(out, weights_only=True))
+    else:
+        loader = f"models.create_model({name!r}, num_classes={classes}, in_channels={channels})"
+        create_model(name, num_classes=classes, in_channels=channels).load_state_dict(torch.load(out, weights_only=True))
+    return f"{loader}.load_state_dict(torch.load({str(out)!r}, weights_only=True))"
+
+
+def export_onnx(net: torch.nn.Module, hparams: dict, out: Path, batch: int = 4) -> float:
+    """Writes the ONNX model; returns onnxruntime's largest difference from PyTorch, relative to the largest logit.
+
+    Raises:
+        ExportError: the ONNX packages are missing, or onnxruntime disagrees beyond ``ONNX_TOLERANCE``.
+    """
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ExportError("--format onnx needs onnx, onnxscript and onnxruntime: make install (or pip install "
+                          "'.[export]')") from e
+    size = hparams.get("input_size", 224)
+    images = torch.randn(batch, hparams["in_channels"], size, size, generator=torch.Generator().manual_seed(0))
+
+    def write(tmp: Path) -> None:
+        torch.onnx.export(net, (images,), str(tmp), input_names=["images"], output_names=["logits"], dynamo=True,
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+
+    _write_beside(out, write)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = net(images)
+    got = torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+    error = ((got - expected).abs().max() / expected.abs().max()).item()
+    if error > ONNX_TOLERANCE:
+        out.unlink()
+        raise ExportError(f"onnxruntime's logits differ from PyTorch's by {error:.2e} of the largest (tolerance "
+                          f"{ONNX_TOLERANCE:g}); nothing was kept")
+    return error
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint of this trainer (best.ckpt, last.ckpt, ...)")
+    parser.add_argument("--format", choices=["torchvision", "onnx"], required=True)
+    parser.add_argument("--out", type=Path, required=True, help="the file to write (must not exist)")
+    args = parser.parse_args(argv)
+    try:
+        net, hparams = network_from_checkpoint(args.checkpoint)
+        if args.format == "torchvision":
+            line = export_torchvision(net, hparams, args.out)
+            print(f"{args.out}: the state dict of {hparams['model_name']} ({hparams['num_classes']} classes); load "
+                  f"it with\n  {line}")
+        else:
+            error = export_onnx(net, hparams, args.out)
+            size = hparams.get("input_size", 224)
+            print(f"{args.out}: {hparams['model_name']} as ONNX, input `images` (N, {hparams['in_channels']}, {size}, "
+                  f"{size}), output `logits`; onnxruntime matches PyTorch to {error:.1e} of the largest logit")
+    except (ExportError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
