@@ -18,7 +18,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@echo "Setting up $(VENV) (first time: a few minutes)..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,export]' 2>&1 | $(QUIET_PIP)
+	@# compat: the project folder on sys.path, so Hydra's plugin discovery (pkgutil over hydra_plugins/) finds the Slurm launcher
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,export]' --config-settings editable_mode=compat 2>&1 | $(QUIET_PIP)
 	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich, matplotlib, onnx, onnxscript, onnxruntime"
 	@touch $(STAMP)
 

@@ -161,6 +161,49 @@ def test_the_preemption_signal_saves_requeues_and_resumes(slurm, tmp_path, digit
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 32
 
 
+def test_a_sweep_is_one_slurm_job_per_point_and_a_preempted_point_resumes(slurm, tmp_path, digits_cache):
+    """``-m hydra/launcher=slurm``: a 2-point sweep of 2-task DDP runs, each point its own job sized from its
+    strategy; USR2 to one point: it checkpoints, requeues and resumes in its own folder and W&B run."""
+    env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
+    sweep_dir = tmp_path / "sweep"
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "-m", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
+         "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=15", f"hydra.sweep.dir={sweep_dir}",
+         "strategy=ddp", "trainer.devices=2", "optim.lr=0.01,0.02", *TINY, "trainer.max_epochs=8"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(jobs := sorted((p for p in (sweep_dir / ".submitit").glob("*") if p.name.isdigit()),
+                                 key=lambda p: int(p.name))) < 2:  # submitit's folder per job id
+            assert time.monotonic() < deadline and sweep.poll() is None, "the sweep did not submit its two jobs"
+            time.sleep(0.5)
+        job = jobs[0].name  # point #0, submitted first
+        wait_for_file(env, job, sweep_dir / "0" / "checkpoints" / "last.ckpt")
+        subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True, timeout=30)
+        out, _ = sweep.communicate(timeout=900)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 0, out[-3000:]
+    assert "->  Slurm job" in out and "(1 node(s) x 2 task(s), 0 GPU(s) per node)" in out
+    assert job_state(env, job)["Restarts"] == "1" and job_state(env, jobs[1].name)["Restarts"] == "0"
+    log = (jobs[0] / f"{job}_0_log.out").read_text()  # appended to by the requeued job
+    assert "runs on: 2 process(es) = 1 node(s) x 2, one CPU device each (DDPStrategy)" in log
+    assert f"Requeued SLURM job: {job}" in log and "resuming from" in log
+    names = set()
+    for point, lr, folders in ((0, "0.01", 2), (1, "0.02", 1)):
+        run = sweep_dir / str(point)
+        assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 32  # 8 epochs of 4 steps
+        wandb_runs = sorted((run / "wandb").glob("offline-run-*"))
+        assert len(wandb_runs) == folders and len({f.name.rsplit("-", 1)[1] for f in wandb_runs}) == 1  # one id
+        assert wandb_inspect(wandb_runs[-1])["state"] == "finished"
+        names.add(f"resnet18-ddp-digits-optim.lr={lr}")
+    report = subprocess.run([sys.executable, "-m", "trainer.report", str(sweep_dir), "--out", str(tmp_path / "r")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    rows = [line for line in (tmp_path / "r" / "report.md").read_text().splitlines() if line.startswith("| resnet18")]
+    assert len(rows) == 2 and {r.split(" (")[0].lstrip("| ") for r in rows} == names  # told apart by their lr
+
+
 def test_torchrun_launches_ddp(tmp_path, digits_cache):
     torchrun = Path(sys.executable).with_name("torchrun")
     result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "trainer", "strategy=ddp",

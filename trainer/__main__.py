@@ -37,12 +37,11 @@ def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str
 
 
 MULTIRUN_REFUSED = (
-    "error: Hydra multirun (-m) cannot be combined with strategy={strategy}: Lightning starts each extra process "
-    "by running this command again, and every copy would run its own sweep into its own folder. Sweep with one "
-    "job per point instead: a shell loop over single runs (for lr in 0.01 0.02; do python -m trainer "
-    "strategy={strategy} optim.lr=$lr; done), or on Slurm one sbatch per point, e.g. with the Hydra submitit "
-    "launcher (pip install hydra-submitit-launcher; python -m trainer -m hydra/launcher=submitit_slurm ...), "
-    "where each point is its own job and Lightning never re-runs the script.")
+    "error: Hydra multirun (-m) cannot be combined with strategy={strategy} here: Lightning starts each extra "
+    "process by running this command again, and every copy would run its own sweep into its own folder. On "
+    "Slurm, sweep with one job per point: python -m trainer -m hydra/launcher=slurm strategy={strategy} ... "
+    "(README, \"Sweeps on Slurm\"); elsewhere, a shell loop over single runs (for lr in 0.01 0.02; do python -m "
+    "trainer strategy={strategy} optim.lr=$lr; done).")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -36,7 +36,32 @@ def build_logger(cfg: DictConfig, output_dir: Path, wandb_run_id: str | None = N
     kwargs["offline"] = wandb_offline(cfg.logger)
     if wandb_run_id:
         kwargs.update(id=wandb_run_id, resume="allow")
+    kwargs.update(sweep_labels(cfg))
     return instantiate(cfg.logger, **kwargs)
+
+
+def sweep_labels(cfg: DictConfig) -> dict[str, str]:
+    """For a point of a sweep (``-m``): the W&B group names the sweep, and the run name adds the point's own
+    overrides, so the points of one sweep are told apart and kept together. Empty for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    hydra_cfg = HydraConfig.get()
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    try:  # the sweep's command line, which Hydra saved before launching: what varies has a sweep expression there
+        command_line = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+    except (OSError, AttributeError):
+        command_line = hydra_cfg.overrides.task
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = {o.get_key_element() for o in OverridesParser.create().parse_overrides(list(command_line))
+             if o.is_sweep_override()}
+    point = ",".join(o for o in hydra_cfg.overrides.task if o.split("=", 1)[0] in swept)
+    return {"group": f"{cfg.experiment_name}-sweep-{sweep_dir.name}",
+            "name": f"{cfg.logger.name}-{point}" if point else cfg.logger.name}
+
 
 
 def build_optimizer(cfg: DictConfig):
