@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,12 @@ def slurm():
     yield {**os.environ, "SLURM_CONF": started.stdout.strip().splitlines()[-1], "PYTHON": sys.executable}
     if "started Slurm" in started.stderr:  # stop what this session started; leave a running cluster alone
         subprocess.run(["bash", script, "stop"], timeout=60)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def sbatch(slurm_env: dict, folder: Path, script: str, *args: str, options: tuple = ()) -> str:
@@ -215,6 +222,44 @@ def test_torchrun_launches_ddp(tmp_path, digits_cache):
     out = result.stdout + result.stderr
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in out and "lenet5 / ddp / digits" in out
     assert out.count("val top-1 error (final)") == 1  # one summary, from rank 0
+
+
+def torchrun_node(rank: int, port: int, run: Path, cache: Path, *overrides: str) -> subprocess.Popen:
+    """One node's torchrun agent of a 2-node x 2-process DDP run (both nodes on this machine, as on two hosts
+    sharing a file system), rendezvous over c10d at 127.0.0.1:``port``."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.Popen(
+        [str(torchrun), "--nnodes=2", "--nproc-per-node=2", f"--node-rank={rank}", "--rdzv-backend=c10d",
+         f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes", "-m", "trainer", "strategy=ddp",
+         "trainer.devices=2", "trainer.num_nodes=2", f"hydra.run.dir={run}", "trainer.enable_progress_bar=false",
+         *overrides], cwd=run.parent, env={**os.environ, "CONVNET_CACHE": str(cache)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_two_nodes_train_one_run_that_resumes_on_one_node(tmp_path, digits_cache):
+    """torchrun on two nodes (two agents, two processes each): one DDP run of 4 processes, one W&B run; its
+    checkpoint then resumes on a single node with two processes."""
+    port, run = _free_port(), tmp_path / "run"
+    nodes = [torchrun_node(rank, port, run, digits_cache, "trainer.max_epochs=2") for rank in (0, 1)]
+    outs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "runs on: 4 process(es) = 2 node(s) x 2, one CPU device each (DDPStrategy)" in outs[0]
+    assert "global batch 32 = 4 replica(s) x 8" in outs[0] and "lenet5 / ddp / digits" in outs[0]
+    assert "val top-1 error (final)" not in outs[1]  # the summary comes from global rank 0 only
+    last = run / "checkpoints" / "last.ckpt"
+    steps = load_checkpoint(last)["global_step"]
+    assert steps == 2 * 45  # 1,437 training digits in global batches of 32: 45 steps an epoch, for all 4 replicas
+    (wandb_run,) = (run / "wandb").glob("offline-run-*")
+
+    one_node = subprocess.run([sys.executable, "-m", "trainer", "strategy=ddp", "trainer.devices=2",
+                               f"ckpt_path={last}", "trainer.max_epochs=3", "trainer.enable_progress_bar=false"],
+                              cwd=tmp_path, env={**os.environ, "CONVNET_CACHE": str(digits_cache)},
+                              capture_output=True, text=True, timeout=600)
+    assert one_node.returncode == 0, one_node.stderr[-3000:]
+    out = one_node.stdout + one_node.stderr
+    assert "runs on: 2 process(es) = 1 node(s) x 2" in out and f"resuming from {last} at epoch 1, global step 90" in out
+    wandb_id = wandb_run.name.rsplit("-", 1)[1]
+    assert f"-{wandb_id}" in out  # the same W&B run goes on
 
 
 def test_dockerfile_installs_the_project_as_the_readme_does():
