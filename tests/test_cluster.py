@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -260,6 +261,45 @@ def test_two_nodes_train_one_run_that_resumes_on_one_node(tmp_path, digits_cache
     assert "runs on: 2 process(es) = 1 node(s) x 2" in out and f"resuming from {last} at epoch 1, global step 90" in out
     wandb_id = wandb_run.name.rsplit("-", 1)[1]
     assert f"-{wandb_id}" in out  # the same W&B run goes on
+
+
+def test_a_lost_node_stops_the_other_with_a_message_and_its_checkpoint_resumes(tmp_path, digits_cache):
+    """One node's agent and its processes killed mid-run: the other node's processes stop within seconds (not
+    the 10-minute process-group timeout) saying what happened and where the checkpoint is; it resumes."""
+    port, run = _free_port(), tmp_path / "run"
+    nodes = [torchrun_node(0, port, run, digits_cache, "trainer.max_epochs=30")]  # node 0 hosts the rendezvous
+    time.sleep(3)
+    nodes.append(torchrun_node(1, port, run, digits_cache, "trainer.max_epochs=30"))
+    try:
+        last = run / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 300
+        while not last.exists():
+            assert time.monotonic() < deadline and nodes[0].poll() is None, "no checkpoint from the 2-node run"
+            time.sleep(0.5)
+        for pid in _process_tree(nodes[1].pid):  # the node is lost: its agent and both training processes
+            os.kill(pid, signal.SIGKILL)
+        lost = time.monotonic()
+        out = nodes[0].communicate(timeout=300)[0]
+        stopped_after = time.monotonic() - lost
+    finally:
+        for node in nodes:
+            node.kill()
+    print(f"node 0 stopped {stopped_after:.1f} s after node 1 was lost")
+    assert nodes[0].returncode != 0 and stopped_after < 120
+    assert "lost contact with another process of this run" in out
+    assert f"its last checkpoint is {last}; start the same command again with ckpt_path={last} to resume" in out
+    step = load_checkpoint(last)["global_step"]
+    resumed = subprocess.run([sys.executable, "-m", "trainer", "strategy=ddp", "trainer.devices=2", f"ckpt_path={last}",
+                              "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=none"],
+                             cwd=tmp_path, env={**os.environ, "CONVNET_CACHE": str(digits_cache)},
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and f"resuming from {last} at epoch" in resumed.stdout, resumed.stderr[-3000:]
+    assert step >= 45 and "epochs / steps          │ 3 / 135" in resumed.stdout
+
+
+def _process_tree(pid: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid, *(p for child in children for p in _process_tree(int(child)))]
 
 
 def test_dockerfile_installs_the_project_as_the_readme_does():
