@@ -22,6 +22,10 @@ PCA_SIGMA = 0.1  # a_i ~ N(0, 0.1), drawn per image each time it is used
 MEAN_PIXEL_2012 = (127.30, 119.72, 104.91)  # AlexNet subtracted the mean and did not divide
 IMAGENET_MEAN = (123.675, 116.28, 103.53)   # the torchvision convention (0.485, 0.456, 0.406) x 255
 IMAGENET_STD = (58.395, 57.12, 57.375)      # (0.229, 0.224, 0.225) x 255
+# LeNet-5's input scale (LeCun et al. 1998, section II.A): background -0.1, ink 1.175, "so that the mean input
+# is roughly 0 and the variance roughly 1, which accelerates learning": (x - 20) / 200 on MNIST's 0 (paper)
+# to 255 (ink). ImageNet's statistics would put the background at -2 and saturate the first tanh layers.
+LENET_MEAN, LENET_STD = 20.0, 200.0
 
 PRESETS = ("alexnet", "resnet", "inception", "digits", "mnist", "mnist_distorted")
 DIGIT_PRESETS = ("digits", "mnist", "mnist_distorted")  # a digit placed in a larger field (LeNet-5's input)
@@ -36,6 +40,8 @@ TEN_CROP_POSITIONS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5)
 
 def normalization(preset: str, channels: int) -> tuple[list[float], list[float]]:
     """Per-channel mean and std on the 0-255 scale a preset's images are normalised with."""
+    if preset in ("mnist", "mnist_distorted"):
+        return [LENET_MEAN] * channels, [LENET_STD] * channels
     mean, std = (MEAN_PIXEL_2012, (1.0, 1.0, 1.0)) if preset == "alexnet" else (IMAGENET_MEAN, IMAGENET_STD)
     if channels == 1:
         return [sum(mean) / 3], [sum(std) / 3]

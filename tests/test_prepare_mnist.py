@@ -111,6 +111,7 @@ def test_data_mnist_is_the_papers_input_and_says_how_to_prepare(tmp_path, digits
     images, _ = next(iter(module.train_dataloader()))
     assert images.shape == (32, 1, 32, 32)  # 28x28 in the 32x32 field, grey
     background = images.min()
+    assert background == pytest.approx(-0.1) and images.max() <= 1.175 + 1e-6  # the paper's input scale
     assert (images[:, :, :2, :] == background).all() and (images[:, :, -2:, :] == background).all()  # centred:
     assert (images[:, :, :, :2] == background).all() and (images[:, :, :, -2:] == background).all()  # 2 px each side
     blob = images[:, :, 2 + 6:2 + 22, 2 + 10:2 + 18]
