@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# tests/local_slurm.sh [start|stop] [DIR]
-# Starts (or finds running) a real single-node Slurm for the cluster tests: slurmctld + slurmd + munge
-# from Debian's packages, configured in DIR (default /tmp/convnet-slurm); `stop` stops the daemons it
-# started. Needs root. Prints the SLURM_CONF path on success. Configuration as in
-# shared/reference/slurm-local.md.
+# tests/local_slurm.sh [start|stop] [DIR] [NODES]
+# Starts (or finds running) a real Slurm for the cluster tests: slurmctld + slurmd + munge from Debian's
+# packages, configured in DIR (default /tmp/convnet-slurm); `stop` stops the daemons it started. Needs root.
+# Prints the SLURM_CONF path on success. NODES=2: two nodes on this one host (two slurmd daemons with their
+# own names and ports, the machine's CPUs split between them; a cluster of its own, controller port 6917),
+# so that a job spans two nodes as on a real cluster. Set-up: docs/local-slurm.md.
 #   install: DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge
 set -euo pipefail
 ACTION=${1:-start}
 DIR=${2:-/tmp/convnet-slurm}
+NODES=${3:-1}
 export SLURM_CONF=$DIR/slurm.conf
 if [ "$ACTION" = stop ]; then
-  for pidfile in "$DIR/slurmd.pid" "$DIR/slurmctld.pid"; do
+  for pidfile in "$DIR"/slurmd*.pid "$DIR/slurmctld.pid"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
   done
   exit 0
@@ -24,9 +26,24 @@ command -v slurmctld >/dev/null || { echo "slurmctld is not installed" >&2; exit
 rm -rf "$DIR/state" "$DIR/spool"  # a fresh controller: no jobs restored from an earlier run
 mkdir -p "$DIR/state" "$DIR/spool"
 NODE=$(hostname -s)
+if [ "$NODES" = 2 ]; then
+  # node names that do not resolve: a job's processes meet at MASTER_ADDR=127.0.0.1 (the tests export it)
+  CPUS=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+  PORTS="SlurmctldPort=6917"
+  NODE_LINES="NodeName=node1 NodeHostname=$NODE NodeAddr=127.0.0.1 Port=17001 CPUs=$CPUS RealMemory=1000 State=UNKNOWN
+NodeName=node2 NodeHostname=$NODE NodeAddr=127.0.0.1 Port=17002 CPUs=$CPUS RealMemory=1000 State=UNKNOWN"
+  DAEMONS="node1 node2"
+  SUFFIX=-%n
+else
+  PORTS=""
+  NODE_LINES="NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=1000 State=UNKNOWN"
+  DAEMONS=""
+  SUFFIX=""
+fi
 cat > "$SLURM_CONF" <<CONF
-ClusterName=ci
+ClusterName=ci$NODES
 SlurmctldHost=$NODE(127.0.0.1)
+$PORTS
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -45,24 +62,28 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$DIR/spool$SUFFIX
 SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
+SlurmdPidFile=$DIR/slurmd$SUFFIX.pid
 SlurmctldLogFile=$DIR/slurmctld.log
-SlurmdLogFile=$DIR/slurmd.log
+SlurmdLogFile=$DIR/slurmd$SUFFIX.log
 InactiveLimit=0
 MinJobAge=300
 KillWait=5
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=1000 State=UNKNOWN
+$NODE_LINES
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 [ -f /etc/munge/munge.key ] || mungekey --create
 install -d -o munge -g munge -m 0755 /run/munge
 pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
 /usr/sbin/slurmctld -f "$SLURM_CONF"
-/usr/sbin/slurmd -f "$SLURM_CONF"
+if [ -z "$DAEMONS" ]; then
+  /usr/sbin/slurmd -f "$SLURM_CONF"
+else
+  for name in $DAEMONS; do /usr/sbin/slurmd -f "$SLURM_CONF" -N "$name"; done
+fi
 for _ in $(seq 1 150); do
-  sinfo -h -o %T 2>/dev/null | grep -qx idle && { echo "started Slurm in $DIR" >&2; echo "$SLURM_CONF"; exit 0; }
+  [ "$(sinfo -h -o '%D %T' 2>/dev/null)" = "$NODES idle" ] && { echo "started Slurm in $DIR" >&2; echo "$SLURM_CONF"; exit 0; }
   sleep 0.2
 done
 echo "Slurm did not come up; see $DIR/slurmctld.log and $DIR/slurmd.log" >&2

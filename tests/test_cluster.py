@@ -22,9 +22,9 @@ TINY = ["model=resnet18", "data=digits", "model.input_size=64", "trainer.limit_t
         "trainer.accelerator=cpu"]  # the scripts ask for GPUs (trainer.accelerator=gpu); these tests have none
 
 
-@pytest.fixture(scope="session")
-def slurm():
-    """A running Slurm (started here when it can be); skipped with the reason where it cannot, never in CI."""
+def local_slurm(*args: str):
+    """A running local Slurm (started when it can be), as the environment of its commands; skipped with the
+    reason where it cannot, never in CI."""
     def unavailable(reason: str):
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the Slurm tests, but {reason}")
@@ -33,12 +33,24 @@ def slurm():
     if not shutil.which("sbatch"):
         unavailable("Slurm is not installed (apt-get install slurmctld slurmd slurm-client munge)")
     script = str(PROJECT / "tests" / "local_slurm.sh")
-    started = subprocess.run(["bash", script, "start"], capture_output=True, text=True, timeout=120)
+    started = subprocess.run(["bash", script, "start", *args], capture_output=True, text=True, timeout=120)
     if started.returncode != 0:
         unavailable(f"a local Slurm could not be started: {started.stderr.strip()}")
     yield {**os.environ, "SLURM_CONF": started.stdout.strip().splitlines()[-1], "PYTHON": sys.executable}
     if "started Slurm" in started.stderr:  # stop what this session started; leave a running cluster alone
-        subprocess.run(["bash", script, "stop"], timeout=60)
+        subprocess.run(["bash", script, "stop", *args[:1]], timeout=60)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """One node with this machine's CPUs."""
+    yield from local_slurm()
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes():
+    """Two Slurm nodes on this machine (two slurmd daemons), a cluster of its own."""
+    yield from local_slurm("/tmp/convnet-slurm-two-nodes", "2")
 
 
 def _free_port() -> int:
@@ -210,6 +222,26 @@ def test_a_sweep_is_one_slurm_job_per_point_and_a_preempted_point_resumes(slurm,
     assert report.returncode == 0, report.stderr[-2000:]
     rows = [line for line in (tmp_path / "r" / "report.md").read_text().splitlines() if line.startswith("| resnet18")]
     assert len(rows) == 2 and {r.split(" (")[0].lstrip("| ") for r in rows} == names  # told apart by their lr
+
+
+def test_the_script_runs_one_ddp_run_over_two_slurm_nodes_that_survives_preemption(slurm_two_nodes, tmp_path,
+                                                                                    digits_cache):
+    """resnet152.sh as a 2-node job (one task per node): one DDP run over both nodes; USR2 mid-run: both
+    nodes save at the same step, the job requeues and the 2-node run resumes and ends."""
+    env = {**slurm_two_nodes, "CONVNET_CACHE": str(digits_cache)}
+    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=8",
+                 # the local nodes' names do not resolve: the processes meet at 127.0.0.1 (on a cluster, node 1)
+                 options=("--nodes=2", "--ntasks-per-node=1", "--export=ALL,MASTER_ADDR=127.0.0.1"))
+    run = tmp_path / "outputs" / "resnet18" / job
+    state = preempt_after_first_epoch(env, job, run)
+    log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()
+    assert "runs on: 2 process(es) = 2 node(s) x 1, one CPU device each (DDPStrategy)" in log
+    assert state["NodeList"] == "node[1-2]" and state["Restarts"] == "1" and f"Requeued SLURM job: {job}" in log
+    (hpc,) = run.glob("hpc_ckpt_*.ckpt")
+    assert f"resuming from {hpc} at epoch" in log
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 32
+    folders = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and len({f.name.rsplit("-", 1)[1] for f in folders}) == 1  # one W&B run
 
 
 def test_torchrun_launches_ddp(tmp_path, digits_cache):
