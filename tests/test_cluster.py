@@ -244,6 +244,41 @@ def test_the_script_runs_one_ddp_run_over_two_slurm_nodes_that_survives_preempti
     assert len(folders) == 2 and len({f.name.rsplit("-", 1)[1] for f in folders}) == 1  # one W&B run
 
 
+def test_a_process_lost_on_one_node_requeues_the_job_which_resumes(slurm_two_nodes, tmp_path, digits_cache):
+    """The training process on node 2 killed mid-run: the one on node 1 says so, requeues the job, and the
+    requeued 2-node job resumes from the last checkpoint and ends."""
+    env = {**slurm_two_nodes, "CONVNET_CACHE": str(digits_cache)}
+    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=8",
+                 options=("--nodes=2", "--ntasks-per-node=1", "--export=ALL,MASTER_ADDR=127.0.0.1"))
+    run = tmp_path / "outputs" / "resnet18" / job
+    wait_for_file(env, job, run / "checkpoints" / "last.ckpt")
+    pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+    (victim,) = [pid for pid in pids if _environ(pid).get("SLURM_JOB_ID") == job
+                 and _environ(pid).get("SLURM_PROCID") == "1" and "trainer" in _cmdline(pid)]  # rank 1, on node 2
+    os.kill(victim, signal.SIGKILL)
+    state = wait_for(env, job)
+    log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()
+    assert "error: process 0 of 2 lost contact with another process of this run" in log
+    assert f"requeued Slurm job {job} (restart 1 of at most 3): it resumes from it" in log
+    assert state["Restarts"] == "1" and f"resuming from {run / 'checkpoints' / 'last.ckpt'} at epoch" in log
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 32
+
+
+def _environ(pid: int) -> dict:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
+    except OSError:
+        return ""
+
+
 def test_torchrun_launches_ddp(tmp_path, digits_cache):
     torchrun = Path(sys.executable).with_name("torchrun")
     result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "trainer", "strategy=ddp",

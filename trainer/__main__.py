@@ -14,11 +14,12 @@ from models.weights import WeightsError
 from .callbacks import NonFiniteLossError
 from .checkpoints import CheckpointError
 from .devices import GPUUnusableError
+from .peers import LostPeerError
 from .split_strategy import StrategyConfigError
 
-# Errors that are the user's input, not a bug: print the message (which says how to fix it), no traceback.
+# Errors whose message says what happened and what to do (the user's input, a lost peer): the message, no traceback.
 USER_ERRORS = (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError, GPUUnusableError,
-               WeightsError)
+               WeightsError, LostPeerError)
 
 
 def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str]:
@@ -64,41 +65,6 @@ def exit_on_user_error(run, cfg: DictConfig) -> None:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    except Exception as e:
-        if not lost_peer(e):
-            raise
-        print(lost_peer_message(e, cfg), file=sys.stderr)
-        sys.exit(1)
-
-
-# how the collectives report a peer that died (gloo: its socket closes) or hung (the process group's timeout)
-LOST_PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "timed out", "Timed out",
-                   "NCCL communicator was aborted", "remote process exited")
-
-
-def lost_peer(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) is a collective failing because another process of the run is gone."""
-    import torch.distributed as dist
-
-    while error is not None:
-        if isinstance(error, dist.DistError) or (
-                isinstance(error, RuntimeError) and any(sign in str(error) for sign in LOST_PEER_SIGNS)
-                and dist.is_available() and dist.is_initialized()):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def lost_peer_message(error: BaseException, cfg: DictConfig) -> str:
-    rank, world = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "?")), os.environ.get(
-        "WORLD_SIZE", os.environ.get("SLURM_NTASKS", "?"))
-    last = os.path.join(cfg.paths.output_dir, "checkpoints", "last.ckpt")
-    resume = (f"its last checkpoint is {last}; " if os.path.exists(last) else "it has no checkpoint yet; ") + (
-        "a requeued Slurm job resumes from it by itself (scontrol requeue, or sbatch --requeue on a node failure)"
-        if os.environ.get("SLURM_JOB_ID") else f"start the same command again with ckpt_path={last} to resume")
-    cause = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-    return (f"error: process {rank} of {world} lost contact with another process of this run ({cause}). A node or "
-            f"process has died or hung, so the run stops here instead of waiting; {resume}.")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from .callbacks import NonFiniteLossGuard, ProgressBar, RunRecord, SlurmPreempti
 from .checkpoints import AtomicCheckpointIO, RunCheckpoint, check_compatible
 from .devices import check_gpus_usable
 from .fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
+from .peers import lost_peer, lost_peer_error, requeue_slurm_job
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .summary import print_summary
 from .tracking import environment, git_state, wandb_offline
@@ -162,9 +163,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **git_state(), **environment()})
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except BaseException:
+    except BaseException as e:
+        if not lost_peer(e):
+            _finish_wandb(logger, exit_code=1)
+            raise
+        requeued = requeue_slurm_job()  # first: Slurm stops the rest of the job step soon
         _finish_wandb(logger, exit_code=1)
-        raise
+        raise lost_peer_error(e, output_dir, requeued) from e
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     result = {
