@@ -137,10 +137,10 @@ def test_cli_missing_data_folder_is_a_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def run_job(folder: Path, cache: Path, *args: str) -> tuple[Path, dict, object]:
+def run_job(folder: Path, cache: Path, *args: str, env: dict | None = None) -> tuple[Path, dict, object]:
     """Runs ``python -m trainer ARGS`` in an empty folder; returns its run folder, W&B summary and process."""
     folder.mkdir(parents=True, exist_ok=True)
-    result = run_cli("trainer", *args, cwd=folder, env={"CONVNET_CACHE": str(cache)}, timeout=900)
+    result = run_cli("trainer", *args, cwd=folder, env={"CONVNET_CACHE": str(cache), **(env or {})}, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (folder / "outputs" / "lenet5").iterdir()  # the run's folder under the current directory
     (wandb_run,) = (run / "wandb").glob("offline-run-*")  # one W&B run, however many processes
@@ -149,8 +149,25 @@ def run_job(folder: Path, cache: Path, *args: str) -> tuple[Path, dict, object]:
 
 @pytest.fixture(scope="module")
 def main_job(tmp_path_factory, digits_cache):
-    """The README's main job, exactly as a user runs it: `python -m trainer` in an empty folder."""
-    return run_job(tmp_path_factory.mktemp("main"), digits_cache)
+    """The README's main job, exactly as a user runs it: `python -m trainer` in an empty folder, on a machine
+    with Slurm's client installed (an `srun` on the PATH), as a login node or a workstation has."""
+    slurm_client = tmp_path_factory.mktemp("slurm-client")
+    (slurm_client / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (slurm_client / "srun").chmod(0o755)
+    return run_job(tmp_path_factory.mktemp("main"), digits_cache,
+                   env={"PATH": f"{slurm_client}:{os.environ['PATH']}"})
+
+
+# the libraries' messages trainer/console.py filters at their source: none reaches the console
+NOISE = ("The `srun` command is available on your system but is not used", "LeafSpec", "litlogger",
+         "The anonymous setting has no effect")
+
+
+def test_the_console_says_only_what_the_user_can_act_on(main_job):
+    _, _, result = main_job
+    console = result.stdout + result.stderr
+    assert [noise for noise in NOISE if noise in console] == []
+    assert "runs on: 1 process(es)" in console  # the run's own lines are there
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
 from .callbacks import NonFiniteLossGuard, ProgressBar, RunRecord, SlurmPreemption, StepMetrics
+from .console import drop_anonymous, quiet_known_noise
 from .checkpoints import AtomicCheckpointIO, RunCheckpoint, check_compatible
 from .devices import check_gpus_usable
 from .fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
@@ -38,7 +39,9 @@ def build_logger(cfg: DictConfig, output_dir: Path, wandb_run_id: str | None = N
     if wandb_run_id:
         kwargs.update(id=wandb_run_id, resume="allow")
     kwargs.update(sweep_labels(cfg))
-    return instantiate(cfg.logger, **kwargs)
+    logger = instantiate(cfg.logger, **kwargs)
+    drop_anonymous(logger)
+    return logger
 
 
 def sweep_labels(cfg: DictConfig) -> dict[str, str]:
@@ -137,6 +140,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # their workers per data-parallel rank themselves (data_pipelines.datamodule), so Lightning's
     # per-process worker seeding (workers=True) stays off: the two towers of a split pair must
     # augment identically.
+    quiet_known_noise()
     pl.seed_everything(cfg.seed, workers=False)
     # checked before anything is built or any process is started
     check_gpus_usable(cfg.trainer.accelerator)
