@@ -2,6 +2,7 @@
 
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,13 +14,15 @@ from models.weights import WeightsError
 
 from .callbacks import NonFiniteLossError
 from .checkpoints import CheckpointError
+from .config_check import ConfigValueError, check_values
 from .devices import GPUUnusableError
 from .peers import LostPeerError
 from .split_strategy import StrategyConfigError
 
 # Errors whose message says what happened and what to do (the user's input, a lost peer): the message, no traceback.
 USER_ERRORS = (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError, GPUUnusableError,
-               WeightsError, LostPeerError)
+               WeightsError, LostPeerError, ConfigValueError)
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str]:
@@ -67,8 +70,29 @@ def exit_on_user_error(run, cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def check_before_start(overrides: list[str]) -> None:
+    """The composed config's values checked before Hydra creates the run folder: a bad value stops here,
+    with nothing written. Command lines with flags (``-m``, ``--help``, ``--cfg``) and ones Hydra itself
+    refuses are left to Hydra; ``train()`` checks the values again in every case."""
+    if any(arg.startswith("-") for arg in overrides):
+        return
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides)
+    except Exception:  # an unknown key or option: Hydra's own message, from _main()
+        return
+    try:
+        check_values(cfg)
+    except ConfigValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 def main() -> None:
     sys.argv[1:] = default_data_overrides(sys.argv[1:])
+    check_before_start(sys.argv[1:])
     _main()
 
 

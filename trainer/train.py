@@ -13,6 +13,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
 from .callbacks import NonFiniteLossGuard, ProgressBar, RunRecord, SlurmPreemption, StepMetrics
+from .config_check import check_values
 from .console import drop_anonymous, quiet_known_noise
 from .checkpoints import AtomicCheckpointIO, RunCheckpoint, check_compatible
 from .devices import check_gpus_usable
@@ -141,6 +142,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # per-process worker seeding (workers=True) stays off: the two towers of a split pair must
     # augment identically.
     quiet_known_noise()
+    check_values(cfg)  # again: a sweep's point, or a config made in code
     pl.seed_everything(cfg.seed, workers=False)
     # checked before anything is built or any process is started
     check_gpus_usable(cfg.trainer.accelerator)

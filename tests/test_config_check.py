@@ -1,0 +1,89 @@
+"""Every value a user can set is checked before anything starts (trainer/config_check.py)."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONF, make_cfg, run_cli
+from trainer.config_check import RULES, ConfigValueError, check_values
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+# every composition a user can pick: each option of each group that brings numeric settings
+VARIANTS = [[], *([f"experiment={e}"] for e in _options("experiment")), *([f"schedule={s}"] for s in _options("schedule")),
+            *([f"strategy={s}"] for s in _options("strategy")), *([f"model={m}"] for m in _options("model")),
+            ["data=imagenet", "data.root=/datasets/imagenet"], ["data=mnist"]]
+
+
+def _numeric_keys(cfg) -> dict[str, list]:
+    """Every setting whose value is a number or a list of numbers, or may be (``auto``/null beside numbers)."""
+    found = {}
+
+    def walk(node, prefix):
+        for key in node:
+            path = f"{prefix}{key}"
+            if OmegaConf.is_interpolation(node, key):  # a copy of another setting, which is checked where it is set
+                continue
+            try:
+                value = OmegaConf.select(cfg, path)
+            except Exception:  # resolves only inside a run (hydra:...)
+                continue
+            if OmegaConf.is_dict(value):
+                walk(value, f"{path}.")
+                continue
+            if OmegaConf.is_list(value):
+                value = OmegaConf.to_container(value)
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            numbers = isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value)
+            if numeric or numbers:
+                found[path] = value
+
+    walk(cfg, "")
+    return found
+
+
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory, digits_cache):
+    folder = tmp_path_factory.mktemp("cfg")
+    return [(variant, make_cfg(folder, digits_cache, *variant)) for variant in VARIANTS]
+
+
+def test_every_numeric_setting_has_a_rule_and_the_defaults_pass(composed):
+    seen = set()
+    for variant, cfg in composed:
+        check_values(cfg)  # every shipped config is valid
+        seen |= set(_numeric_keys(cfg))
+    assert sorted(seen - set(RULES)) == []  # a new numeric setting needs a rule in trainer/config_check.py
+    assert len(seen) >= 25  # the walk found the settings (26 today)
+
+
+def test_each_setting_with_a_bad_value_is_named_with_what_is_allowed(composed):
+    checked = set()
+    for key, rule in RULES.items():
+        cfg = next((c for _, c in composed if OmegaConf.select(c, key, default="absent") != "absent"), None)
+        if cfg is None:  # only in configs made in code (none today)
+            continue
+        cfg = cfg.copy()
+        OmegaConf.update(cfg, key, rule.invalid, force_add=True)  # as the override key=value sets it
+        with pytest.raises(ConfigValueError) as refused:
+            check_values(cfg)
+        shown = rule.invalid if not isinstance(rule.invalid, list) else f"[{', '.join(map(str, rule.invalid))}]"
+        assert str(refused.value) == f"{key}={shown} is not allowed: {rule.text}"
+        checked.add(key)
+    assert len(checked) == len(RULES)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=0", "error: data.batch_size=0 is not allowed: an integer >= 1"),
+    ("optim.lr=-1", "error: optim.lr=-1 is not allowed: a number > 0"),
+    ("trainer.max_epochs=0", "error: trainer.max_epochs=0 is not allowed: an integer >= 1, or -1"),
+])
+def test_a_bad_value_stops_the_command_before_anything_is_written(tmp_path, digits_cache, override, message):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    result = run_cli("trainer", override, cwd=folder, env={"CONVNET_CACHE": str(digits_cache)}, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == message and "Traceback" not in result.stderr
+    assert list(folder.iterdir()) == []  # no run folder, no W&B run

@@ -1,0 +1,126 @@
+"""Every value a user can set, checked in one place before anything starts (no folder, logger or process).
+
+``RULES`` maps each numeric setting of the composed config to what it allows; a setting that only copies
+another (``trainer.devices: ${strategy.devices}``) is checked where the value was set, under that name. A bad value stops the command with
+``error: <key>=<value> is not allowed: <what is allowed>`` and exit status 1. tests/test_config_check.py
+finds every numeric key of every composed config and requires a rule for it.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigValueError(ValueError):
+    """A setting whose value is outside what it allows (the message names the key, the value and the rule)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    allows: Callable[[Any], bool]
+    text: str       # what is allowed, for the message
+    invalid: Any    # a value the rule refuses (the tests try it)
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def at_least(low: int, *, or_auto=False, or_none=False, or_values=()) -> Rule:
+    extra = (["auto"] if or_auto else []) + (["null"] if or_none else []) + [str(v) for v in or_values]
+    return Rule(lambda v: (_int(v) and v >= low) or (or_auto and v == "auto") or (or_none and v is None)
+                or (v in or_values and _int(v)),
+                f"an integer >= {low}" + "".join(f", or {e}" for e in extra), low - 5)
+
+
+def between(low: float, high: float, *, low_open=False, high_open=False) -> Rule:
+    def allows(v):
+        return _number(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    text = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    return Rule(allows, text, high + 1)
+
+
+def positive() -> Rule:
+    return Rule(lambda v: _number(v) and v > 0, "a number > 0", -1)
+
+
+def non_negative() -> Rule:
+    return Rule(lambda v: _number(v) and v >= 0, "a number >= 0", -1)
+
+
+def batches_limit(minimum: int) -> Rule:
+    """Lightning's limit_*_batches / val_check_interval: a count of batches, or a fraction of the epoch."""
+    return Rule(lambda v: v is None or (_int(v) and v >= minimum) or (isinstance(v, float) and 0 < v <= 1),
+                f"null, an integer >= {minimum} (batches) or a fraction in (0, 1] of the epoch", -2)
+
+
+def size_range() -> Rule:
+    return Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_int(x) and x > 0 for x in v)
+                and v[0] <= v[1], "two integers [low, high], 0 < low <= high", [480, 256])
+
+
+RULES: dict[str, Rule] = {
+    "data.batch_size": at_least(1),
+    "data.num_classes": at_least(2),
+    "data.num_workers": at_least(1, or_auto=True),
+    "data.image_size": at_least(8),
+    "data.resize_size": at_least(1, or_none=True),
+    "data.scale_range": size_range(),
+    "augment.scale_range": size_range(),
+    "data.hw_decoder_load": between(0, 1),
+    "model.input_size": at_least(8),
+    "model.in_channels": Rule(lambda v: v in (1, 3) and _int(v), "1 (grey) or 3 (RGB)", 2),
+    "model.dropout": between(0, 1, high_open=True),
+    "optim.lr": positive(),
+    "optim.momentum": between(0, 1, high_open=True),
+    "optim.weight_decay": non_negative(),
+    "optim.batch_size_for_lr": at_least(1, or_none=True),
+    "schedule.scheduler.step_size": at_least(1),
+    "schedule.scheduler.gamma": between(0, 1, low_open=True),
+    "schedule.scheduler.factor": between(0, 1, low_open=True, high_open=True),
+    "schedule.scheduler.patience": at_least(0),
+    "schedule.scheduler.threshold": non_negative(),
+    "schedule.scheduler.T_max": at_least(1),
+    "trainer.devices": at_least(1, or_auto=True),
+    "trainer.num_nodes": at_least(1),
+    "trainer.max_epochs": at_least(1, or_values=(-1,)),
+    "trainer.max_steps": at_least(1, or_values=(-1,)),
+    "trainer.log_every_n_steps": at_least(1),
+    "trainer.check_val_every_n_epoch": at_least(1),
+    "trainer.num_sanity_val_steps": at_least(0, or_values=(-1,)),
+    "trainer.limit_train_batches": batches_limit(1),
+    "trainer.limit_val_batches": batches_limit(0),
+    "trainer.val_check_interval": batches_limit(1),
+    "strategy.devices": at_least(1, or_auto=True),
+    "strategy.num_nodes": at_least(1),
+    "strategy.lightning.timeout.minutes": positive(),
+    "checkpoint_every_n_steps": at_least(1, or_none=True),
+    "seed": Rule(lambda v: _int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)", -1),
+}
+_ABSENT = object()
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Raises ``ConfigValueError`` for the first setting of ``cfg`` that its rule refuses."""
+    for key, rule in RULES.items():
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None, throw_on_resolution_failure=False) if parent else cfg
+        if OmegaConf.is_config(node) and leaf in node and OmegaConf.is_interpolation(node, leaf):
+            continue  # a copy of another setting (trainer.devices: ${strategy.devices}): that one is checked
+        try:
+            value = OmegaConf.select(cfg, key, default=_ABSENT)
+        except Exception:  # an interpolation that only resolves inside a run (hydra:...): not a user value
+            continue
+        if value is _ABSENT:
+            continue
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not rule.allows(value):
+            shown = "null" if value is None else value
+            raise ConfigValueError(f"{key}={shown} is not allowed: {rule.text}")
