@@ -2,6 +2,11 @@
 
 import os
 import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +16,7 @@ import torch
 from conftest import make_cfg, run_cli, wandb_inspect
 from trainer.callbacks import NonFiniteLossError
 from trainer.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from trainer.interrupt import RunInterrupted
 from trainer.tracking import wandb_online_configured
 from trainer.train import train
 
@@ -272,23 +278,20 @@ def test_the_main_job_trains_on_the_gpu_with_the_fast_path(tmp_path, digits_cach
     assert top1 < 50.0, top1  # 3 epochs of the 30-epoch cosine job: well on the way (CPU: ~20 % after one)
 
 
-class _Preempted(Exception):
-    pass
-
-
-class _PreemptAfter(pl.Callback):
-    """The job is killed after ``step`` optimizer steps, mid-epoch."""
+class _CtrlCAt(pl.Callback):
+    """The user presses Ctrl-C after ``step`` optimizer steps, mid-epoch (a real SIGINT to this process)."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step == self.step:
-            raise _Preempted(f"killed at step {self.step}")
+            os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_mid_epoch_resume_trains_exactly_like_an_uninterrupted_run(tmp_path, digits_cache, monkeypatch):
-    """Saved at step 10 of an epoch's 45, killed at 13, resumed: the same remaining batches, the same weights."""
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly_like_an_uninterrupted_run(tmp_path, digits_cache, monkeypatch):
+    """Ctrl-C after step 13 of an epoch's 45: the run stops at the next step with last.ckpt for it, and
+    resumed from it trains the remaining batches to the same weights as a run never interrupted."""
     common = ["trainer.max_epochs=1", "schedule=constant", "logger=none", "trainer.num_sanity_val_steps=0"]
     whole = train(make_cfg(tmp_path / "whole", digits_cache, *common))
 
@@ -296,13 +299,15 @@ def test_mid_epoch_resume_trains_exactly_like_an_uninterrupted_run(tmp_path, dig
 
     real_build = train_module.build_trainer
     monkeypatch.setattr(train_module, "build_trainer", lambda *a, **k: _with_callback(real_build(*a, **k)))
-    with pytest.raises(_Preempted):
-        train(make_cfg(tmp_path / "stopped", digits_cache, *common, "checkpoint_every_n_steps=10"))
+    with pytest.raises(RunInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at global step 14 \(epoch 0\)") as stop:
+        train(make_cfg(tmp_path / "stopped", digits_cache, *common))
     monkeypatch.setattr(train_module, "build_trainer", real_build)
+    assert stop.value.exit_status == 130 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     saved_path = tmp_path / "stopped" / "run" / "checkpoints" / "last.ckpt"
+    assert f"checkpoint: {saved_path}" in str(stop.value) and f"ckpt_path={saved_path}" in str(stop.value)
     saved = load_checkpoint(saved_path)
-    assert saved["global_step"] == 10
-    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 10  # the reader's position
+    assert saved["global_step"] == 14
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 14  # the reader's position
 
     resumed = train(make_cfg(tmp_path / "resumed", digits_cache, *common, f"ckpt_path={saved_path}"))
     assert resumed["global_step"] == whole["global_step"] == 45
@@ -313,8 +318,48 @@ def test_mid_epoch_resume_trains_exactly_like_an_uninterrupted_run(tmp_path, dig
 
 
 def _with_callback(trainer):
-    trainer.callbacks.append(_PreemptAfter(13))
+    trainer.callbacks.append(_CtrlCAt(13))
     return trainer
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_command_with_a_checkpoint_and_the_command_that_resumes(tmp_path, digits_cache, signum,
+                                                                                  status):
+    env = {**os.environ, "CONVNET_CACHE": str(digits_cache)}
+    job = subprocess.Popen([sys.executable, "-m", "trainer", "trainer.enable_progress_bar=false", "logger=none"],
+                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("outputs/lenet5/*/checkpoints/last.ckpt")):  # an epoch in: mid-run
+        assert time.monotonic() < deadline and job.poll() is None, "the run wrote no checkpoint"
+        time.sleep(0.2)
+    job.send_signal(signum)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == status, err[-3000:]
+    stopped = re.search(r"stopped by \S+(?: \(SIGINT\))? at global step (\d+) \(epoch \d+\); checkpoint: (\S+)\n"
+                        r"resume with: (.+)", err)
+    assert stopped and "Traceback" not in err
+    step, ckpt, command = int(stopped.group(1)), stopped.group(2), stopped.group(3)
+    assert load_checkpoint(ckpt)["global_step"] == step and command.endswith(f"ckpt_path={ckpt}")
+    if signum == signal.SIGINT:  # the printed command resumes the run and ends it
+        args = shlex.split(command)[3:]  # after "python -m trainer"
+        resumed = subprocess.run([sys.executable, "-m", "trainer", *args, "trainer.max_epochs=3"], cwd=tmp_path,
+                                 env=env, capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0 and f"resuming from {ckpt}" in resumed.stdout, resumed.stderr[-3000:]
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, digits_cache):
+    job = subprocess.Popen([sys.executable, "-m", "trainer", "trainer.enable_progress_bar=false", "logger=none"],
+                           cwd=tmp_path, env={**os.environ, "CONVNET_CACHE": str(digits_cache)},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("outputs/lenet5/*/checkpoints/last.ckpt")):
+        assert time.monotonic() < deadline and job.poll() is None, "the run wrote no checkpoint"
+        time.sleep(0.2)
+    job.send_signal(signal.SIGINT)
+    job.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    job.communicate(timeout=60)
+    assert job.returncode == 130 and time.monotonic() - sent < 30
 
 
 def test_validation_mid_epoch_and_the_sanity_check_leave_the_epoch_whole(tmp_path, digits_cache):

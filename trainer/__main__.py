@@ -16,6 +16,7 @@ from .callbacks import NonFiniteLossError
 from .checkpoints import CheckpointError
 from .config_check import ConfigValueError, check_values
 from .devices import GPUUnusableError
+from . import interrupt
 from .peers import LostPeerError
 from .split_strategy import StrategyConfigError
 
@@ -68,6 +69,14 @@ def exit_on_user_error(run, cfg: DictConfig) -> None:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except interrupt.RunInterrupted as e:  # Ctrl-C / SIGTERM: the checkpoint is written, say how to resume
+        if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+            print(e, file=sys.stderr)
+        sys.exit(e.exit_status)
+    except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: at once, with the signal's status
+        if interrupt.received:
+            sys.exit(interrupt.EXIT_STATUS[interrupt.received[-1]])
+        raise
 
 
 def check_before_start(overrides: list[str]) -> None:

@@ -14,6 +14,8 @@ from pytorch_lightning.trainer.connectors.checkpoint_connector import _Checkpoin
 
 from data_pipelines.datamodule import data_parallel_rank_and_size
 
+from . import interrupt
+
 log = logging.getLogger(__name__)
 
 
@@ -234,3 +236,26 @@ class SlurmPreemption(pl.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if self._previous is not None:
             signal.signal(self.signum, self._previous)
+
+
+class StopOnSignal(pl.Callback):
+    """Ctrl-C / SIGTERM noted; at the next step ``last.ckpt`` is written and the run stops (trainer/interrupt.py)."""
+
+    def __init__(self, last_ckpt: Path) -> None:
+        self.last_ckpt = last_ckpt
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.world_size == 1:
+            stop = bool(interrupt.received)
+        elif is_logging_step(trainer):  # several processes stop at the same step: one reduction, where the
+            stop = trainer.strategy.reduce_boolean_decision(bool(interrupt.received), all=False)  # host reads anyway
+        else:
+            return
+        if not stop:
+            return
+        trainer.save_checkpoint(self.last_ckpt)  # every process, at this same step (a split pair gathers)
+        signum = interrupt.received[0] if interrupt.received else signal.SIGINT  # else a peer got it
+        raise interrupt.RunInterrupted(
+            f"stopped by {interrupt.NAMES[signum]} at global step {trainer.global_step} (epoch "
+            f"{trainer.current_epoch}); checkpoint: {self.last_ckpt}\n"
+            f"resume with: {interrupt.resume_command(self.last_ckpt)}", signum)

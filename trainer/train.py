@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
-from .callbacks import NonFiniteLossGuard, ProgressBar, RunRecord, SlurmPreemption, StepMetrics
+from .callbacks import NonFiniteLossGuard, ProgressBar, RunRecord, SlurmPreemption, StepMetrics, StopOnSignal
+from . import interrupt
 from .config_check import check_values
 from .console import drop_anonymous, quiet_known_noise
 from .checkpoints import AtomicCheckpointIO, RunCheckpoint, check_compatible
@@ -89,7 +90,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
                          auto_insert_metric_name=False, enable_version_counter=False)
     last = RunCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
     step_metrics = StepMetrics()
-    callbacks = [RunRecord(logger), best, last, step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt")]
+    callbacks = [RunRecord(logger), best, last, step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
+                 StopOnSignal(last_ckpt=folder / "last.ckpt")]
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(RunCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                        every_n_train_steps=cfg.checkpoint_every_n_steps))
@@ -168,7 +170,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if logger:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **git_state(), **environment()})
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with interrupt.noted_signals():  # Ctrl-C / SIGTERM: a checkpoint at the next step (StopOnSignal)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except BaseException as e:
         if not lost_peer(e):
             _finish_wandb(logger, exit_code=1)
