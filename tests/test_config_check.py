@@ -79,6 +79,8 @@ def test_each_setting_with_a_bad_value_is_named_with_what_is_allowed(composed):
     ("data.batch_size=0", "error: data.batch_size=0 is not allowed: an integer >= 1"),
     ("optim.lr=-1", "error: optim.lr=-1 is not allowed: a number > 0"),
     ("trainer.max_epochs=0", "error: trainer.max_epochs=0 is not allowed: an integer >= 1, or -1"),
+    ("trainer.devices=2", "error: trainer.devices=2 is not allowed with strategy=single, which runs one process on "
+                          "one device: for several, use strategy=ddp trainer.devices=2"),  # else DDP named `single`
 ])
 def test_a_bad_value_stops_the_command_before_anything_is_written(tmp_path, digits_cache, override, message):
     folder = tmp_path / "work"

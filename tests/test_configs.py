@@ -144,3 +144,17 @@ def test_experiments_set_their_papers_imagenet_augmentation(tmp_path, digits_cac
     cfg = make_cfg(tmp_path, digits_cache, f"experiment={experiment}", "data=imagenet", "data.root=/x")
     assert (cfg.data.preset, list(cfg.data.scale_range)) == (preset, scales)
     assert make_cfg(tmp_path, digits_cache, f"experiment={experiment}").data.preset == "digits"  # no ImageNet
+
+
+def test_help_imports_no_deep_learning_library(tmp_path):
+    """`python -m trainer --help` answers from the configs alone: torch, Lightning, torchvision, DALI and W&B
+    (seconds of imports) are loaded only by a run."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "trainer", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "== Configuration groups ==" in result.stdout
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert imported & {"torch", "pytorch_lightning", "torchvision", "nvidia.dali", "wandb"} == set()
+    assert "IMAGENET_ROOT is not set" not in result.stderr

@@ -9,20 +9,26 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from data_pipelines import DataConfigError
-from models.weights import WeightsError
-
-from .callbacks import NonFiniteLossError
-from .checkpoints import CheckpointError
-from .config_check import ConfigValueError, check_values
-from .devices import GPUUnusableError
 from . import interrupt
-from .peers import LostPeerError
-from .split_strategy import StrategyConfigError
+from .config_check import ConfigValueError, check_values
 
-# Errors whose message says what happened and what to do (the user's input, a lost peer): the message, no traceback.
-USER_ERRORS = (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError, GPUUnusableError,
-               WeightsError, LostPeerError, ConfigValueError)
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message says what happened and what to do (the user's input, a lost peer): the message, no
+    traceback. Imported when a run needs them, not for ``--help`` (Lightning and torchvision take seconds)."""
+    from data_pipelines import DataConfigError
+    from models.weights import WeightsError
+
+    from .callbacks import NonFiniteLossError
+    from .checkpoints import CheckpointError
+    from .devices import GPUUnusableError
+    from .peers import LostPeerError
+    from .split_strategy import StrategyConfigError
+
+    return (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError, GPUUnusableError, WeightsError,
+            LostPeerError, ConfigValueError)
+
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -36,7 +42,8 @@ def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str
         return overrides
     if environ.get("IMAGENET_ROOT"):
         return [*overrides, "data=imagenet"]
-    if environ.get("LOCAL_RANK", environ.get("SLURM_PROCID", "0")) == "0":  # once, not in every process
+    asks_for_help = any(o in ("--help", "-h", "--hydra-help") for o in overrides)
+    if environ.get("LOCAL_RANK", environ.get("SLURM_PROCID", "0")) == "0" and not asks_for_help:  # once
         print("IMAGENET_ROOT is not set: training on the embedded digits sample (data=digits)", file=sys.stderr)
     return overrides
 
@@ -64,9 +71,10 @@ def _main(cfg: DictConfig) -> None:
 def exit_on_user_error(run, cfg: DictConfig) -> None:
     """Runs ``run(cfg)``; a mistake in the user's input prints its message (which says how to fix it)
     and exits with status 1, without a traceback."""
+    errors = user_errors()
     try:
         run(cfg)
-    except USER_ERRORS as e:
+    except errors as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except interrupt.RunInterrupted as e:  # Ctrl-C / SIGTERM: the checkpoint is written, say how to resume

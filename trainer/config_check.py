@@ -124,3 +124,15 @@ def check_values(cfg: DictConfig) -> None:
         if not rule.allows(value):
             shown = "null" if value is None else value
             raise ConfigValueError(f"{key}={shown} is not allowed: {rule.text}")
+    check_layout(cfg)
+
+
+def check_layout(cfg: DictConfig) -> None:
+    """The run's name and tags say its strategy: ``strategy=single`` is one process on one device, so several
+    devices or nodes under it (which Lightning would run as DDP, labelled ``single``) are refused."""
+    strategy = OmegaConf.select(cfg, "strategy.name", default=None)
+    devices, nodes = OmegaConf.select(cfg, "trainer.devices"), OmegaConf.select(cfg, "trainer.num_nodes")
+    if strategy == "single" and (devices != 1 or nodes != 1):
+        many = f"trainer.devices={devices}" + (f" trainer.num_nodes={nodes}" if nodes != 1 else "")
+        raise ConfigValueError(f"{many} is not allowed with strategy=single, which runs one process on one device: "
+                               f"for several, use strategy=ddp {many}")
