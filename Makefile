@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# this machine's pip configuration points at local mirrors that lack some packages: hide its noise
+# pip warns about every configured index folder that does not exist (some pip set-ups list several): hide that noise
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
 .PHONY: train test gpu-check install clean

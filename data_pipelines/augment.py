@@ -5,7 +5,7 @@ CHW float images. Where a preset keeps only a window of the image (a crop that i
 only that window is decoded and resized straight to the output size: the result is the paper's
 "resize, then crop" up to resampling, at about twice the speed on a CPU (README, "Benchmark").
 The colour noise is folded into the per-image mean that the final normalisation subtracts, so it
-costs no pass over the pixels. Values and sources: ``shared/reference/papers.md``.
+costs no pass over the pixels. Values and sources: ``docs/papers.md``.
 """
 
 import numpy as np

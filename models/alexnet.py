@@ -5,7 +5,7 @@ GPU 0's tower and [C/2, C) GPU 1's. conv2, conv4 and conv5 read only their own t
 (``groups=2``); conv3 and the fully connected layers read both. LRN windows stay inside one
 tower, as each GPU normalised only the maps it held. The layer sizes, initialisation and the
 224/227 quirk follow the 2012 code (cuda-convnet ``layers-145.cfg``); see
-``shared/reference/papers.md``.
+``docs/papers.md``.
 """
 
 import torch

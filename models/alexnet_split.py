@@ -61,7 +61,7 @@ class _GatherForReplicated(torch.autograd.Function):
     """Concatenates both towers' outputs for a consumer that both processes run identically (the loss).
 
     Backward: both processes hold the same full gradient, so each simply keeps its own slice (summing
-    over the towers here would double it: pitfalls item 22).
+    over the towers here would double it).
     """
 
     @staticmethod

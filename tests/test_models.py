@@ -1,4 +1,4 @@
-"""The model zoo against the papers' numbers (shared/reference/papers.md), parametrized over the registry."""
+"""The model zoo against the papers' numbers (docs/papers.md), parametrized over the registry."""
 
 import pytest
 import torch

@@ -396,3 +396,23 @@ def test_the_wandb_api_key_never_leaks(tmp_path, digits_cache):
     assert leaked == [], leaked
     (wandb_run,) = (tmp_path / "outputs").rglob("offline-run-*")
     assert key not in str(wandb_inspect(wandb_run))
+
+
+def test_the_run_record_tells_modified_code_from_untracked_files(tmp_path):
+    """A report folder or a stray file beside the code is listed as untracked; only a change to tracked files
+    makes the run `git_dirty`."""
+    from trainer.tracking import git_state
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "code")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.md").write_text("table")
+    assert git_state(tmp_path) | {"git_commit": None} == {"git_commit": None, "git_dirty": False,
+                                                         "git_untracked": ["report/"]}
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["git_dirty"] is True

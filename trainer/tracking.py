@@ -30,16 +30,19 @@ def wandb_offline(logger_cfg) -> bool:
 
 
 def git_state(path: Path = PROJECT_DIR) -> dict[str, str | bool]:
-    """The commit the code ran at and whether the working tree had uncommitted changes."""
+    """The commit the code ran at, whether tracked files had uncommitted changes (``git_dirty``), and the
+    untracked files beside them (``git_untracked``: a stray file does not make the code differ)."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
 
     try:
-        return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain"))}
+        status = git("status", "--porcelain").splitlines()
+        return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": any(not line.startswith("??") for line in status),
+                "git_untracked": [line[3:] for line in status if line.startswith("??")]}
     except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "unknown (not a git checkout)", "git_dirty": False}
+        return {"git_commit": "unknown (not a git checkout)", "git_dirty": False, "git_untracked": []}
 
 
 def environment() -> dict:

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def build_logger(cfg: DictConfig, output_dir: Path, wandb_run_id: str | None = None):
     """The configured Lightning logger, or ``False`` for ``logger=none``.
 
-    ``wandb_run_id``: continue that W&B run (a resumed run keeps its id, pitfall 19).
+    ``wandb_run_id``: continue that W&B run (a resumed or requeued run keeps its id: one W&B run).
     """
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
