@@ -134,13 +134,15 @@ def test_wandb_goes_online_only_when_set_up(monkeypatch, tmp_path):
     assert wandb_online_configured() is True
 
 
-def test_cli_missing_data_folder_is_a_clear_error(tmp_path):
-    result = run_cli("trainer", "model=alexnet", "trainer.max_epochs=1", "logger=none", cwd=tmp_path,
+def test_cli_missing_data_folder_is_a_clear_error_before_anything_is_written(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_cli("trainer", "model=alexnet", "trainer.max_epochs=1", cwd=work,
                      env={"IMAGENET_ROOT": str(tmp_path / "no-imagenet-here")}, timeout=300)
     assert result.returncode == 1
-    assert f"error: data root {tmp_path / 'no-imagenet-here'} does not exist; expected ROOT/train/<class>/<image>" \
-        in result.stderr
-    assert "Traceback" not in result.stderr
+    assert (f"error: data.root={tmp_path / 'no-imagenet-here'} does not exist; expected ROOT/train/<class>/<image>"
+            in result.stderr)
+    assert "Traceback" not in result.stderr and list(work.iterdir()) == []  # no run folder, no W&B run
 
 
 def run_job(folder: Path, cache: Path, *args: str, env: dict | None = None) -> tuple[Path, dict, object]:

@@ -10,7 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import interrupt
-from .config_check import ConfigValueError, check_values
+from .config_check import ConfigValueError, check_data_root, check_values
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -102,6 +102,7 @@ def check_before_start(overrides: list[str]) -> None:
         return
     try:
         check_values(cfg)
+        check_data_root(cfg)
     except ConfigValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -136,3 +136,21 @@ def check_layout(cfg: DictConfig) -> None:
         many = f"trainer.devices={devices}" + (f" trainer.num_nodes={nodes}" if nodes != 1 else "")
         raise ConfigValueError(f"{many} is not allowed with strategy=single, which runs one process on one device: "
                                f"for several, use strategy=ddp {many}")
+
+
+def check_data_root(cfg: DictConfig) -> None:
+    """A data folder that is not there, found before the run folder and the W&B run exist (the embedded
+    digits are made on first use, so their folder may be missing)."""
+    from pathlib import Path
+
+    if OmegaConf.select(cfg, "data.name", default=None) == "digits":
+        return
+    root = OmegaConf.select(cfg, "data.root", default=None)
+    if root is None:
+        raise ConfigValueError("data.root is not set: set data.root=/path/to/imagenet or the IMAGENET_ROOT "
+                               "environment variable (README, \"Data\")")
+    if not Path(str(root)).expanduser().exists():
+        how = OmegaConf.select(cfg, "data.how_to_make", default=None)
+        raise ConfigValueError(f"data.root={root} does not exist; " + (
+            f"make it with: {how}" if how else "expected ROOT/train/<class>/<image> and ROOT/val/<class>/<image> "
+                                               "(README, \"Getting ImageNet ready\")"))
