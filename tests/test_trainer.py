@@ -209,11 +209,16 @@ def test_two_process_ddp_matches_one_process(main_job, tmp_path, digits_cache):
 
 
 def test_global_batch_must_divide_over_processes(tmp_path, digits_cache):
-    result = run_cli("trainer", "strategy=ddp", "trainer.devices=2", "data.batch_size=33", "logger=none",
-                     cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
+    """Refused once, before any process, folder or W&B run is started."""
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_cli("trainer", "strategy=ddp", "trainer.devices=2", "data.batch_size=33", cwd=work,
+                     env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
     assert result.returncode == 1
-    assert "error: data.batch_size=33 is the global batch and must divide evenly over the 2 data-parallel " \
-           "replicas; use a multiple of 2" in result.stderr
+    message = ("error: data.batch_size=33 is the global batch and must divide evenly over the 2 data-parallel "
+               "replicas; use a multiple of 2")
+    assert result.stderr.count(message) == 1 and list(work.iterdir()) == []
+
 
 def test_imagenet_root_alone_selects_imagenet(tmp_path):
     """With IMAGENET_ROOT set, the command a user types trains on that ImageNet-layout folder."""

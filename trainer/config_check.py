@@ -132,6 +132,12 @@ def check_layout(cfg: DictConfig) -> None:
     devices or nodes under it (which Lightning would run as DDP, labelled ``single``) are refused."""
     strategy = OmegaConf.select(cfg, "strategy.name", default=None)
     devices, nodes = OmegaConf.select(cfg, "trainer.devices"), OmegaConf.select(cfg, "trainer.num_nodes")
+    if _int(devices) and _int(nodes) and strategy in ("ddp", "two_gpu_split"):  # the replicas are known now
+        replicas = devices * nodes // (2 if strategy == "two_gpu_split" else 1)  # a split pair is one replica
+        batch = OmegaConf.select(cfg, "data.batch_size")
+        if replicas and _int(batch) and batch % replicas:
+            raise ConfigValueError(f"data.batch_size={batch} is the global batch and must divide evenly over the "
+                                   f"{replicas} data-parallel replicas; use a multiple of {replicas}")
     if strategy == "single" and (devices != 1 or nodes != 1):
         many = f"trainer.devices={devices}" + (f" trainer.num_nodes={nodes}" if nodes != 1 else "")
         raise ConfigValueError(f"{many} is not allowed with strategy=single, which runs one process on one device: "
