@@ -129,6 +129,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.threads, self.threads_how = dali_threads(self.num_workers, processes)
         self.listing = self._list_once()
         self.classes = self.listing.classes
+        if len(self.classes) < 2:
+            raise DataLayoutError(f"{self.root} has {len(self.classes)} class folder(s): a classifier needs at least 2 "
+                                  f"(ROOT/train/<class>/<image>, one folder per class)")
         if len(self.classes) != self.num_classes:
             raise DataLayoutError(f"{self.root} has {len(self.classes)} class folders but the model is configured "
                                   f"for data.num_classes={self.num_classes}; set data.num_classes={len(self.classes)}")

@@ -88,6 +88,13 @@ def list_dataset(root: str | Path | None, use_lists: bool = True) -> Listing:
         relative = {split: [line for line in p.read_text().splitlines() if line] for split, p in lists.items()}
     else:
         relative = {split: _walk(root, split) for split in ("train", "val")}
+    empty = [split for split, rel in relative.items() if not rel]
+    if empty:
+        raise DataLayoutError(
+            f"{root} has no usable images in {' and '.join(empty)}: " + (
+                f"verify's lists ({lists['train'].parent}) hold none, so every file there was unreadable; see "
+                f"verify's report, replace the files and run python -m data_pipelines.verify {root} again"
+                if from_lists else EXPECTED))
     classes = {split: sorted({r.split("/", 2)[1] for r in rel}) for split, rel in relative.items()}
     if classes["train"] != classes["val"]:
         only_train = sorted(set(classes["train"]) - set(classes["val"]))

@@ -63,6 +63,26 @@ def test_bad_layouts_name_the_path_and_the_expected_layout(tmp_path, setup, mess
     assert message.format(r=root) in str(err.value)
 
 
+def test_nothing_usable_after_verify_says_what_to_do(tmp_path):
+    """verify found every file unreadable: its lists are empty, and the listing says so instead of DALI's
+    'no images to read' traceback."""
+    from data_pipelines.layout import list_dataset, write_usable_list
+
+    root = make_layout(tmp_path / "imagenet")
+    for split in ("train", "val"):
+        write_usable_list(root, split, [])
+    with pytest.raises(DataLayoutError) as err:
+        list_dataset(root)
+    assert f"{root} has no usable images in train and val: verify's lists" in str(err.value)
+    assert f"run python -m data_pipelines.verify {root} again" in str(err.value)
+
+
+def test_one_class_is_refused_with_what_a_classifier_needs(tmp_path):
+    root = make_layout(tmp_path / "imagenet", train=("a",), val=("a",))
+    with pytest.raises(DataLayoutError, match=r"has 1 class folder\(s\): a classifier needs at least 2"):
+        ImageFolderDataModule(root=str(root), num_classes=1).setup()
+
+
 def test_unset_root_says_how_to_set_it():
     with pytest.raises(DataLayoutError, match="set data.root=/path/to/imagenet or the IMAGENET_ROOT"):
         ImageFolderDataModule(root=None, num_classes=1000).setup()
