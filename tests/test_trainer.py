@@ -423,3 +423,38 @@ def test_the_run_record_tells_modified_code_from_untracked_files(tmp_path):
                                                          "git_untracked": ["report/"]}
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path)["git_dirty"] is True
+
+
+def test_a_resume_that_extends_a_cosine_run_continues_it_and_never_raises_the_lr(tmp_path, digits_cache):
+    """A 3-epoch cosine run resumed to 6 epochs: refused while the plan differs silently; with
+    schedule.replan=true it continues in the same run folder, the LR never rises, and best.ckpt is the best
+    of all 6 epochs."""
+    import csv
+
+    work, env = tmp_path / "work", {"CONVNET_CACHE": str(digits_cache)}
+    work.mkdir()
+    common = ["logger=csv", "trainer.log_every_n_steps=5", "trainer.enable_progress_bar=false"]
+    assert run_cli("trainer", *common, "trainer.max_epochs=3", cwd=work, env=env, timeout=600).returncode == 0
+    (run,) = (work / "outputs" / "lenet5").iterdir()
+    last = run / "checkpoints" / "last.ckpt"
+
+    refused = run_cli("trainer", *common, "trainer.max_epochs=6", f"ckpt_path={last}", cwd=work, env=env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert ("error: this run's LR schedule differs from the checkpoint's (T_max=3 in the checkpoint, 6 now); "
+            "resuming would change the learning rate's course without saying so. Either keep the checkpoint's "
+            "plan (trainer.max_epochs=3), or re-plan the schedule from here with schedule.replan=true") in refused.stderr
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+
+    resumed = run_cli("trainer", *common, "trainer.max_epochs=6", f"ckpt_path={last}", "schedule.replan=true",
+                      cwd=work, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert list((work / "outputs" / "lenet5").iterdir()) == [run] and f"run folder:      {run}" in resumed.stdout
+    rows = [row for part in sorted(run.glob("csv/version_*/metrics.csv")) for row in csv.DictReader(part.open())]
+    lrs = [float(r["train/lr"]) for r in sorted(rows, key=lambda r: int(r["step"])) if r.get("train/lr")]
+    assert len(lrs) >= 30 and all(later <= earlier * (1 + 1e-9) for earlier, later in zip(lrs, lrs[1:]))
+    errors = [float(r["val/top1_err"]) for r in rows if r.get("val/top1_err")]
+    assert len(errors) == 6  # both parts' epochs, in the one run folder
+    states = load_checkpoint(last)["callbacks"]
+    (best,) = [s for k, s in states.items() if "'monitor': 'val/top1_err'" in k]
+    assert float(best["best_model_score"]) == pytest.approx(min(errors), abs=1e-4)
+    assert best["best_model_path"] == str(run / "checkpoints" / "best.ckpt")

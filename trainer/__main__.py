@@ -103,13 +103,38 @@ def check_before_start(overrides: list[str]) -> None:
     try:
         check_values(cfg)
         check_data_root(cfg)
+        if cfg.get("ckpt_path"):  # the checkpoint's model and schedule against this run's (loads torch: only here)
+            from .checkpoints import CheckpointError, check_compatible, schedule_changes
+
+            try:
+                resumed = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes, mmap=True)
+                schedule_changes(resumed, cfg.schedule.get("scheduler"), bool(cfg.schedule.get("replan")))
+            except CheckpointError as e:
+                raise ConfigValueError(str(e)) from None
     except ConfigValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 
 
+def resume_in_place(overrides: list[str]) -> list[str]:
+    """A resume continues its run: ``ckpt_path`` inside one of this project's run folders
+    (``<run>/checkpoints/*.ckpt`` beside ``<run>/.hydra``) makes that folder the run folder again, so its
+    checkpoints, best score, log file and W&B run go on. The earlier config files are kept: this start's go
+    to ``.hydra/resumed-<date>_<time>/``. ``hydra.run.dir=...`` on the command line chooses another folder."""
+    from datetime import datetime
+
+    ckpt = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "ckpt_path"), None)
+    if not ckpt or any(o.split("=", 1)[0] in ("hydra.run.dir", "hydra.output_subdir") for o in overrides):
+        return overrides
+    run = Path(ckpt).expanduser().resolve().parent.parent
+    if Path(ckpt).expanduser().resolve().parent.name != "checkpoints" or not (run / ".hydra").is_dir():
+        return overrides
+    started = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return [*overrides, f"hydra.run.dir={run}", f"hydra.output_subdir=.hydra/resumed-{started}"]
+
+
 def main() -> None:
-    sys.argv[1:] = default_data_overrides(sys.argv[1:])
+    sys.argv[1:] = resume_in_place(default_data_overrides(sys.argv[1:]))
     check_before_start(sys.argv[1:])
     _main()
 

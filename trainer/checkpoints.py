@@ -84,7 +84,7 @@ def load_checkpoint(path, map_location: Any = "cpu", mmap: bool = False) -> dict
         raise CheckpointError(f"{path} is not a readable checkpoint: {e}") from e
 
 
-def check_compatible(path, model_name: str, num_classes: int) -> dict[str, Any]:
+def check_compatible(path, model_name: str, num_classes: int, mmap: bool = False) -> dict[str, Any]:
     """Checks that a checkpoint was trained with the same model and class count as this run.
 
     Returns:
@@ -93,7 +93,7 @@ def check_compatible(path, model_name: str, num_classes: int) -> dict[str, Any]:
     Raises:
         CheckpointError: naming what differs and how to fix it.
     """
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, mmap=mmap)  # mmap: the tensors are not read (a check before the run)
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hparams or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a checkpoint written by this trainer (no hyper_parameters)")
@@ -103,3 +103,32 @@ def check_compatible(path, model_name: str, num_classes: int) -> dict[str, Any]:
                               f"is model={model_name} with {num_classes} classes; pass model={theirs[0]} and a "
                               f"data set with {theirs[1]} classes, or another checkpoint")
     return ckpt
+
+
+def schedule_changes(resumed: dict[str, Any], scheduler_cfg, replan: bool) -> dict[str, Any]:
+    """What a resumed run's LR schedule plans differently from the checkpoint's (the cosine's ``T_max`` follows
+    ``trainer.max_epochs``, so extending a run moves it).
+
+    Returns:
+        The settings to apply to the checkpoint's schedule (``replan``), else nothing.
+
+    Raises:
+        CheckpointError: for a change without ``replan``: the learning rate's course would change silently (a
+            cosine with a larger ``T_max`` picks up at a higher LR). The message gives the two honest choices.
+    """
+    from omegaconf import OmegaConf
+
+    states = resumed.get("lr_schedulers") or []
+    if scheduler_cfg is None or not states:
+        return {}
+    planned = {k: v for k, v in OmegaConf.to_container(scheduler_cfg, resolve=True).items() if not k.startswith("_")}
+    changed = {k: (states[0][k], v) for k, v in planned.items() if k in states[0] and states[0][k] != v}
+    if not changed or replan:
+        return {k: new for k, (_, new) in changed.items()}
+    setting = ", ".join(f"{k}={old} in the checkpoint, {new} now" for k, (old, new) in changed.items())
+    keep = " ".join(f"trainer.max_epochs={old}" if k == "T_max" else f"schedule.scheduler.{k}={old}"
+                    for k, (old, _) in changed.items())
+    raise CheckpointError(f"this run's LR schedule differs from the checkpoint's ({setting}); resuming would change "
+                          f"the learning rate's course without saying so. Either keep the checkpoint's plan ({keep}), "
+                          f"or re-plan the schedule from here with schedule.replan=true (the LR goes on from its "
+                          f"current value and falls to its end value at the new horizon, never rising)")

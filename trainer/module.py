@@ -125,6 +125,13 @@ class ClassifierModule(pl.LightningModule):
         if renormalize is not None:
             renormalize()
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A resumed run with ``schedule.replan=true``: the checkpoint's schedule takes the new plan (e.g. a
+        cosine's ``T_max``) before Lightning restores it; PyTorch's schedulers step from the current LR, so a
+        longer cosine goes on falling from where it is."""
+        for state in checkpoint.get("lr_schedulers") or []:
+            state.update(getattr(self, "schedule_replan", {}))
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
         optimizer.register_load_state_dict_post_hook(match_parameter_layouts)

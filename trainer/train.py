@@ -16,7 +16,7 @@ from .callbacks import NonFiniteLossGuard, ProgressBar, RunRecord, SlurmPreempti
 from . import interrupt
 from .config_check import check_values
 from .console import drop_anonymous, quiet_known_noise
-from .checkpoints import AtomicCheckpointIO, RunCheckpoint, check_compatible
+from .checkpoints import AtomicCheckpointIO, RunCheckpoint, check_compatible, schedule_changes
 from .devices import check_gpus_usable
 from .fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
 from .peers import lost_peer, lost_peer_error, requeue_slurm_job
@@ -161,6 +161,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                          scheduler_monitor=schedule.get("monitor", "val/top1_err"))
     ckpt_path = checkpoint_to_resume(cfg, output_dir)
     resumed = check_compatible(ckpt_path, cfg.model.model_name, cfg.data.num_classes) if ckpt_path else {}
+    if resumed:
+        module.schedule_replan = schedule_changes(resumed, schedule.get("scheduler"), bool(schedule.get("replan")))
+        if module.schedule_replan and rank_zero_only.rank == 0:
+            log.info("schedule re-planned from here: %s", module.schedule_replan)
     if resumed and rank_zero_only.rank == 0:
         log.info("resuming from %s at epoch %d, global step %d", ckpt_path, resumed["epoch"], resumed["global_step"])
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))  # a typo fails before training
