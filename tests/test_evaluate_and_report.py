@@ -28,9 +28,12 @@ def test_evaluate_scores_a_checkpoint_under_tencrop_into_its_wandb_run(two_runs,
     assert "this run and the papers" in result.stdout
     folders = sorted((root / "a" / "run" / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(folders) == 2  # the training run and its evaluation: one W&B run id (wandb sync --id joins them)
-    summary = wandb_inspect(folders[-1])["summary"]
-    assert summary["paper/protocol"] == "tencrop" and summary["paper/top1_err"] == 0.95
-    assert summary["gap/top1_err"] == pytest.approx(summary["eval/tencrop/top1_err"] - 0.95, abs=1e-3)
+    summary = wandb_inspect(folders[-1])["summary"]  # evaluation's fields, all under eval/tencrop/
+    assert summary["eval/tencrop/paper_protocol"] == "tencrop" and summary["eval/tencrop/paper_top1_err"] == 0.95
+    assert summary["eval/tencrop/gap_top1_err"] == pytest.approx(summary["eval/tencrop/top1_err"] - 0.95, abs=1e-3)
+    assert not [k for k in summary if k.startswith(("paper/", "gap/", "val/"))]  # training's record is not touched
+    assert wandb_inspect(folders[0])["summary"]["paper/protocol"] == "center"
+    assert "warning: protocol=tencrop on 32 px inputs" in result.stderr
 
 
 def test_evaluate_under_center_reproduces_the_best_checkpoints_validation_score(two_runs, digits_cache):

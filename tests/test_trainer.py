@@ -458,3 +458,15 @@ def test_a_resume_that_extends_a_cosine_run_continues_it_and_never_raises_the_lr
     (best,) = [s for k, s in states.items() if "'monitor': 'val/top1_err'" in k]
     assert float(best["best_model_score"]) == pytest.approx(min(errors), abs=1e-4)
     assert best["best_model_path"] == str(run / "checkpoints" / "best.ckpt")
+
+
+def test_evaluating_a_run_logs_beside_it(main_job, tmp_path, digits_cache):
+    """trainer.evaluate of a run's checkpoint keeps its log in that run's folder, in a folder of its own."""
+    run, _, _ = main_job
+    result = run_cli("trainer.evaluate", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "logger=none",
+                     "trainer.enable_progress_bar=false", cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)},
+                     timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder,) = (run / "evaluate").iterdir()
+    assert folder.name.startswith("center_") and (folder / ".hydra" / "overrides.yaml").is_file()
+    assert not (tmp_path / "outputs").exists()  # no folder of Hydra files under the current directory

@@ -52,6 +52,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_gpus_usable(cfg.trainer.accelerator)
     cfg = resolve(cfg, cuda=runs_on_cuda(cfg))
     cfg.data.eval_protocol = cfg.protocol
+    if cfg.protocol == "tencrop" and cfg.data.image_size < 64:
+        print(f"warning: protocol=tencrop on {cfg.data.image_size} px inputs: the ten crops of so small an image are "
+              "almost the same pixels (shifted by a few), so the figure is close to centre's and is not comparable "
+              "with the papers' ten-crop figures, which are taken on 224 px crops of 256 px images", file=sys.stderr)
     if weights == "torchvision" and cfg.data.get("preset") == "alexnet":
         cfg.data.preset = "resnet"  # torchvision's weights take ImageNet's mean/std normalisation, not the mean pixel
         print("note: torchvision's weights expect mean/std normalisation: evaluating with data.preset=resnet's")
@@ -73,7 +77,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         run_folder = Path(cfg.ckpt_path).expanduser().resolve().parent.parent
         run = wandb.init(id=ckpt["wandb_run_id"], resume="allow", project=cfg.logger.project, dir=str(run_folder),
                          mode="offline" if wandb_offline(cfg.logger) else "online")
-        run.summary.update(fields)
+        # under eval/<protocol>/ only: training's own paper/*, gap/* and val/* stay as training wrote them
+        run.summary.update({k if k.startswith("eval/") else f"eval/{cfg.protocol}/{k.replace('/', '_')}": v
+                            for k, v in fields.items()})
         run.finish()
         fields["wandb_dir"] = str(Path(run.dir).parent)
     source = cfg.get("ckpt_path") or f"model.weights={weights}"
@@ -95,8 +101,23 @@ def _main(cfg: DictConfig) -> None:
     exit_on_user_error(evaluate, cfg)
 
 
+def log_beside_the_run(overrides: list[str]) -> list[str]:
+    """An evaluation of one of this project's checkpoints logs into that run's folder, in a folder of its own
+    (``<run>/evaluate/<protocol>_<date>_<time>/``), not into a folder of Hydra files under ``outputs/``."""
+    from datetime import datetime
+
+    ckpt = next((o.split("=", 1)[1] for o in overrides if o.startswith("ckpt_path=")), None)
+    if not ckpt or any(o.startswith("hydra.run.dir=") for o in overrides):
+        return overrides
+    run = Path(ckpt).expanduser().resolve().parent.parent
+    if not (run / ".hydra").is_dir():
+        return overrides
+    protocol = next((o.split("=", 1)[1] for o in overrides if o.startswith("protocol=")), "center")
+    return [*overrides, f"hydra.run.dir={run / 'evaluate' / (protocol + datetime.now().strftime('_%Y-%m-%d_%H-%M-%S'))}"]
+
+
 def main() -> None:
-    sys.argv[1:] = default_data_overrides(model_override(sys.argv[1:]))
+    sys.argv[1:] = log_beside_the_run(default_data_overrides(model_override(sys.argv[1:])))
     _main()
 
 
