@@ -349,7 +349,8 @@ def test_a_signal_stops_the_command_with_a_checkpoint_and_the_command_that_resum
     assert load_checkpoint(ckpt)["global_step"] == step and command.endswith(f"ckpt_path={ckpt}")
     if signum == signal.SIGINT:  # the printed command resumes the run and ends it
         args = shlex.split(command)[3:]  # after "python -m trainer"
-        resumed = subprocess.run([sys.executable, "-m", "trainer", *args, "trainer.max_epochs=3"], cwd=tmp_path,
+        resumed = subprocess.run([sys.executable, "-m", "trainer", *args, f"trainer.max_steps={step + 5}"],
+                                 cwd=tmp_path,
                                  env=env, capture_output=True, text=True, timeout=600)
         assert resumed.returncode == 0 and f"resuming from {ckpt}" in resumed.stdout, resumed.stderr[-3000:]
 
@@ -387,7 +388,7 @@ def test_a_resumed_run_keeps_its_wandb_run_id(tmp_path, digits_cache):
     run_id = wandb_inspect(run_dir(first))["run_id"]
     assert load_checkpoint(first["last_ckpt"])["wandb_run_id"] == run_id
     second = train(make_cfg(tmp_path / "b", digits_cache, "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}",
-                            *TINY))
+                            "schedule.replan=true", *TINY))
     resumed = wandb_inspect(run_dir(second))
     assert resumed["run_id"] == run_id and resumed["summary"]["trainer/global_step"] == 9
     assert resumed["tags"] == ["lenet5", "single", "digits"]

@@ -77,12 +77,13 @@ def test_split_and_single_checkpoints_resume_in_each_other(split_run, tmp_path, 
     _, ckpt = split_run
     path = tmp_path / "split.ckpt"
     torch.save(ckpt, path)
+    extend = ["schedule.replan=true"]  # the cosine's horizon follows max_epochs: re-planned on purpose
     _, single = run(tmp_path / "single", digits_cache, "strategy=single", f"ckpt_path={path}",
-                    "trainer.max_epochs=2")
+                    "trainer.max_epochs=2", *extend)
     assert single["global_step"] == 4  # 2 restored + 2
     torch.save(single, path)
     _, back = run(tmp_path / "back", digits_cache, "strategy=two_gpu_split", f"ckpt_path={path}",
-                  "trainer.max_epochs=3")
+                  "trainer.max_epochs=3", *extend)
     assert back["global_step"] == 6
 
 

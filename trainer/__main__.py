@@ -75,7 +75,8 @@ def exit_on_user_error(run, cfg: DictConfig) -> None:
     try:
         run(cfg)
     except errors as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not getattr(e, "printed", False):
+            print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except interrupt.RunInterrupted as e:  # Ctrl-C / SIGTERM: the checkpoint is written, say how to resume
         if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":

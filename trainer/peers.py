@@ -10,6 +10,7 @@ loop.
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 MAX_REQUEUES = 3
@@ -19,7 +20,12 @@ LOST_PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Bro
 
 
 class LostPeerError(RuntimeError):
-    """Another process of the run is gone (the message says what happened and how the run resumes)."""
+    """Another process of the run is gone (the message says what happened and how the run resumes).
+
+    ``printed``: the message is already on the console (under Slurm it is printed before the requeue, which
+    stops the job step at once)."""
+
+    printed = False
 
 
 def lost_peer(error: BaseException) -> bool:
@@ -35,17 +41,24 @@ def lost_peer(error: BaseException) -> bool:
     return False
 
 
-def requeue_slurm_job() -> str:
-    """Requeues this Slurm job (from any surviving process; Slurm keeps one requeue) and says what happened."""
+def requeue_plan() -> tuple[str | None, str]:
+    """This Slurm job's id when it should requeue (None otherwise), and what the message says about it."""
     job, restarts = os.environ.get("SLURM_JOB_ID"), int(os.environ.get("SLURM_RESTART_COUNT") or 0)
     if not job:
-        return ""
+        return None, ""
     if restarts >= MAX_REQUEUES:
-        return f"the Slurm job was not requeued: it has restarted {restarts} times already"
+        return None, f"the Slurm job is not requeued: it has restarted {restarts} times already"
+    return job, (f"requeuing Slurm job {job} (restart {restarts + 1} of at most {MAX_REQUEUES}): the requeued job "
+                 f"resumes from it")
+
+
+def requeue(job: str) -> None:
+    """``scontrol requeue`` (from any surviving process; the first one wins). Slurm then stops this job step at
+    once, so the message is printed before this call."""
     done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-    if done.returncode == 0 or "pending" in done.stderr.lower():  # another process requeued it first
-        return f"requeued Slurm job {job} (restart {restarts + 1} of at most {MAX_REQUEUES}): it resumes from it"
-    return f"requeuing Slurm job {job} failed ({done.stderr.strip()}): scontrol requeue {job} resumes from it"
+    if done.returncode and "pending" not in done.stderr.lower():
+        print(f"error: requeuing Slurm job {job} failed ({done.stderr.strip()}); scontrol requeue {job} resumes it",
+              file=sys.stderr, flush=True)
 
 
 def lost_peer_error(error: BaseException, output_dir: Path, requeued: str) -> LostPeerError:
