@@ -82,7 +82,7 @@ RULES: dict[str, Rule] = {
     "optim.weight_decay": non_negative(),
     "optim.batch_size_for_lr": at_least(1, or_none=True),
     "schedule.scheduler.step_size": at_least(1),
-    "schedule.scheduler.gamma": between(0, 1, low_open=True),
+    "schedule.scheduler.gamma": positive(),  # > 1 grows the LR (a warm-up): unusual, not wrong
     "schedule.scheduler.factor": between(0, 1, low_open=True, high_open=True),
     "schedule.scheduler.patience": at_least(0),
     "schedule.scheduler.threshold": non_negative(),
