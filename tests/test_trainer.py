@@ -231,7 +231,7 @@ def test_imagenet_root_alone_selects_imagenet(tmp_path):
             folder.mkdir(parents=True)
             Image.new("RGB", (48, 40), (c % 256, 50, 200)).save(folder / f"{split}_{c}.JPEG")
     result = run_cli("trainer", "model=lenet5", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                     "trainer.limit_val_batches=2", "data.batch_size=8", "data.num_workers=0", "logger=none",
+                     "trainer.limit_val_batches=2", "data.batch_size=8", "data.num_workers=1", "logger=none",
                      "trainer.enable_progress_bar=false", cwd=tmp_path, env={"IMAGENET_ROOT": str(root)}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lenet5 / single / imagenet" in result.stdout
