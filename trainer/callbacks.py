@@ -4,6 +4,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -242,7 +243,7 @@ class StopOnSignal(pl.Callback):
     """Ctrl-C / SIGTERM noted; at the next step ``last.ckpt`` is written and the run stops (trainer/interrupt.py)."""
 
     def __init__(self, last_ckpt: Path) -> None:
-        self.last_ckpt = last_ckpt
+        self.last_ckpt, self.lost_peer = last_ckpt, None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.world_size == 1:
@@ -259,3 +260,17 @@ class StopOnSignal(pl.Callback):
             f"stopped by {interrupt.NAMES[signum]} at global step {trainer.global_step} (epoch "
             f"{trainer.current_epoch}); checkpoint: {self.last_ckpt}\n"
             f"resume with: {interrupt.resume_command(self.last_ckpt)}", signum)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A lost peer under Slurm: requeue at once, before Lightning's teardown, then say so (Slurm stops this
+        job step within seconds of a task's death; trainer/peers.py)."""
+        from .peers import lost_peer, lost_peer_error, requeue, requeue_plan
+
+        if not lost_peer(exception):
+            return
+        job, text = requeue_plan()
+        if job:
+            requeue(job)
+            self.lost_peer = lost_peer_error(exception, self.last_ckpt.parent.parent, text)
+            self.lost_peer.printed = True
+            print(f"error: {self.lost_peer}", file=sys.stderr, flush=True)

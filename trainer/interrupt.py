@@ -32,12 +32,13 @@ class RunInterrupted(Exception):
 @contextmanager
 def noted_signals():
     """Around ``trainer.fit``: Ctrl-C and SIGTERM are noted in ``received`` (the callback acts on them at the
-    next step); a second one of the same kind acts at once. The previous handlers are back afterwards.
+    next step); a second Ctrl-C acts at once. The previous handlers are back afterwards.
     (Installed here, not in a callback's hook: Lightning saves the handlers it finds at its start and puts
     them back at its end, so ones installed during fit would outlive it.)"""
     def note(signum, frame):
         received.append(signum)
-        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        if signum == signal.SIGINT:  # a second Ctrl-C acts at once; repeated SIGTERMs (srun sends several) do not
+            signal.signal(signum, signal.default_int_handler)
 
     received.clear()
     previous = {signum: signal.signal(signum, note) for signum in EXIT_STATUS}

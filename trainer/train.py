@@ -20,7 +20,7 @@ from .console import drop_anonymous, quiet_known_noise
 from .checkpoints import AtomicCheckpointIO, RunCheckpoint, check_compatible, schedule_changes
 from .devices import check_gpus_usable
 from .fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
-from .peers import lost_peer, lost_peer_error, requeue, requeue_plan
+from .peers import lost_peer, lost_peer_error, requeue_plan
 from .paper_comparison import print_comparison, references_for, summary_fields
 from .summary import print_summary
 from .tracking import environment, git_state, wandb_offline
@@ -181,12 +181,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if not lost_peer(e):
             _finish_wandb(logger, exit_code=1)
             raise
-        job, requeue_text = requeue_plan()
-        error = lost_peer_error(e, output_dir, requeue_text)
-        if job:  # say it first: the requeue makes Slurm stop this job step at once
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            error.printed = True
-            requeue(job)
+        stop = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
+        error = stop.lost_peer or lost_peer_error(e, output_dir, requeue_plan()[1])  # under Slurm: requeued, said
         _finish_wandb(logger, exit_code=1)
         raise error from e
 
