@@ -69,3 +69,12 @@ def wandb_inspect(run_dir: Path) -> dict:
     out = subprocess.run([str(wandb_bin), "leet", "inspect", "--summary", "--json", str(run_dir)],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     return json.loads(out)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a rendezvous between test processes)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

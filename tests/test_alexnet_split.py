@@ -1,7 +1,6 @@
 """The two-GPU AlexNet split, run as two real processes over gloo, against the single-device grouped model."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from conftest import free_port as _free_port
 from models import create_model, trainable_params
 from models.alexnet import AlexNet
 from models.alexnet_split import (AlexNetTower, exchanged_values_per_image, grouped_state_dict, tower_from_grouped,
@@ -18,12 +18,6 @@ from models.memory import saved_activation_bytes, split_tower_memory
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _equivalence_worker(rank: int, port: int, out_dir: str, channels_last: bool = False, cuda: bool = False) -> None:

@@ -4,7 +4,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT, wandb_inspect
+from conftest import free_port as _free_port, PROJECT, wandb_inspect
 from trainer.checkpoints import load_checkpoint
 
 # CPU and tiny-data overrides of the real scripts: ResNet-18 at 64 px, 4 steps of 8 images an epoch
@@ -51,12 +50,6 @@ def slurm():
 def slurm_two_nodes():
     """Two Slurm nodes on this machine (two slurmd daemons), a cluster of its own."""
     yield from local_slurm("/tmp/convnet-slurm-two-nodes", "2")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sbatch(slurm_env: dict, folder: Path, script: str, *args: str, options: tuple = ()) -> str:

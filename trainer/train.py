@@ -2,7 +2,6 @@
 
 import logging
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,7 +67,6 @@ def sweep_labels(cfg: DictConfig) -> dict[str, str]:
     point = ",".join(o for o in hydra_cfg.overrides.task if o.split("=", 1)[0] in swept)
     return {"group": f"{cfg.experiment_name}-sweep-{sweep_dir.name}",
             "name": f"{cfg.logger.name}-{point}" if point else cfg.logger.name}
-
 
 
 def build_optimizer(cfg: DictConfig):
