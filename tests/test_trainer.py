@@ -15,7 +15,7 @@ import torch
 
 from conftest import make_cfg, run_cli, wandb_inspect
 from trainer.callbacks import NonFiniteLossError
-from trainer.checkpoints import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from trainer.checkpoints import AtomicCheckpointIO, CheckpointError, RunCheckpoint, load_checkpoint
 from trainer.interrupt import RunInterrupted
 from trainer.tracking import wandb_online_configured
 from trainer.train import train
@@ -427,16 +427,18 @@ def test_the_run_record_tells_modified_code_from_untracked_files(tmp_path):
 
 
 def test_a_resume_that_extends_a_cosine_run_continues_it_and_never_raises_the_lr(tmp_path, digits_cache):
-    """A 3-epoch cosine run resumed to 6 epochs: refused while the plan differs silently; with
-    schedule.replan=true it continues in the same run folder, the LR never rises, and best.ckpt is the best
-    of all 6 epochs."""
+    """A 3-epoch cosine run, its folder then moved (scratch to storage), resumed to 6 epochs: refused while
+    the plan differs silently; with schedule.replan=true it continues in the same run folder, the LR never
+    rises, and best.ckpt is the best of all 6 epochs."""
     import csv
+    import shutil
 
     work, env = tmp_path / "work", {"CONVNET_CACHE": str(digits_cache)}
     work.mkdir()
     common = ["logger=csv", "trainer.log_every_n_steps=5", "trainer.enable_progress_bar=false"]
     assert run_cli("trainer", *common, "trainer.max_epochs=3", cwd=work, env=env, timeout=600).returncode == 0
-    (run,) = (work / "outputs" / "lenet5").iterdir()
+    (first,) = (work / "outputs" / "lenet5").iterdir()
+    run = Path(shutil.move(first, work / "kept"))
     last = run / "checkpoints" / "last.ckpt"
 
     refused = run_cli("trainer", *common, "trainer.max_epochs=6", f"ckpt_path={last}", cwd=work, env=env)
@@ -449,7 +451,7 @@ def test_a_resume_that_extends_a_cosine_run_continues_it_and_never_raises_the_lr
     resumed = run_cli("trainer", *common, "trainer.max_epochs=6", f"ckpt_path={last}", "schedule.replan=true",
                       cwd=work, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert list((work / "outputs" / "lenet5").iterdir()) == [run] and f"run folder:      {run}" in resumed.stdout
+    assert not list((work / "outputs" / "lenet5").iterdir()) and f"run folder:      {run}" in resumed.stdout
     rows = [row for part in sorted(run.glob("csv/version_*/metrics.csv")) for row in csv.DictReader(part.open())]
     lrs = [float(r["train/lr"]) for r in sorted(rows, key=lambda r: int(r["step"])) if r.get("train/lr")]
     assert len(lrs) >= 30 and all(later <= earlier * (1 + 1e-9) for earlier, later in zip(lrs, lrs[1:]))
@@ -459,6 +461,30 @@ def test_a_resume_that_extends_a_cosine_run_continues_it_and_never_raises_the_lr
     (best,) = [s for k, s in states.items() if "'monitor': 'val/top1_err'" in k]
     assert float(best["best_model_score"]) == pytest.approx(min(errors), abs=1e-4)
     assert best["best_model_path"] == str(run / "checkpoints" / "best.ckpt")
+    assert "dirpath has changed" not in resumed.stderr
+
+
+def test_a_moved_run_folder_keeps_its_best_score_and_a_fresh_folder_does_not_inherit_it(tmp_path):
+    """Lightning drops the best score when the checkpoint's folder name differs; RunCheckpoint carries it
+    over when the files it names are in the new folder (a moved run), not otherwise (a new run folder)."""
+    old = tmp_path / "scratch" / "checkpoints"
+    state = {"monitor": "val/top1_err", "best_model_score": torch.tensor(1.87), "dirpath": str(old),
+             "best_model_path": str(old / "best.ckpt"), "best_k_models": {str(old / "best.ckpt"): torch.tensor(1.87)},
+             "kth_best_model_path": str(old / "best.ckpt"), "kth_value": torch.tensor(1.87), "current_score": None,
+             "last_model_path": str(old / "last.ckpt")}
+    moved = tmp_path / "kept" / "checkpoints"
+    moved.mkdir(parents=True)
+    (moved / "best.ckpt").write_bytes(b"x")
+    (moved / "last.ckpt").write_bytes(b"x")
+    callback = RunCheckpoint(dirpath=moved, monitor="val/top1_err")
+    callback.load_state_dict(state)
+    assert float(callback.best_model_score) == pytest.approx(1.87)
+    assert callback.best_model_path == str(moved / "best.ckpt") and list(callback.best_k_models) == [callback.best_model_path]
+    assert callback.last_model_path == str(moved / "last.ckpt")
+    fresh = RunCheckpoint(dirpath=tmp_path / "new" / "checkpoints", monitor="val/top1_err")
+    with pytest.warns(UserWarning, match="dirpath has changed"):
+        fresh.load_state_dict(state)
+    assert fresh.best_model_score is None  # Lightning's own behaviour: that best.ckpt is not in this folder
 
 
 def test_evaluating_a_run_logs_beside_it(main_job, tmp_path, digits_cache):

@@ -16,13 +16,31 @@ class CheckpointError(ValueError):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` with its state key formatted once.
+    """Lightning's ``ModelCheckpoint`` with its state key formatted once, and a run folder that may move.
 
     Lightning formats every callback's ``state_key`` for each hook it calls, on every step (for its
     profiler's record names); ModelCheckpoint's is the repr of five settings, 3 µs a time, 6 hooks a
     step. The key is the one ModelCheckpoint itself gives, so checkpoints written before and after
     this class restore each other's callback state (best score and path).
+
+    A run folder copied elsewhere (scratch to project storage) and resumed there: Lightning drops the
+    best score when the checkpoint's folder name differs, and the next validation then overwrites
+    best.ckpt with whatever it scores. When the files the state names are here, the state is moved here.
     """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            here = {p: str(Path(new) / Path(p).name) for p in [state_dict.get("best_model_path"),
+                    state_dict.get("kth_best_model_path"), *state_dict.get("best_k_models", {})] if p}
+            if here and all(Path(p).parent == Path(old) and Path(q).is_file() for p, q in here.items()):
+                state_dict = {**state_dict, "dirpath": new, "best_k_models": {
+                    here[p]: v for p, v in state_dict.get("best_k_models", {}).items()},
+                    **{k: here.get(state_dict.get(k), state_dict.get(k))
+                       for k in ("best_model_path", "kth_best_model_path")},
+                    "last_model_path": str(Path(new) / Path(state_dict["last_model_path"]).name)
+                    if state_dict.get("last_model_path") else ""}
+        super().load_state_dict(state_dict)
 
     @property
     def state_key(self) -> str:
