@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import make_cfg, run_cli, wandb_inspect
+from trainer.report.runs import settings_that_differ
 from trainer.train import train
 
 TINY = ["trainer.limit_train_batches=5", "trainer.limit_val_batches=4", "trainer.num_sanity_val_steps=0",
@@ -10,19 +11,22 @@ TINY = ["trainer.limit_train_batches=5", "trainer.limit_val_batches=4", "trainer
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, digits_cache):
+def runs(tmp_path_factory, digits_cache):
+    """A complete run evaluated under tencrop, a run stopped part-way (max_steps) and one with no validation."""
     root = tmp_path_factory.mktemp("runs")
     first = train(make_cfg(root / "a", digits_cache, "trainer.max_epochs=3", *TINY))
-    second = train(make_cfg(root / "b", digits_cache, "trainer.max_epochs=2", "experiment=lenet5_1998", *TINY))
-    return root, first, second
+    second = train(make_cfg(root / "b", digits_cache, "trainer.max_epochs=3", "trainer.max_steps=10",
+                            "experiment=lenet5_1998", *TINY))
+    train(make_cfg(root / "c", digits_cache, "trainer.max_epochs=1", *TINY, "trainer.limit_val_batches=0"))
+    evaluation = run_cli("trainer.evaluate", f"ckpt_path={first['best_ckpt']}", "protocol=tencrop",
+                         "trainer.enable_progress_bar=false", "trainer.limit_val_batches=4", cwd=root,
+                         env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
+    return root, first, second, evaluation
 
 
-def test_evaluate_scores_a_checkpoint_under_tencrop_into_its_wandb_run(two_runs, digits_cache):
-    root, first, _ = two_runs
+def test_evaluate_scores_a_checkpoint_under_tencrop_into_its_wandb_run(runs):
+    root, first, _, result = runs
     run_id = wandb_inspect(first["wandb_dir"])["run_id"]
-    result = run_cli("trainer.evaluate", f"ckpt_path={first['best_ckpt']}", "protocol=tencrop",
-                     "trainer.enable_progress_bar=false", "trainer.limit_val_batches=4", cwd=root,
-                     env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lenet5 from" in result.stdout and "tencrop: val top-1 error" in result.stdout
     assert "this run and the papers" in result.stdout
@@ -36,8 +40,8 @@ def test_evaluate_scores_a_checkpoint_under_tencrop_into_its_wandb_run(two_runs,
     assert "warning: protocol=tencrop on 32 px inputs" in result.stderr
 
 
-def test_evaluate_under_center_reproduces_the_best_checkpoints_validation_score(two_runs, digits_cache):
-    root, first, _ = two_runs
+def test_evaluate_under_center_reproduces_the_best_checkpoints_validation_score(runs, digits_cache):
+    root, first, _, _ = runs
     result = run_cli("trainer.evaluate", f"ckpt_path={first['best_ckpt']}", "protocol=center", "logger=none",
                      "trainer.enable_progress_bar=false", "trainer.limit_val_batches=4", cwd=root,
                      env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
@@ -53,22 +57,41 @@ def test_evaluate_without_a_checkpoint_says_what_to_pass(tmp_path):
             "model.weights=PATH|torchvision with model=<name>") in result.stderr
 
 
-def test_report_writes_a_table_and_a_plot_of_the_runs(two_runs, tmp_path):
-    root, first, second = two_runs
+def test_report_has_a_row_per_run_and_protocol_marks_unfinished_runs_and_leaves_out_runs_without_results(
+        runs, tmp_path):
+    root, first, second, _ = runs
     result = run_cli("trainer.report", str(root), "--out", str(tmp_path / "report"), cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "3 run(s), 3 row(s), 1 left out (no validation result)" in result.stdout
     table = (tmp_path / "report" / "report.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| lenet5-single-digits")]
-    assert len(rows) == 2
-    for run, epochs in ((second, 2), (first, 3)):
-        run_id = wandb_inspect(run["wandb_dir"])["run_id"]
-        (line,) = [r for r in rows if f"({run_id})" in r]
-        cells = [c.strip() for c in line.split("|")[1:-1]]
-        assert cells[1:4] == ["lenet5", "single", "digits"] and cells[5] == str(epochs)
-        assert cells[4] in ("center", "tencrop")  # tencrop once the first run was evaluated under it
-        assert cells[8].startswith("0.95 /") and "LeCun et al. 1998, MNIST test" in cells[10]
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| lenet5-single-digits"):
+            cells = [c.strip() for c in line.split("|")[1:-1]]
+            rows[(cells[0].split("(")[1].rstrip(")"), cells[5])] = cells
+    first_id, second_id = (wandb_inspect(r["wandb_dir"])["run_id"] for r in (first, second))
+    assert set(rows) == {(first_id, "center"), (first_id, "tencrop"), (second_id, "center")}
+    complete, evaluation, stopped = rows[(first_id, "center")], rows[(first_id, "tencrop")], rows[(second_id, "center")]
+    assert complete[1:4] == ["lenet5", "single", "embedded digits"] and complete[6:8] == ["complete", "3"]
+    assert stopped[6:8] == ["stopped at epoch 2 of 3", "2"]  # max_steps ended it before max_epochs
+    assert evaluation[6] == "evaluation"
+    assert f"{first['val/top1_err']:.2f} ({first['best/top1_err']:.2f})" == complete[8]
+    # the settings the runs do not share: the experiment's recipe against the default's
+    assert "trainer.max_steps=10" in stopped[4] and "trainer.max_steps=-1" in complete[4]
+    assert all(c[10].startswith("0.95 /") and "LeCun et al. 1998, MNIST test" in c[12] for c in rows.values())
+    assert "Left out (no validation result" in table and str(root / "c") in table.split("Left out")[1]
     png = (tmp_path / "report" / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_the_settings_that_differ_leave_out_the_machine_and_keys_older_runs_lack():
+    base = {"optim": {"lr": 0.1}, "paths": {"output_dir": "/a"}, "model": {"model_name": "lenet5"},
+            "model_name": "lenet5", "git_commit": "1111111aaaa"}
+    newer = {**base, "optim": {"lr": 0.2, "fused": False}, "paths": {"output_dir": "/b"}, "git_commit": "2222222bbbb",
+             "git_dirty": True}
+    assert settings_that_differ([base, newer]) == [{"code": "1111111", "optim.lr": 0.1},
+                                                   {"code": "2222222+changes", "optim.lr": 0.2}]
+    assert settings_that_differ([base, {**base, "paths": {"output_dir": "/b"}}]) == [{}, {}]
 
 
 def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path):

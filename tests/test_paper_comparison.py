@@ -33,6 +33,9 @@ def test_a_single_model_is_measured_against_a_single_model_under_its_protocol():
     assert target(alexnet, "tencrop").id == "alexnet_2010_test_10crop"
     assert target(alexnet, "center", "imagenet").id == "alexnet_2010_test_center"
     assert target(references_for("lenet5"), "center", "mnist").data == "MNIST test"
+    # the distortions' 0.8 % is the target of distorted training only, and its first
+    assert target(references_for("lenet5"), "center", "mnist", "mnist").id == "lenet5_1998_mnist"
+    assert target(references_for("lenet5"), "center", "mnist", "mnist_distorted").id == "lenet5_1998_mnist_distorted"
     fields = summary_fields(42.0, 20.0, "tencrop", [load_references()["alexnet_2012_val_10crop"]])
     assert fields["paper/top1_err"] == 40.7 and fields["gap/top1_err"] == pytest.approx(1.3)
     assert fields["gap/top5_err"] == pytest.approx(1.8) and fields["paper/protocol"] == "tencrop"

@@ -70,7 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     top1, top5 = float(metrics["val/top1_err"]), float(metrics["val/top5_err"])
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))
     fields = {f"eval/{cfg.protocol}/top1_err": top1, f"eval/{cfg.protocol}/top5_err": top5,
-              **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name)}
+              **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name, cfg.data.get("preset"))}
     if ckpt.get("wandb_run_id") and str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
         import wandb
 
@@ -92,7 +92,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
               f"{published.transforms().resize_size[0]}, centre {published.transforms().crop_size[0]}): top-1 error "
               f"{100 - acc['acc@1']:.2f} %, top-5 {100 - acc['acc@5']:.2f} % (this run: gap {top1 - 100 + acc['acc@1']:+.2f},"
               f" {top5 - 100 + acc['acc@5']:+.2f})")
-    print_comparison(top1, top5, cfg.protocol, cfg.data.name, references)
+    print_comparison(top1, top5, cfg.protocol, cfg.data.name, references, cfg.data.get("preset"))
     return {"val/top1_err": top1, "val/top5_err": top5, **fields}
 
 

@@ -23,6 +23,7 @@ class Reference:
     protocol: str
     top1: float | None
     top5: float | None
+    preset: str | None = None  # set on a figure of a particular training recipe (MNIST's distortions)
 
     @property
     def single_model(self) -> bool:
@@ -53,10 +54,13 @@ def data_label(data_name: str | None) -> str | None:
     return DATA_NAMES.get(data_name, data_name) if data_name else None
 
 
-def target(references: list[Reference], protocol: str, data_name: str | None = None) -> Reference | None:
+def target(references: list[Reference], protocol: str, data_name: str | None = None,
+           preset: str | None = None) -> Reference | None:
     """The figure a single run is measured against: a single model's, preferring the row of the run's data
-    set and protocol, then the run's protocol on any data set, then any single model's."""
-    single = [r for r in references if r.single_model]
+    set and protocol, then the run's protocol on any data set, then any single model's. A row tied to a
+    training preset (``preset:`` in papers.yaml) is the target of runs of that preset only, and theirs first."""
+    single = sorted((r for r in references if r.single_model and r.preset in (None, preset)),
+                    key=lambda r: r.preset is None)  # stable: the preset's own rows first, else papers.yaml's order
     data = data_label(data_name)
     for matches in (lambda r: r.data == data and r.protocol == protocol, lambda r: r.protocol == protocol):
         found = next((r for r in single if matches(r)), None)
@@ -66,10 +70,10 @@ def target(references: list[Reference], protocol: str, data_name: str | None = N
 
 
 def summary_fields(top1: float | None, top5: float | None, protocol: str, references: list[Reference],
-                   data_name: str | None = None) -> dict:
+                   data_name: str | None = None, preset: str | None = None) -> dict:
     """``paper/*`` and ``gap/*`` (run minus paper, percentage points) for the W&B summary."""
     fields: dict = {"paper/protocol": protocol}
-    ref = target(references, protocol, data_name)
+    ref = target(references, protocol, data_name, preset)
     if ref is None:
         return fields
     fields.update({"paper/reference": f"{ref.paper}, {ref.data}, {ref.protocol}", "paper/top1_err": ref.top1,
@@ -86,13 +90,13 @@ def percent(value: float | None, unit: str = "") -> str:
 
 
 def print_comparison(top1: float | None, top5: float | None, protocol: str, data_name: str,
-                     references: list[Reference], console: Console | None = None) -> None:
+                     references: list[Reference], preset: str | None = None, console: Console | None = None) -> None:
     """The run and the papers side by side; ensembles are shown as such, never as the run's target."""
     console = console or Console(width=None if sys.stdout.isatty() else 100)  # logs keep whole rows
     if not references:
         console.print("no published figure for this model in trainer/papers.yaml")
         return
-    ref = target(references, protocol, data_name)
+    ref = target(references, protocol, data_name, preset)
     table = Table(title="this run and the papers (error %)", title_justify="left",
                   caption="* the single-model figure this run is measured against (gap = run - paper)",
                   caption_justify="left")
@@ -101,6 +105,7 @@ def print_comparison(top1: float | None, top5: float | None, protocol: str, data
     table.add_row("this run", data_label(data_name), protocol, percent(top1), percent(top5), "", "")
     for r in references:
         label = f"{r.paper}" + ("" if r.single_model else f", ensemble of {r.models}")
+        label += f", {r.preset} training" if r.preset else ""
         gaps = ("", "")
         if r is ref:
             label += " *"

@@ -198,13 +198,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wandb_dir": _wandb_dir(logger) if trainer.is_global_zero else None,  # W&B runs on rank 0 only
     }
     protocol = cfg.data.get("eval_protocol", "center")
-    comparison = summary_fields(result["val/top1_err"], result["val/top5_err"], protocol, references, cfg.data.name)
+    preset = cfg.data.get("preset")
+    comparison = summary_fields(result["val/top1_err"], result["val/top5_err"], protocol, references, cfg.data.name,
+                                preset)
     if trainer.is_global_zero and _wandb_dir(logger):
         logger.experiment.summary.update(comparison)
     _finish_wandb(logger, exit_code=0)  # close the run here, not at exit: train() may run again in-process
     if trainer.is_global_zero:
         print_summary(cfg, result)
-        print_comparison(result["val/top1_err"], result["val/top5_err"], protocol, cfg.data.name, references)
+        print_comparison(result["val/top1_err"], result["val/top5_err"], protocol, cfg.data.name, references, preset)
     return {**result, **comparison}
 
 

@@ -1,0 +1,96 @@
+"""Reading W&B runs back (offline runs, or the local copies of synced ones) with the W&B CLI.
+
+A run that was resumed or evaluated has several folders under one run id: they are joined into one
+run, later folders winning for the summary and the config, the validation history merged by step.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _wandb_cli() -> str:
+    return shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
+
+
+def _inspect(run_dir: Path, *flags: str) -> str:
+    return subprocess.run([_wandb_cli(), "leet", "inspect", *flags, str(run_dir)], capture_output=True, text=True,
+                          check=True, timeout=300).stdout
+
+
+def read_part(run_dir: Path) -> dict:
+    """One W&B folder: its summary, config, state and the per-epoch validation history."""
+    summary = json.loads(_inspect(run_dir, "--summary", "--json"))
+    summary.pop("console", None)  # the console's last lines: not needed here
+    history = []
+    for line in _inspect(run_dir, "--json").splitlines():
+        record = json.loads(line) if line.startswith("{") else {}
+        item = record.get("history", {}).get("item", {}) if record.get("type") == "history" else {}
+        if "val/top1_err" in item:
+            history.append(item)
+    return {**summary, "history": history, "folder": str(run_dir)}
+
+
+def collect(root: Path) -> list[dict]:
+    """Every run under ``root`` in the order they started, the folders of one run id joined."""
+    folders = sorted({p.parent for p in root.rglob("run-*.wandb")})
+    runs: dict[str, dict] = {}
+    for part in sorted((read_part(f) for f in folders), key=lambda r: r.get("start_time") or ""):
+        run = runs.setdefault(part["run_id"], {**part, "history": []})
+        run["summary"] = {**run["summary"], **part["summary"]}  # later folders (a resume, an evaluation) win
+        run["config"] = part["config"] or run["config"]
+        run["state"] = part.get("state")
+        run["history"] += part["history"]
+    for run in runs.values():
+        by_step = {h.get("trainer/global_step", i): h for i, h in enumerate(run["history"])}
+        run["history"] = [by_step[k] for k in sorted(by_step)]
+    return list(runs.values())
+
+
+# Keys that describe the machine or the bookkeeping, not the experiment: never "what differs" between runs.
+NOT_SETTINGS = ("git_commit", "git_dirty", "git_untracked", "hardware", "packages", "paths", "logger", "ckpt_path",
+                "trainer.enable_progress_bar", "data.how_to_make", "experiment_name",
+                "model.model_name", "strategy.name", "data.name")  # the last three: the report's own columns
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _setting(key: str) -> bool:
+    return not any(key == k or key.startswith(f"{k}.") for k in NOT_SETTINGS)
+
+
+def settings_that_differ(configs: list[dict]) -> list[dict[str, object]]:
+    """For each run, the settings that not every run shares (as ``key: value``).
+
+    Compared on the resolved configs, not on the typed overrides: ``experiment=lenet5_1998`` shows as the
+    learning rate, schedule and epochs it set, which is what differs between the runs.
+    """
+    flat = []
+    for config in configs:
+        every = _flatten(config)
+        # the module's hyperparameters repeat model.* at the top level (model_name, num_classes, ...): once is enough
+        flat.append({k: v for k, v in every.items() if _setting(k) and f"model.{k}" not in every})
+    # a key some runs lack came with a newer version of the code: those runs had its default, not another value
+    keys = set.intersection(*(set(f) for f in flat)) if flat else set()
+    differ = sorted(k for k in keys if any(f[k] != flat[0][k] for f in flat))
+    commits = [c.get("git_commit") for c in configs]
+    code = [{"code": f"{c[:7]}{'+changes' if conf.get('git_dirty') else ''}"} if c and len(set(commits)) > 1 else {}
+            for c, conf in zip(commits, configs)]  # runs of different code: which commit each ran
+    return [{**extra, **{k: f[k] for k in differ}} for f, extra in zip(flat, code)]
+
+
+def as_override(key: str, value: object) -> str:
+    """``key=value`` as it would be typed on the command line."""
+    text = json.dumps(value) if isinstance(value, (list, dict)) else ("null" if value is None else str(value))
+    return f"{key}={text.replace(' ', '')}"

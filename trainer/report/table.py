@@ -1,0 +1,101 @@
+"""The report's rows: one per run and protocol (training's validation, then each later evaluation)."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..paper_comparison import Reference, data_label, percent, references_for, target
+from .runs import as_override, settings_that_differ
+
+
+@dataclass
+class Row:
+    run: str                  # "<name> (<W&B id>)"
+    model: str
+    strategy: str
+    data: str
+    differs: list[str]        # key=value of the settings this run does not share with every other run
+    protocol: str
+    status: str               # complete | stopped at epoch k of N | running, epoch k of N | evaluation
+    epochs: int
+    top1: float | None        # the last validation's (or the evaluation's) errors, in percent
+    top5: float | None
+    best_top1: float | None   # the lowest validation top-1 error of the run
+    paper: Reference | None   # the figure this row is measured against
+    history: list[dict] = field(default_factory=list, repr=False)  # per-epoch validation records (plot)
+
+    def gap(self, key: str) -> float | None:
+        run, paper = getattr(self, key), getattr(self.paper, key, None)
+        return None if run is None or paper is None else run - paper
+
+
+def _paper(config: dict, protocol: str) -> Reference | None:
+    """Computed from the run's config, not read from its summary: an unfinished run has no paper/* fields."""
+    model = config.get("model", {}).get("model_name")
+    try:
+        references = references_for(model, config.get("compare_with"))
+    except ValueError:  # a row that papers.yaml no longer has
+        references = references_for(model)
+    data = config.get("data", {})
+    return target(references, protocol, data.get("name"), data.get("preset"))
+
+
+def _status(run: dict, epochs: int) -> str:
+    planned = run["config"].get("trainer", {}).get("max_epochs")
+    if planned is not None and epochs >= planned:
+        return "complete"
+    if run.get("state") == "running":
+        return f"running, epoch {epochs} of {planned}"
+    return f"stopped at epoch {epochs} of {planned}"
+
+
+def rows_of(runs: list[dict]) -> tuple[list[Row], list[dict]]:
+    """The table's rows, and the runs left out (no validation result, no evaluation)."""
+    differing = settings_that_differ([r["config"] for r in runs])
+    rows, left_out = [], []
+    for run, differs in zip(runs, differing):
+        config, summary = run["config"], run["summary"]
+        evaluations = sorted({k.split("/")[1] for k in summary if k.startswith("eval/") and k.endswith("/top1_err")})
+        if not run["history"] and not evaluations:
+            left_out.append(run)
+            continue
+        common = {"run": f"{run.get('name')} ({run['run_id']})", "model": config.get("model", {}).get("model_name"),
+                  "strategy": config.get("strategy", {}).get("name"), "data": data_label(config.get("data", {}).get("name")),
+                  "differs": [as_override(k, v) for k, v in differs.items()]}
+        epochs = 1 + max((h.get("epoch", 0) for h in run["history"]), default=-1)
+        if run["history"]:
+            protocol = config.get("data", {}).get("eval_protocol", "center")
+            last = run["history"][-1]
+            rows.append(Row(**common, protocol=protocol, status=_status(run, epochs), epochs=epochs,
+                            top1=last.get("val/top1_err"), top5=last.get("val/top5_err"),
+                            best_top1=min(h["val/top1_err"] for h in run["history"]), paper=_paper(config, protocol),
+                            history=run["history"]))
+        for protocol in evaluations:  # `python -m trainer.evaluate ... protocol=<p>` on this run's checkpoint
+            rows.append(Row(**common, protocol=protocol, status="evaluation", epochs=epochs,
+                            top1=summary.get(f"eval/{protocol}/top1_err"), top5=summary.get(f"eval/{protocol}/top5_err"),
+                            best_top1=None, paper=_paper(config, protocol)))
+    return rows, left_out
+
+
+def write_markdown(rows: list[Row], left_out: list[dict], path: Path) -> None:
+    lines = ["# Runs and the papers", "",
+             "Errors in percent: the last validation's (best top-1 in brackets), or an evaluation's; "
+             "gap = run - paper (percentage points). The paper's figure is the one each run is measured against "
+             "(`trainer/papers.yaml`: same model, data set, protocol and, where the paper has one, training preset). "
+             "\"differs\": the settings of a run that not every run here shares (resolved config; the machine, paths "
+             "and bookkeeping left out).", ""]
+    lines += ["| run | model | strategy | data | differs | protocol | status | epochs | top-1 err % | top-5 err % "
+              "| paper top-1 / top-5 | gap top-1 / top-5 | paper figure |",
+              "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        best = f" ({percent(r.best_top1)})" if r.best_top1 is not None else ""
+        paper = r.paper
+        reference = f"{paper.paper}, {paper.data}, {paper.protocol}" if paper else "-"
+        lines.append(f"| {r.run} | {r.model} | {r.strategy} | {r.data} | {' '.join(r.differs) or '-'} | {r.protocol} "
+                     f"| {r.status} | {r.epochs} | {percent(r.top1)}{best} | {percent(r.top5)} "
+                     f"| {percent(getattr(paper, 'top1', None))} / {percent(getattr(paper, 'top5', None))} "
+                     f"| {percent(r.gap('top1'))} / {percent(r.gap('top5'))} | {reference} |")
+    if left_out:
+        lines += ["", "Left out (no validation result: the run stopped or failed before its first validation):", ""]
+        lines += [f"- {run.get('name')} ({run['run_id']}), W&B state {run.get('state')}: {run['folder']}"
+                  for run in left_out]
+    path.write_text("\n".join(lines) + "\n")
