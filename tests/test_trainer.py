@@ -178,6 +178,47 @@ def test_the_console_says_only_what_the_user_can_act_on(main_job):
     assert "runs on: 1 process(es)" in console  # the run's own lines are there
 
 
+def test_the_run_folder_keeps_what_the_console_showed(main_job):
+    """console.log: the lines printed (before the folder existed too), the log records, one line per epoch
+    (the progress bar shows nothing in a log file), no Hydra <job>.log beside it."""
+    run, _, result = main_job
+    copy = (run / "console.log").read_text()
+    for line in ("IMAGENET_ROOT is not set: training on the embedded digits sample", "runs on: 1 process(es)",
+                 "val top-1 error (final)", f"run folder:      {run}", "this run and the papers"):
+        assert line in copy and line in result.stdout + result.stderr
+    epochs = re.findall(r"^epoch (\d+)/30: val top-1 error [\d.]+ %", copy, re.M)
+    assert epochs == [str(e) for e in range(1, 31)]
+    assert "\x1b" not in copy and "━╸" not in copy and not re.search(r"^Epoch \d+/\d+", copy, re.M)
+    assert not (run / "__main__.log").exists()
+
+
+def test_on_a_terminal_the_copy_has_the_text_without_the_progress_bars_frames(tmp_path, digits_cache):
+    """Under a terminal the bar is redrawn in place (colours, cursor moves); the copy keeps the text."""
+    import pty
+
+    main, terminal = pty.openpty()
+    command = [sys.executable, "-m", "trainer", "logger=csv", "trainer.max_epochs=2", *TINY]
+    job = subprocess.Popen(command, cwd=tmp_path, stdin=terminal, stdout=terminal, stderr=terminal,
+                           env={**os.environ, "CONVNET_CACHE": str(digits_cache), "COLUMNS": "120"})
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed: the job ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert job.wait(timeout=300) == 0, shown[-3000:]
+    assert b"\x1b[" in shown and "━".encode() in shown  # the bar was drawn, with the terminal's controls
+    (run,) = (tmp_path / "outputs" / "lenet5").iterdir()
+    copy = (run / "console.log").read_text()
+    assert "\x1b" not in copy and not re.search(r"^Epoch \d+/\d+", copy, re.M)
+    assert re.findall(r"^epoch (\d)/2: val top-1", copy, re.M) == ["1", "2"]
+    assert "runs on: 1 process(es)" in copy and "val top-1 error (final)" in copy
+
+
 @pytest.mark.slow
 def test_main_job_reaches_three_percent(main_job):
     run, summary, result = main_job

@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import interrupt
+from . import console, interrupt
 from .config_check import ConfigValueError, check_data_root, check_values
 
 
@@ -43,8 +43,8 @@ def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str
     if environ.get("IMAGENET_ROOT"):
         return [*overrides, "data=imagenet"]
     asks_for_help = any(o in ("--help", "-h", "--hydra-help") for o in overrides)
-    if environ.get("LOCAL_RANK", environ.get("SLURM_PROCID", "0")) == "0" and not asks_for_help:  # once
-        print("IMAGENET_ROOT is not set: training on the embedded digits sample (data=digits)", file=sys.stderr)
+    if console.process_rank(environ) == 0 and not asks_for_help:  # once
+        console.say_before_folder("IMAGENET_ROOT is not set: training on the embedded digits sample (data=digits)")
     return overrides
 
 
@@ -65,7 +65,8 @@ def _main(cfg: DictConfig) -> None:
         sys.exit(2)
     from .train import train  # heavy imports after Hydra has parsed the command line (fast --help)
 
-    exit_on_user_error(train, cfg)
+    with console.copied_to(Path(hydra_cfg.runtime.output_dir)):
+        exit_on_user_error(train, cfg)
 
 
 def exit_on_user_error(run, cfg: DictConfig) -> None:
@@ -79,7 +80,7 @@ def exit_on_user_error(run, cfg: DictConfig) -> None:
             print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except interrupt.RunInterrupted as e:  # Ctrl-C / SIGTERM: the checkpoint is written, say how to resume
-        if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+        if console.process_rank() == 0:
             print(e, file=sys.stderr)
         sys.exit(e.exit_status)
     except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: at once, with the signal's status

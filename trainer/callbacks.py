@@ -76,7 +76,9 @@ class RunRecord(pl.Callback):
 
 class StepMetrics(pl.Callback):
     """Every ``log_every_n_steps`` steps: ``train/loss``, ``train/lr`` and ``train/img_per_s`` (all replicas
-    together) to the loggers; once an epoch, ``train/epoch_time_s``.
+    together) to the loggers; once an epoch, ``train/epoch_time_s``, and a line on the console with the
+    epoch's validation errors (the progress bar is redrawn in place, and shows nothing when the output
+    is not a terminal: a Slurm log, ``nohup``; the line stays, there and in the run's console.log).
 
     Written straight to the loggers (``Logger.log_metrics``, at the step Lightning's own logging would
     use): ``LightningModule.log`` costs about 0.35 ms of host time per call, a few per cent of a fast
@@ -88,13 +90,14 @@ class StepMetrics(pl.Callback):
     """
 
     def __init__(self) -> None:
-        self._t0 = self._epoch_t0 = self._lr = 0.0
+        self._t0 = self._epoch_t0 = self._lr = self._epoch_lr = 0.0
         self._images = 0
         self.loss: float | None = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0 = self._epoch_t0 = time.perf_counter()
         self._images = 0
+        self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if logs_after_this_step(trainer):  # the step's own lr (an epoch schedule moves it after)
@@ -115,8 +118,25 @@ class StepMetrics(pl.Callback):
         self._t0, self._images = now, 0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("train/epoch_time_s", time.perf_counter() - self._epoch_t0, on_step=False, on_epoch=True,
-                      sync_dist=True)  # the mean over processes
+        seconds = time.perf_counter() - self._epoch_t0
+        pl_module.log("train/epoch_time_s", seconds, on_step=False, on_epoch=True, sync_dist=True)  # mean over processes
+        if trainer.is_global_zero:
+            print(self.epoch_line(trainer, seconds), flush=True)
+
+    def epoch_line(self, trainer, seconds: float) -> str:
+        """``epoch 4/30: val top-1 error 1.84 % (best 1.69 %), top-5 0.02 %, val loss 0.061, train loss 0.0123,
+        lr 0.00095, 41 s`` (Lightning calls on_train_epoch_end once the epoch's validation is done)."""
+        metrics, score = trainer.callback_metrics, getattr(trainer.checkpoint_callback, "best_model_score", None)
+        items = []
+        if "val/top1_err" in metrics:
+            top1 = float(metrics["val/top1_err"])  # the checkpoint callbacks run after this one (Lightning's order):
+            best = f" (best {min(float(score), top1):.2f} %)" if score is not None else ""  # this epoch counts too
+            items += [f"val top-1 error {top1:.2f} %{best}",
+                      f"top-5 {float(metrics['val/top5_err']):.2f} %", f"val loss {float(metrics['val/loss']):.4g}"]
+        if self.loss is not None:
+            items.append(f"train loss {self.loss:.4g}")
+        items += [f"lr {self._epoch_lr:.3g}", f"{seconds:.0f} s"]  # the epoch's first
+        return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(items)
 
 
 class ProgressBar(RichProgressBar):

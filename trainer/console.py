@@ -1,4 +1,6 @@
-"""What the console shows: what the user can act on. Four messages of the pinned libraries are not that,
+"""What the console shows, and its copy in the run folder (``console.log``).
+
+The console says what the user can act on. Four messages of the pinned libraries are not that,
 and are filtered here at their source, each by its exact text or setting, so every other warning shows.
 
 - Lightning's "The `srun` command is available on your system but is not used": printed on any machine
@@ -11,8 +13,15 @@ and are filtered here at their source, each by its exact text or setting, so eve
   which W&B 0.31 counts as set; the setting is dropped before ``wandb.init`` (``drop_anonymous``).
 """
 
+import io
 import logging
+import os
+import re
+import sys
 import warnings
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 
 LIGHTNING_TIP = "Tip: For seamless cloud logging"
 
@@ -38,3 +47,112 @@ def drop_anonymous(wandb_logger) -> None:
     init = getattr(wandb_logger, "_wandb_init", None)
     if isinstance(init, dict) and init.get("anonymous") is None:
         init.pop("anonymous", None)
+
+
+def process_rank(environ=os.environ) -> int:
+    """This process's rank as its launcher set it before any library started (torchrun's RANK, Slurm's
+    SLURM_PROCID, Lightning's LOCAL_RANK for the processes it starts itself); 0 when launched alone."""
+    return int(environ.get("RANK") or environ.get("SLURM_PROCID") or environ.get("LOCAL_RANK") or 0)
+
+
+# What a terminal does with the text, not the text: colours, cursor moves, line erases, window titles.
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Z0-9]")
+# A frame of Lightning's Rich progress bar ("Epoch 3/29 ━━━━╸   1365/1875 0:07:06 • 5.44it/s ..."), whose
+# metrics wrap onto lines indented to the metrics column: redrawn many times a second on a terminal.
+_BAR_FRAME = re.compile(r"^(Epoch \d+/\d+|Validation|Sanity Checking|Testing|Predicting)\b.*[━╸]")
+_WRAPPED = re.compile(r"^ {20,}\S")
+
+
+class _ConsoleFile:
+    """The run folder's copy of the console: complete lines as the user read them (control sequences
+    applied, not stored; the progress bar's frames left out: each epoch has its own line), opened on
+    the first line, appended to (a resumed run continues its file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self._file, self._in_frame = path, None, False
+        self._partial: dict[str, str] = {}
+
+    def add(self, stream: str, text: str) -> None:
+        lines = (self._partial.pop(stream, "") + text).split("\n")
+        self._partial[stream] = lines.pop()
+        for line in lines:
+            self._line(_CONTROL.sub("", line).rsplit("\r", 1)[-1].rstrip())
+
+    def _line(self, line: str) -> None:
+        if _BAR_FRAME.match(line) or (self._in_frame and _WRAPPED.match(line)):
+            self._in_frame = True
+            return
+        self._in_frame = False
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # line-buffered: a crash loses no line
+            self._file.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S} {' '.join(sys.argv)}\n")
+        self._file.write(line + "\n")
+
+    def close(self) -> None:
+        for stream in list(self._partial):
+            self.add(stream, "\n")
+        if self._file is not None:
+            self._file.close()
+
+
+class _Tee(io.TextIOBase):
+    """A standard stream that also hands what it writes to the console file."""
+
+    def __init__(self, stream, name: str, copy: _ConsoleFile) -> None:
+        self.stream, self.name, self.copy = stream, name, copy
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.copy.add(self.name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:  # Rich, tqdm and W&B decide on colours and animation from the real stream
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self.stream.encoding
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+_BEFORE_FOLDER: list[str] = []
+
+
+def say_before_folder(text: str) -> None:
+    """Prints a line to stderr before the run folder exists; ``copied_to`` then puts it in the copy first."""
+    print(text, file=sys.stderr)
+    _BEFORE_FOLDER.append(text)
+
+
+@contextmanager
+def copied_to(folder: Path, rank: int | None = None):
+    """Within: what this process writes to stdout and stderr (log records included) also goes to
+    ``folder/console.log`` (``console-rank<N>.log`` for the other processes of a multi-process run),
+    after what ``say_before_folder`` printed."""
+    rank = process_rank() if rank is None else rank
+    copy = _ConsoleFile(Path(folder) / ("console.log" if rank == 0 else f"console-rank{rank}.log"))
+    for line in _BEFORE_FOLDER:
+        copy.add("stderr", line + "\n")
+    real = {"stdout": sys.stdout, "stderr": sys.stderr}
+    tees = {name: _Tee(stream, name, copy) for name, stream in real.items()}
+    handlers = [h for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+                for h in getattr(logger, "handlers", []) if type(h) is logging.StreamHandler]
+    pointed = [(h, h.stream) for h in handlers if h.stream in real.values()]
+    for handler, stream in pointed:  # Hydra's console handler holds the stream it was given at start-up
+        handler.setStream(tees["stdout" if stream is real["stdout"] else "stderr"])
+    sys.stdout, sys.stderr = tees["stdout"], tees["stderr"]
+    try:
+        yield copy.path
+    finally:
+        sys.stdout, sys.stderr = real["stdout"], real["stderr"]
+        for handler, stream in pointed:
+            handler.setStream(stream)
+        copy.close()

@@ -14,9 +14,11 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from . import console
 from .__main__ import default_data_overrides, exit_on_user_error
 from .checkpoints import CheckpointError, check_compatible, load_checkpoint
 from .devices import check_gpus_usable
@@ -98,7 +100,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def _main(cfg: DictConfig) -> None:
-    exit_on_user_error(evaluate, cfg)
+    with console.copied_to(Path(HydraConfig.get().runtime.output_dir)):
+        exit_on_user_error(evaluate, cfg)
 
 
 def log_beside_the_run(overrides: list[str]) -> list[str]:
