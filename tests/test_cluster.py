@@ -143,37 +143,6 @@ def test_alexnet_two_gpu_script_runs_the_split_and_survives_preemption(slurm, tm
     assert ckpt["global_step"] == 8 and ckpt["state_dict"]["net.conv2.weight"].shape == (256, 48, 5, 5)
 
 
-def test_a_requeued_job_resumes_from_its_checkpoint(slurm, tmp_path, digits_cache):
-    env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
-    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=8")
-    last = tmp_path / "outputs" / "resnet18" / job / "checkpoints" / "last.ckpt"
-    wait_for_file(env, job, last)  # the first epoch's checkpoint
-    subprocess.run(["scontrol", "requeue", job], env=env, check=True, timeout=30)  # preempted mid-run
-    requeued = time.monotonic()
-    state = wait_for(env, job)
-    print(f"job {job}: requeued, resumed and finished {time.monotonic() - requeued:.0f} s later")
-    assert state["Restarts"] == "1"
-    log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()  # appended to by the requeued job
-    resumed = re.search(r"resuming from (\S+) at epoch (\d+), global step (\d+)", log)
-    assert resumed and resumed.group(1).startswith(str(tmp_path / "outputs" / "resnet18" / job))
-    assert int(resumed.group(3)) >= 4 and load_checkpoint(last)["global_step"] == 32  # the step went on
-    folders = sorted((last.parent.parent / "wandb").glob("offline-run-*"))
-    assert len(folders) == 2 and len({f.name.rsplit("-", 1)[1] for f in folders}) == 1  # one W&B run id
-
-
-def test_the_preemption_signal_saves_requeues_and_resumes(slurm, tmp_path, digits_cache):
-    """USR2, as `#SBATCH --signal=USR2@120` sends it before the time limit: checkpoint, requeue, resume."""
-    env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
-    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=8")
-    run = tmp_path / "outputs" / "resnet18" / job
-    state = preempt_after_first_epoch(env, job, run)
-    log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()
-    assert state["Restarts"] == "1" and f"Requeued SLURM job: {job}" in log
-    (hpc,) = run.glob("hpc_ckpt_*.ckpt")
-    assert f"resuming from {hpc} at epoch" in log  # the preemption checkpoint, not an older one
-    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 32
-
-
 def test_a_sweep_is_one_slurm_job_per_point_and_a_preempted_point_resumes(slurm, tmp_path, digits_cache):
     """``-m hydra/launcher=slurm``: a 2-point sweep of 2-task DDP runs, each point its own job sized from its
     strategy; USR2 to one point: it checkpoints, requeues and resumes in its own folder and W&B run."""
