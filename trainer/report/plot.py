@@ -18,12 +18,18 @@ def _label(row: Row, width: int = 100) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def _some_minor(value: float, _) -> str:
+    """Labels 2, 3 and 5 of each decade (0.2, 30, ...): enough to read a value off the log axis."""
+    mantissa = f"{value:.0e}"[0]
+    return f"{value:g}" if mantissa in "235" else ""
+
+
 def write_plot(rows: list[Row], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogFormatter, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     training = [r for r in rows if r.history]
     models = list(dict.fromkeys(r.model for r in rows))
@@ -61,8 +67,8 @@ def write_plot(rows: list[Row], path: Path) -> None:
             if values:
                 ax.set_yscale("log")
                 ax.set_ylim(min(values) / 1.3, max(values) * 1.3)
-                ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-                ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, 1, 10: percent as written
+                ax.yaxis.set_minor_formatter(FuncFormatter(_some_minor))
             ax.set(title=f"{model}: val {error.replace('top', 'top-')} error", xlabel="epoch", ylabel="error (%, log)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3, which="both")

@@ -51,7 +51,7 @@ def collect(root: Path) -> list[dict]:
 
 # Keys that describe the machine or the bookkeeping, not the experiment: never "what differs" between runs.
 NOT_SETTINGS = ("git_commit", "git_dirty", "git_untracked", "hardware", "packages", "paths", "logger", "ckpt_path",
-                "trainer.enable_progress_bar", "data.how_to_make", "experiment_name",
+                "trainer.enable_progress_bar", "data.how_to_make", "experiment_name", "compare_with",
                 "model.model_name", "strategy.name", "data.name")  # the last three: the report's own columns
 
 

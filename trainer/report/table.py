@@ -90,6 +90,7 @@ def write_markdown(rows: list[Row], left_out: list[dict], path: Path) -> None:
         best = f" ({percent(r.best_top1)})" if r.best_top1 is not None else ""
         paper = r.paper
         reference = f"{paper.paper}, {paper.data}, {paper.protocol}" if paper else "-"
+        reference += f", {paper.preset} training" if paper and paper.preset else ""
         lines.append(f"| {r.run} | {r.model} | {r.strategy} | {r.data} | {' '.join(r.differs) or '-'} | {r.protocol} "
                      f"| {r.status} | {r.epochs} | {percent(r.top1)}{best} | {percent(r.top5)} "
                      f"| {percent(getattr(paper, 'top1', None))} / {percent(getattr(paper, 'top5', None))} "
