@@ -41,11 +41,12 @@ def write_plot(rows: list[Row], path: Path) -> None:
              for i, r in enumerate(training)}
     for row_index, error in enumerate(errors):
         for ax, model in zip(axes[row_index], models):
-            values = []
+            values, zeros = [], 0
             for r in (r for r in training if r.model == model):
                 colour, marker, size = style[r.run]
                 points = [(h.get("epoch", 0) + 1, h[f"val/{error}_err"]) for h in r.history
                           if h.get(f"val/{error}_err", 0) > 0]  # 0 % has no place on a log axis
+                zeros += sum(1 for h in r.history if h.get(f"val/{error}_err") == 0)
                 if points:
                     ax.plot(*zip(*points), color=colour, marker=marker, markersize=size, markerfacecolor="none",
                             linewidth=1.2, alpha=0.9, label=f"{_label(r)} [{r.status}]")
@@ -69,6 +70,9 @@ def write_plot(rows: list[Row], path: Path) -> None:
                 ax.set_ylim(min(values) / 1.3, max(values) * 1.3)
                 ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, 1, 10: percent as written
                 ax.yaxis.set_minor_formatter(FuncFormatter(_some_minor))
+            if zeros:
+                ax.annotate(f"{zeros} epoch value(s) of 0 % not drawn (log axis)", (0.01, 0.01),
+                            xycoords="axes fraction", fontsize=7, color="grey")
             ax.set(title=f"{model}: val {error.replace('top', 'top-')} error", xlabel="epoch", ylabel="error (%, log)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3, which="both")

@@ -50,7 +50,14 @@ def _status(run: dict, epochs: int) -> str:
 
 def rows_of(runs: list[dict]) -> tuple[list[Row], list[dict]]:
     """The table's rows, and the runs left out (no validation result, no evaluation)."""
-    differing = settings_that_differ([r["config"] for r in runs])
+    # compared among the runs of one model and data set: the columns already say how those differ, and
+    # everything a model or data set brings with it (input size, channels, transforms) would bury the rest
+    kind = [(r["config"].get("model", {}).get("model_name"), r["config"].get("data", {}).get("name")) for r in runs]
+    differing: list[dict] = [{} for _ in runs]
+    for group in set(kind):
+        members = [i for i, k in enumerate(kind) if k == group]
+        for i, differs in zip(members, settings_that_differ([runs[i]["config"] for i in members])):
+            differing[i] = differs
     rows, left_out = [], []
     for run, differs in zip(runs, differing):
         config, summary = run["config"], run["summary"]
@@ -81,8 +88,8 @@ def write_markdown(rows: list[Row], left_out: list[dict], path: Path) -> None:
              "Errors in percent: the last validation's (best top-1 in brackets), or an evaluation's; "
              "gap = run - paper (percentage points). The paper's figure is the one each run is measured against "
              "(`trainer/papers.yaml`: same model, data set, protocol and, where the paper has one, training preset). "
-             "\"differs\": the settings of a run that not every run here shares (resolved config; the machine, paths "
-             "and bookkeeping left out).", ""]
+             "\"differs\": the settings of a run that not every run of its model and data set here shares (resolved "
+             "config; the machine, paths and bookkeeping left out).", ""]
     lines += ["| run | model | strategy | data | differs | protocol | status | epochs | top-1 err % | top-5 err % "
               "| paper top-1 / top-5 | gap top-1 / top-5 | paper figure |",
               "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---|"]
