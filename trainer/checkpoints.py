@@ -30,17 +30,23 @@ class RunCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
-        if old and new and old != new:
-            here = {p: str(Path(new) / Path(p).name) for p in [state_dict.get("best_model_path"),
-                    state_dict.get("kth_best_model_path"), *state_dict.get("best_k_models", {})] if p}
-            if here and all(Path(p).parent == Path(old) and Path(q).is_file() for p, q in here.items()):
-                state_dict = {**state_dict, "dirpath": new, "best_k_models": {
-                    here[p]: v for p, v in state_dict.get("best_k_models", {}).items()},
-                    **{k: here.get(state_dict.get(k), state_dict.get(k))
-                       for k in ("best_model_path", "kth_best_model_path")},
-                    "last_model_path": str(Path(new) / Path(state_dict["last_model_path"]).name)
-                    if state_dict.get("last_model_path") else ""}
+        if old and new and old != new and self._moved_here(state_dict):
+            def here(path: str | None) -> str | None:
+                return str(Path(new) / Path(path).name) if path else path
+
+            state_dict = {**state_dict, "dirpath": new,
+                          "best_model_path": here(state_dict.get("best_model_path")),
+                          "kth_best_model_path": here(state_dict.get("kth_best_model_path")),
+                          "last_model_path": here(state_dict.get("last_model_path")) or "",
+                          "best_k_models": {here(p): v for p, v in state_dict.get("best_k_models", {}).items()}}
         super().load_state_dict(state_dict)
+
+    def _moved_here(self, state_dict: dict[str, Any]) -> bool:
+        """Whether every checkpoint the state names (best, k-th best, top k) is in this folder under its name."""
+        named = {state_dict.get("best_model_path"), state_dict.get("kth_best_model_path"),
+                 *state_dict.get("best_k_models", {})} - {None, ""}
+        return bool(named) and all(Path(p).parent == Path(state_dict["dirpath"]) and (Path(self.dirpath) / Path(p).name)
+                                   .is_file() for p in named)
 
     @property
     def state_key(self) -> str:
