@@ -45,8 +45,8 @@ class RunCheckpoint(ModelCheckpoint):
         """Whether every checkpoint the state names (best, k-th best, top k) is in this folder under its name."""
         named = {state_dict.get("best_model_path"), state_dict.get("kth_best_model_path"),
                  *state_dict.get("best_k_models", {})} - {None, ""}
-        return bool(named) and all(Path(p).parent == Path(state_dict["dirpath"]) and (Path(self.dirpath) / Path(p).name)
-                                   .is_file() for p in named)
+        saved_in, now_in = Path(state_dict["dirpath"]), Path(self.dirpath)
+        return bool(named) and all(Path(p).parent == saved_in and (now_in / Path(p).name).is_file() for p in named)
 
     @property
     def state_key(self) -> str:
