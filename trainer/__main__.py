@@ -118,6 +118,17 @@ def check_before_start(overrides: list[str]) -> None:
         sys.exit(1)
 
 
+def override_value(overrides: list[str], key: str) -> str | None:
+    """The value ``key=...`` has on the command line, or None."""
+    return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key and "=" in o), None)
+
+
+def run_folder_of(ckpt: str) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/<folder>/<file>.ckpt`` beside ``<run>/.hydra``), or None."""
+    run = Path(ckpt).expanduser().resolve().parent.parent
+    return run if (run / ".hydra").is_dir() else None
+
+
 def resume_in_place(overrides: list[str]) -> list[str]:
     """A resume continues its run: ``ckpt_path`` inside one of this project's run folders
     (``<run>/checkpoints/*.ckpt`` beside ``<run>/.hydra``) makes that folder the run folder again, so its
@@ -125,11 +136,11 @@ def resume_in_place(overrides: list[str]) -> list[str]:
     to ``.hydra/resumed-<date>_<time>/``. ``hydra.run.dir=...`` on the command line chooses another folder."""
     from datetime import datetime
 
-    ckpt = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "ckpt_path"), None)
-    if not ckpt or any(o.split("=", 1)[0] in ("hydra.run.dir", "hydra.output_subdir") for o in overrides):
+    ckpt = override_value(overrides, "ckpt_path")
+    if not ckpt or any(override_value(overrides, k) is not None for k in ("hydra.run.dir", "hydra.output_subdir")):
         return overrides
-    run = Path(ckpt).expanduser().resolve().parent.parent
-    if Path(ckpt).expanduser().resolve().parent.name != "checkpoints" or not (run / ".hydra").is_dir():
+    run = run_folder_of(ckpt)
+    if run is None or Path(ckpt).expanduser().resolve().parent.name != "checkpoints":
         return overrides
     started = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     return [*overrides, f"hydra.run.dir={run}", f"hydra.output_subdir=.hydra/resumed-{started}"]

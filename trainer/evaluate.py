@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from . import console
-from .__main__ import default_data_overrides, exit_on_user_error
+from .__main__ import default_data_overrides, exit_on_user_error, override_value, run_folder_of
 from .checkpoints import CheckpointError, check_compatible, load_checkpoint
 from .devices import check_gpus_usable
 from .fast_path import resolve, runs_on_cuda
@@ -31,9 +31,9 @@ from .tracking import wandb_offline
 
 def model_override(overrides: list[str]) -> list[str]:
     """Adds ``model=<the checkpoint's model>`` unless the command line chose one."""
-    if any(o.split("=", 1)[0] == "model" for o in overrides):
+    if override_value(overrides, "model") is not None:
         return overrides
-    path = next((o.split("=", 1)[1] for o in overrides if o.startswith("ckpt_path=")), None)
+    path = override_value(overrides, "ckpt_path")
     if not path:
         return overrides  # evaluate() says that ckpt_path is missing
     try:
@@ -109,13 +109,11 @@ def log_beside_the_run(overrides: list[str]) -> list[str]:
     (``<run>/evaluate/<protocol>_<date>_<time>/``), not into a folder of Hydra files under ``outputs/``."""
     from datetime import datetime
 
-    ckpt = next((o.split("=", 1)[1] for o in overrides if o.startswith("ckpt_path=")), None)
-    if not ckpt or any(o.startswith("hydra.run.dir=") for o in overrides):
+    ckpt = override_value(overrides, "ckpt_path")
+    run = run_folder_of(ckpt) if ckpt and override_value(overrides, "hydra.run.dir") is None else None
+    if run is None:
         return overrides
-    run = Path(ckpt).expanduser().resolve().parent.parent
-    if not (run / ".hydra").is_dir():
-        return overrides
-    protocol = next((o.split("=", 1)[1] for o in overrides if o.startswith("protocol=")), "center")
+    protocol = override_value(overrides, "protocol") or "center"
     return [*overrides, f"hydra.run.dir={run / 'evaluate' / (protocol + datetime.now().strftime('_%Y-%m-%d_%H-%M-%S'))}"]
 
 

@@ -164,8 +164,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         module.schedule_replan = schedule_changes(resumed, schedule.get("scheduler"), bool(schedule.get("replan")))
         if module.schedule_replan and rank_zero_only.rank == 0:
             log.info("schedule re-planned from here: %s", module.schedule_replan)
-    if resumed and rank_zero_only.rank == 0:
-        log.info("resuming from %s at epoch %d, global step %d", ckpt_path, resumed["epoch"], resumed["global_step"])
+        if rank_zero_only.rank == 0:
+            log.info("resuming from %s at epoch %d, global step %d", ckpt_path, resumed["epoch"], resumed["global_step"])
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))  # a typo fails before training
 
     logger = build_logger(cfg, output_dir, wandb_run_id=resumed.get("wandb_run_id"))
