@@ -288,6 +288,10 @@ class StopOnSignal(pl.Callback):
 
         if not lost_peer(exception):
             return
+        # srun answers the lost task by sending SIGTERM to this one; Lightning's SIGTERM handler broadcasts to
+        # the other processes (a collective with the lost peer), which raises inside whatever runs then, the
+        # requeue below included. The run is ending: that signal has nothing left to do.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         job, text = requeue_plan()
         if job:
             requeue(job)
