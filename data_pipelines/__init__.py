@@ -7,7 +7,7 @@ Lightning nor DALI (``prepare``, ``verify``) start in a fraction of a second.
 import importlib
 
 _WHERE = {"DigitsDataModule": "datamodule", "ImageFolderDataModule": "datamodule",
-          "data_parallel_rank_and_size": "datamodule", "write_digits": "digits", "DataConfigError": "layout",
+          "data_parallel_rank_and_size": "sharding", "write_digits": "digits", "DataConfigError": "layout",
           "DataLayoutError": "layout", "Listing": "layout", "check_layout": "layout", "list_dataset": "layout"}
 
 __all__ = list(_WHERE)

@@ -34,9 +34,9 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from .augment import eval_images, train_images
 from .layout import DataConfigError
+from .sharding import PAD_LABEL
 from .verify import inspect_image
 
-PAD_LABEL = -1
 _PAD_IN_LIST = 2**31 - 1  # a DALI file list takes non-negative labels only: padding's label there
 READER = "reader"
 PREFETCH = 2  # batches DALI prepares ahead of the one being trained on

@@ -11,6 +11,7 @@ from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
 from .layout import DataConfigError, DataLayoutError, Listing, list_dataset
 from .manifest import read_manifest
+from .sharding import data_parallel_rank_and_size
 
 DECODERS = ("auto", "cpu", "mixed")
 
@@ -54,16 +55,6 @@ def prepared_copy(root: str, graph: dict) -> tuple[int | None, bool]:
                 f"{'preset' if what != 'evaluation' else 'protocol'} needs {needs[what]} px ({setting}); prepare "
                 f"a copy with --size {needs[what]} from the originals, or train on the originals")
     return side, bool(manifest.get("square"))
-
-
-def data_parallel_rank_and_size(trainer) -> tuple[int, int]:
-    """This process's rank among the data-parallel replicas, and their number.
-
-    Every process is a replica under DDP; under the two-GPU split a replica is a pair of processes,
-    which reads one shard together. One process alone is replica 0 of 1.
-    """
-    kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
-    return (kwargs["rank"], kwargs["num_replicas"]) if kwargs else (0, 1)
 
 
 class ImageFolderDataModule(pl.LightningDataModule):

@@ -13,7 +13,7 @@ import torch
 from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.trainer.connectors.checkpoint_connector import _CheckpointConnector
 
-from data_pipelines.datamodule import data_parallel_rank_and_size
+from data_pipelines.sharding import data_parallel_rank_and_size
 
 from . import interrupt
 

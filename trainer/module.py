@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from data_pipelines.dali_loader import PAD_LABEL
+from data_pipelines.sharding import PAD_LABEL
 from models import create_model
 from models.weights import load_weights
 
@@ -83,7 +83,7 @@ class ClassifierModule(pl.LightningModule):
     @staticmethod
     def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # Mean over the real samples: the entries that pad a replica's shard to equal length carry
-        # PAD_LABEL (data_pipelines.dali_loader); a batch of padding alone gives 0, not NaN.
+        # PAD_LABEL (data_pipelines.sharding); a batch of padding alone gives 0, not NaN.
         total = F.cross_entropy(logits, labels, ignore_index=PAD_LABEL, reduction="sum")
         return total / (labels != PAD_LABEL).sum().clamp_min(1)
 
