@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from . import console, interrupt
 from .config_check import ConfigValueError, check_data_root, check_values
+from .run_folder import RunFolderError, claim_run_folder, launched_alone
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -89,19 +90,23 @@ def exit_on_user_error(run, cfg: DictConfig) -> None:
         raise
 
 
-def check_before_start(overrides: list[str]) -> None:
+def check_before_start(overrides: list[str]) -> list[str]:
     """The composed config's values checked before Hydra creates the run folder: a bad value stops here,
-    with nothing written. Command lines with flags (``-m``, ``--help``, ``--cfg``) and ones Hydra itself
-    refuses are left to Hydra; ``train()`` checks the values again in every case."""
+    with nothing written. Then the run's folder is claimed (``trainer/run_folder.py``): the overrides come back
+    with ``hydra.run.dir`` (``hydra.sweep.dir`` for ``-m``) naming the folder this run owns. Command lines with
+    other flags (``--help``, ``--cfg``) and ones Hydra itself refuses are left to Hydra; ``train()`` checks the
+    values again in every case."""
+    if any(arg in ("-m", "--multirun") for arg in overrides):
+        return claim_sweep_folder(overrides)
     if any(arg.startswith("-") for arg in overrides):
-        return
+        return overrides
     from hydra import compose, initialize_config_dir
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
+            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     except Exception:  # an unknown key or option: Hydra's own message, from _main()
-        return
+        return overrides
     try:
         check_values(cfg)
         check_data_root(cfg)
@@ -113,9 +118,42 @@ def check_before_start(overrides: list[str]) -> None:
                 schedule_changes(resumed, cfg.schedule.get("scheduler"), bool(cfg.schedule.get("replan")))
             except CheckpointError as e:
                 raise ConfigValueError(str(e)) from None
-    except ConfigValueError as e:
+        return claim_folder(overrides, Path(cfg.hydra.run.dir))
+    except (ConfigValueError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def claim_folder(overrides: list[str], folder: Path) -> list[str]:
+    """``overrides`` with ``hydra.run.dir`` set to the folder this run owns (``run_folder.claim_run_folder``);
+    unchanged for a resume in its own folder and for the processes a launcher started together."""
+    given = override_value(overrides, "hydra.run.dir") is not None
+    ckpt = override_value(overrides, "ckpt_path")
+    if not launched_alone() or (given and ckpt and run_folder_of(ckpt) == folder.expanduser().resolve()):
+        return overrides  # several processes share the folder they are given; a resume continues its own folder
+    owned = claim_run_folder(folder, given, overrides)
+    return overrides if given else [*overrides, f"hydra.run.dir={owned}"]
+
+
+def claim_sweep_folder(overrides: list[str]) -> list[str]:
+    """For ``-m``: a sweep folder of its own (``multirun/<date>_<time>``, or the next free ``-N`` name), so that
+    two sweeps started in the same second do not write their points into one folder."""
+    if override_value(overrides, "hydra.sweep.dir") is not None or not launched_alone():
+        return overrides
+    from hydra.core.utils import setup_globals
+    from omegaconf import OmegaConf
+
+    setup_globals()  # Hydra's ${now:...}
+    pattern = OmegaConf.load(CONF_DIR / "train.yaml").hydra.sweep.dir
+    folder = Path(OmegaConf.create({"dir": pattern}).dir)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for candidate in [folder, *(folder.with_name(f"{folder.name}-{n}") for n in range(1, 1000))]:
+        try:
+            candidate.mkdir()  # exclusive
+        except FileExistsError:
+            continue
+        return [*overrides, f"hydra.sweep.dir={candidate}"]
+    return overrides
 
 
 def override_value(overrides: list[str], key: str) -> str | None:
@@ -133,22 +171,26 @@ def resume_in_place(overrides: list[str]) -> list[str]:
     """A resume continues its run: ``ckpt_path`` inside one of this project's run folders
     (``<run>/checkpoints/*.ckpt`` beside ``<run>/.hydra``) makes that folder the run folder again, so its
     checkpoints, best score, log file and W&B run go on. The earlier config files are kept: this start's go
-    to ``.hydra/resumed-<date>_<time>/``. ``hydra.run.dir=...`` on the command line chooses another folder."""
+    to ``.hydra/resumed-<date>_<time>/``. ``hydra.run.dir=...`` naming another folder starts a new run there
+    from the checkpoint (a new or empty folder: ``trainer/run_folder.py``)."""
     from datetime import datetime
 
     ckpt = override_value(overrides, "ckpt_path")
-    if not ckpt or any(override_value(overrides, k) is not None for k in ("hydra.run.dir", "hydra.output_subdir")):
+    if not ckpt or override_value(overrides, "hydra.output_subdir") is not None:
         return overrides
     run = run_folder_of(ckpt)
     if run is None or Path(ckpt).expanduser().resolve().parent.name != "checkpoints":
         return overrides
+    given = override_value(overrides, "hydra.run.dir")
+    if given is not None and Path(given).expanduser().resolve() != run:
+        return overrides
     started = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    return [*overrides, f"hydra.run.dir={run}", f"hydra.output_subdir=.hydra/resumed-{started}"]
+    here = [] if given is not None else [f"hydra.run.dir={run}"]
+    return [*overrides, *here, f"hydra.output_subdir=.hydra/resumed-{started}"]
 
 
 def main() -> None:
-    sys.argv[1:] = resume_in_place(default_data_overrides(sys.argv[1:]))
-    check_before_start(sys.argv[1:])
+    sys.argv[1:] = check_before_start(resume_in_place(default_data_overrides(sys.argv[1:])))
     _main()
 
 

@@ -1,0 +1,103 @@
+"""Each run owns its folder: claimed before Hydra writes into it, never shared with another run.
+
+Hydra's default folder (``outputs/<model>/<date>_<time>``) has one-second resolution, so runs started in the
+same second (array jobs, sweeps, a shell loop) would share it and overwrite each other's checkpoints and
+config. A run started on its own therefore claims its folder here, before Hydra starts: it creates the folder
+and its ``.hydra/`` exclusively (an atomic ``mkdir``: of two runs, one wins), and takes the next free name
+(``<time>-1``, ``-2``, ...) when the name is taken. A folder the user names (``hydra.run.dir=...``) must be new
+or empty: an existing run folder is continued only through ``ckpt_path=`` (which keeps its config; see
+``resume_in_place`` in ``trainer/__main__.py``) and anything else that is not empty is refused, never written
+into. A requeued Slurm job (``SLURM_RESTART_COUNT`` > 0) continues the folder its first start claimed when the
+folder's ``.hydra/overrides.yaml`` is this command's.
+
+Processes that a launcher starts together (torchrun's ranks, ``srun`` with several tasks, the processes
+Lightning starts for DDP) share the one folder they are given or compute (the Slurm job id); they are not
+claimed for here, as none of them can tell whether another already made it.
+"""
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+CLAIM = ".hydra"  # Hydra's output_subdir: created exclusively, it is the claim
+MAX_SUFFIX = 1000
+
+
+class RunFolderError(ValueError):
+    """A folder this run must not write into; the message names it and what to do instead."""
+
+
+def launched_alone(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process is a run of its own, not one of several processes a launcher started together."""
+    if environ.get("RANK") or environ.get("LOCAL_RANK"):  # torchrun; Lightning's DDP children
+        return False
+    return int(environ.get("SLURM_NTASKS") or 1) <= 1
+
+
+def _task_overrides(overrides: Sequence[str]) -> list[str]:
+    return [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+
+
+def same_command(folder: Path, overrides: Sequence[str]) -> bool:
+    """Whether ``folder`` was started by a command with these overrides (``.hydra/overrides.yaml``)."""
+    from omegaconf import OmegaConf
+
+    saved = folder / CLAIM / "overrides.yaml"
+    try:
+        return list(OmegaConf.load(saved)) == _task_overrides(overrides)
+    except (OSError, ValueError):
+        return False
+
+
+def _claim(folder: Path) -> bool:
+    """Makes ``folder`` this run's: True when it was new or empty and ``folder/.hydra`` was created here."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        if any(folder.iterdir()):
+            return False
+        (folder / CLAIM).mkdir()  # exclusive: of two runs claiming the same empty folder, one wins
+    except (FileExistsError, NotADirectoryError):
+        return False
+    return True
+
+
+def _requeued(environ: Mapping[str, str]) -> bool:
+    return int(environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
+def refusal(folder: Path) -> str:
+    """Why a run will not write into ``folder``, and the two ways on."""
+    folder_arg = f"hydra.run.dir={folder}"
+    if (folder / CLAIM).is_dir() or (folder / "checkpoints").is_dir():
+        last = folder / "checkpoints" / "last.ckpt"
+        return (f"{folder_arg} is an existing run folder: a new run there would replace its .hydra/config.yaml "
+                f"and mix its checkpoints with this one's. To continue that run with its own config: python -m "
+                f"trainer ckpt_path={last}; to start a new run, leave out hydra.run.dir (each run gets a folder "
+                f"of its own under outputs/) or give a new or empty folder")
+    return (f"{folder_arg} is not empty and is not a run folder of this tool; a run writes .hydra/, checkpoints/, "
+            f"wandb/ and console.log into its folder and never into one it did not make. Give a new or empty "
+            f"folder, or leave out hydra.run.dir (each run gets a folder of its own under outputs/)")
+
+
+def claim_run_folder(folder: Path, given: bool, overrides: Sequence[str],
+                     environ: Mapping[str, str] = os.environ) -> Path:
+    """The folder this run owns: ``folder`` itself, or for Hydra's default name the next free ``folder-N``.
+
+    Args:
+        folder: the run folder Hydra would use (``hydra.run.dir``, resolved).
+        given: whether the user named it (``hydra.run.dir=`` on the command line): then it is the folder or none.
+        overrides: this command's overrides (a requeued job continues the folder its own command started).
+
+    Raises:
+        RunFolderError: a named folder that is an existing run folder, or a non-empty folder of something else.
+    """
+    candidates = [folder] if given else [folder, *(folder.with_name(f"{folder.name}-{n}") for n in
+                                                     range(1, MAX_SUFFIX))]
+    for candidate in candidates:
+        if _requeued(environ) and candidate.is_dir() and same_command(candidate, overrides):
+            return candidate
+        if _claim(candidate):
+            return candidate
+    if given:
+        raise RunFolderError(refusal(folder))
+    raise RunFolderError(f"{folder} and its next {MAX_SUFFIX - 1} names are all taken; give hydra.run.dir=...")
