@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import PROJECT, wandb_inspect
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "logger=none", "schedule=constant"]
@@ -95,3 +96,40 @@ def test_an_empty_folder_is_claimed_once_and_sweeps_get_folders_of_their_own(tmp
     first, second = (claim_sweep_folder(["-m", "optim.lr=0.1,0.2"]) for _ in range(2))
     dirs = [next(o.split("=", 1)[1] for o in x if o.startswith("hydra.sweep.dir=")) for x in (first, second)]
     assert dirs[0] != dirs[1] and all((tmp_path / d).is_dir() for d in dirs)
+
+
+# 3. A kill -9 loses no validation that reached a checkpoint -------------------------------------------------------
+
+def validations_in(wandb_dir: Path) -> dict[int, float]:
+    """epoch -> val/top1_err over every W&B folder of the run (each start writes one), read by the W&B CLI."""
+    from trainer.tracking import validation_history
+
+    found = {}
+    for part in sorted(wandb_dir.glob("offline-run-*")):
+        try:
+            found.update({int(h["epoch"]): h["val/top1_err"] for h in validation_history(part)})
+        except subprocess.CalledProcessError:  # a part with nothing but its header
+            pass
+    return found
+
+
+def test_a_kill_right_after_a_validation_loses_nothing_of_it_in_wandb(tmp_path, digits_cache):
+    run = ["hydra.run.dir=run", "trainer.max_epochs=3", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2",
+           "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "schedule=constant"]
+    process = start(tmp_path, digits_cache, *run)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    while not last.exists() and process.poll() is None:  # epoch 1 validated and checkpointed: kill at once
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    from trainer.checkpoints import load_checkpoint
+
+    saved = load_checkpoint(last)
+    assert saved["epoch"] == 0 or saved["epoch"] == 1  # (Lightning counts the finished epoch after saving)
+    code, out = finish(start(tmp_path, digits_cache, f"ckpt_path={last}", *run[1:]))
+    assert code == 0, out
+    assert "validation result(s) of the checkpoint were missing from the run's files" in out
+    found = validations_in(tmp_path / "run" / "wandb")
+    assert sorted(found) == [0, 1, 2], found  # every epoch's validation is in the W&B run
+    parts = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(parts) == 2 and len({p.name.rsplit("-", 1)[1] for p in parts}) == 1  # two starts, one run id

@@ -33,14 +33,22 @@ def logs_after_this_step(trainer) -> bool:
 
 
 class RunRecord(pl.Callback):
-    """What the run is, said once: at the start of fitting, what it runs on (processes, nodes, devices,
-    precision, the batch globally and per process, the learning rate after scaling, DALI's threads and
-    decoder) on the console, and the W&B summaries' best-and-last set up; and in every checkpoint the
-    W&B run id, so that a run resumed from it continues the same W&B run. (One callback for both: every
-    callback costs about 10 µs of Lightning's hook calls per step.) Rank 0 only."""
+    """What the run is, said once, and what it has measured, kept: at the start of fitting, what it runs on
+    (processes, nodes, devices, precision, the batch globally and per process, the learning rate after
+    scaling, DALI's threads and decoder) on the console, and the W&B summaries' best-and-last set up; in
+    every checkpoint the W&B run id, so that a run resumed from it continues the same W&B run, and the
+    validation results so far (``val_history``: Lightning's callback state).
+
+    W&B writes its files through a process of its own, and a ``kill -9`` of the training process can lose
+    what it had not yet written: the last validation may be in ``last.ckpt`` and missing from W&B. So a run
+    resumed from a checkpoint logs again each validation result of the checkpoint that the W&B folders of
+    its run id do not hold: after any kill and resume, the W&B run holds every validation that reached a
+    checkpoint. (One callback for all this: every callback costs about 10 µs of Lightning's hook calls per
+    step.) The console and W&B: rank 0 only."""
 
     def __init__(self, logger=None) -> None:
         self.wandb = logger if type(logger).__name__ == "WandbLogger" else None
+        self.val_history: list[dict] = []
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -49,6 +57,34 @@ class RunRecord(pl.Callback):
         if self.wandb is not None:
             for metric in ("val/top1_err", "val/top5_err"):  # the summary keeps the best and the last value
                 self.wandb.experiment.define_metric(metric, summary="min,last")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.wandb is not None and trainer.is_global_zero and self.val_history:  # a resumed run
+            from .tracking import validations_logged
+
+            run = self.wandb.experiment
+            logged = validations_logged(Path(run.dir).parent.parent, run.id, current=Path(run.dir).parent)
+            missing = [h for h in self.val_history if h["trainer/global_step"] not in logged]
+            for record in missing:
+                run.log(record)
+            if missing:
+                log.info("W&B: %d validation result(s) of the checkpoint were missing from the run's files "
+                         "(epochs %s) and are logged again", len(missing),
+                         ", ".join(str(h["epoch"] + 1) for h in missing))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if metrics:  # the step Lightning logs epoch-end results at (_LoggerConnector.log_metrics)
+            self.val_history.append({**metrics, "epoch": trainer.current_epoch,
+                                     "trainer/global_step": trainer.fit_loop.epoch_loop._batches_that_stepped})
+
+    def state_dict(self) -> dict:
+        return {"val_history": self.val_history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.val_history = list(state_dict.get("val_history", []))
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if self.wandb is not None and trainer.is_global_zero:

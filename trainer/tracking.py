@@ -1,8 +1,11 @@
 """Experiment tracking set-up: W&B online/offline choice and the run's provenance."""
 
+import json
 import netrc
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -69,3 +72,40 @@ def environment() -> dict:
     return {"packages": packages, "hardware": {"gpu": gpus[0] if gpus else None, "gpu_count": len(gpus),
                                                "cpu": cpu, "cpu_count": os.cpu_count(),
                                                "python": platform.python_version()}}
+
+
+def wandb_cli() -> str:
+    """The ``wandb`` command of this environment."""
+    return shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
+
+
+def wandb_inspect(part: Path, *flags: str) -> str:
+    """``wandb leet inspect FLAGS PART``: one W&B run folder read back by the W&B CLI."""
+    return subprocess.run([wandb_cli(), "leet", "inspect", *flags, str(part)], capture_output=True, text=True,
+                          check=True, timeout=300).stdout
+
+
+def validation_history(part: Path) -> list[dict]:
+    """The history records of one W&B run folder that hold a validation result (``val/top1_err``)."""
+    history = []
+    for line in wandb_inspect(part, "--json").splitlines():
+        record = json.loads(line) if line.startswith("{") else {}
+        item = record.get("history", {}).get("item", {}) if record.get("type") == "history" else {}
+        if "val/top1_err" in item:
+            history.append(item)
+    return history
+
+
+def validations_logged(wandb_dir: Path, run_id: str, current: Path | None = None) -> set[int]:
+    """The global steps of the validation results the W&B folders of ``run_id`` under ``wandb_dir`` hold (all
+    its parts: a resumed run has one per start), leaving out ``current`` (the part this process writes).
+    A part that cannot be read (a ``kill -9`` may leave only its header) holds none."""
+    steps = set()
+    for part in sorted(wandb_dir.glob(f"*run-*-{run_id}")):
+        if current is not None and part.resolve() == current.resolve():
+            continue
+        try:
+            steps |= {int(h["trainer/global_step"]) for h in validation_history(part) if "trainer/global_step" in h}
+        except (subprocess.SubprocessError, ValueError, KeyError):
+            continue
+    return steps

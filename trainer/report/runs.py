@@ -5,32 +5,16 @@ run, later folders winning for the summary and the config, the validation histor
 """
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-
-def _wandb_cli() -> str:
-    return shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
-
-
-def _inspect(run_dir: Path, *flags: str) -> str:
-    return subprocess.run([_wandb_cli(), "leet", "inspect", *flags, str(run_dir)], capture_output=True, text=True,
-                          check=True, timeout=300).stdout
+from ..tracking import validation_history, wandb_inspect
 
 
 def read_part(run_dir: Path) -> dict:
     """One W&B folder: its summary, config, state and the per-epoch validation history."""
-    summary = json.loads(_inspect(run_dir, "--summary", "--json"))
+    summary = json.loads(wandb_inspect(run_dir, "--summary", "--json"))
     summary.pop("console", None)  # the console's last lines: not needed here
-    history = []
-    for line in _inspect(run_dir, "--json").splitlines():
-        record = json.loads(line) if line.startswith("{") else {}
-        item = record.get("history", {}).get("item", {}) if record.get("type") == "history" else {}
-        if "val/top1_err" in item:
-            history.append(item)
-    return {**summary, "history": history, "folder": str(run_dir)}
+    return {**summary, "history": validation_history(run_dir), "folder": str(run_dir)}
 
 
 def collect(root: Path) -> list[dict]:
