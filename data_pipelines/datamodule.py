@@ -1,5 +1,6 @@
 """Lightning DataModules over the ImageNet folder layout (``layout.py``), read through DALI pipelines."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,19 @@ from .manifest import read_manifest
 from .sharding import data_parallel_rank_and_size
 
 DECODERS = ("auto", "cpu", "mixed")
+# Folders whose images this project encoded itself (decoded and written whole): nothing in them is truncated
+ENCODED_HERE = ("digits", "mnist", "resized", "bench-jpegs", "bench-prepared")
+log = logging.getLogger(__name__)
+
+
+def unverified_warning(root: str, listing: Listing) -> str | None:
+    """What a run on a folder that ``verify`` never read risks, said once at its start (else None)."""
+    if listing.source == "usable lists" or (read_manifest(root) or {}).get("kind") in ENCODED_HERE:
+        return None
+    return (f"data.root={root} has not been verified: the training crops decode only the rows of a JPEG they "
+            f"need, so a truncated file whose break lies below the crop is trained on without an error, and one "
+            f"broken where it is read stops the run mid-epoch. Run python -m data_pipelines.verify {root} once "
+            f"(all cores): it lists the unreadable files and the readers then leave them out")
 
 
 def dali_threads(num_workers: int | str, processes_on_node: int = 1) -> tuple[int, str]:
@@ -127,6 +141,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise DataLayoutError(f"{self.root} has {len(self.classes)} class folders but the model is configured "
                                   f"for data.num_classes={self.num_classes}; set data.num_classes={len(self.classes)}")
         self.graph["prepared_side"], self.graph["prepared_square"] = prepared_copy(self.root, self.graph)
+        warning = unverified_warning(self.root, self.listing)
+        if warning and (self.trainer is None or self.trainer.is_global_zero):
+            log.warning(warning)
 
     def _list_once(self) -> Listing:
         """The data set's listing, made by the job's first process and sent to the others (``list_dataset``:

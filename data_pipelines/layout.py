@@ -39,6 +39,31 @@ class Listing:
         return sum(len(f) for f in self.files.values())
 
 
+def _classes(split_dir: Path) -> list[str]:
+    """The class folders of a split, sorted (hidden folders, an interrupted prepare's, are not classes)."""
+    if not split_dir.is_dir():
+        raise DataLayoutError(f"{split_dir} does not exist; {EXPECTED}")
+    with os.scandir(split_dir) as entries:
+        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise DataLayoutError(f"{split_dir} has no class folders; {EXPECTED}")
+    return classes
+
+
+def _images(folder: Path, first_only: bool = False) -> list[str]:
+    """The image files of a class folder, sorted; with ``first_only``, the first one met (or none)."""
+    with os.scandir(folder) as entries:
+        if first_only:
+            return next(([e.name] for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES)), [])
+        return sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES))
+
+
+def _no_images(split_dir: Path, empty: list[str]) -> DataLayoutError:
+    shown = ", ".join(str(split_dir / e) for e in empty[:5]) + (" ..." if len(empty) > 5 else "")
+    return DataLayoutError(f"{len(empty)} class folder(s) with no {'/'.join(IMAGE_SUFFIXES)} images: {shown}; "
+                           f"{EXPECTED}")
+
+
 def _walk(root: Path, split: str) -> list[str]:
     """The images of one split, ``split/<class>/<name>`` sorted, in one ``os.scandir`` per folder.
 
@@ -47,25 +72,41 @@ def _walk(root: Path, split: str) -> list[str]:
             or a class folder holds no images.
     """
     split_dir = root / split
-    if not split_dir.is_dir():
-        raise DataLayoutError(f"{split_dir} does not exist; {EXPECTED}")
-    with os.scandir(split_dir) as entries:  # hidden folders (an interrupted prepare's) are not classes
-        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise DataLayoutError(f"{split_dir} has no class folders; {EXPECTED}")
     relative, empty = [], []
-    for name in classes:
-        with os.scandir(split_dir / name) as entries:
-            images = sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES))
+    for name in _classes(split_dir):
+        images = _images(split_dir / name)
         if not images:
             empty.append(name)
-        prefix = f"{split}/{name}/"
-        relative += [prefix + image for image in images]
+        relative += [f"{split}/{name}/{image}" for image in images]
     if empty:
-        shown = ", ".join(str(split_dir / e) for e in empty[:5]) + (" ..." if len(empty) > 5 else "")
-        raise DataLayoutError(f"{len(empty)} empty class folder(s) with no {'/'.join(IMAGE_SUFFIXES)} "
-                              f"images: {shown}")
+        raise _no_images(split_dir, empty)
     return relative
+
+
+def check_folders(root: str | Path) -> None:
+    """The layout checked before a run starts, cheaply: both splits have class folders, each holding an
+    image (each folder is listed only up to its first image), and the same classes. Skipped where
+    ``verify``'s usable lists exist (they were made from a full check).
+
+    Raises:
+        DataLayoutError: naming the path and the expected layout.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataLayoutError(f"data root {root} {'is not a folder' if root.exists() else 'does not exist'}; {EXPECTED}")
+    if all(usable_list(root, split).is_file() for split in ("train", "val")):
+        return
+    found = {}
+    for split in ("train", "val"):
+        found[split] = _classes(root / split)
+        empty = [name for name in found[split] if not _images(root / split / name, first_only=True)]
+        if empty:
+            raise _no_images(root / split, empty)
+    if found["train"] != found["val"]:
+        only_train, only_val = sorted(set(found["train"]) - set(found["val"])), sorted(set(found["val"]) -
+                                                                                       set(found["train"]))
+        raise DataLayoutError(f"train and val class folders under {root} differ: only in train: {only_train[:5]}; "
+                              f"only in val: {only_val[:5]}")
 
 
 def list_dataset(root: str | Path | None, use_lists: bool = True) -> Listing:

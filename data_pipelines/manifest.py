@@ -79,7 +79,8 @@ def mark_complete(folder: str | Path, **more) -> None:
 
 def build_once(folder: str | Path, kind: str, write: Callable[[Path], dict], option: str = "the folder") -> Path:
     """A cache folder written once, whole: ``write(tmp)`` fills a temporary folder beside ``folder``,
-    which is renamed into place, so an interrupted build leaves nothing half-written behind.
+    which is renamed into place (over ``folder`` when it is an empty folder), so an interrupted build leaves
+    nothing half-written behind.
 
     Returns ``folder`` at once when this project already made it.
 
@@ -90,7 +91,7 @@ def build_once(folder: str | Path, kind: str, write: Callable[[Path], dict], opt
     manifest = read_manifest(folder)
     if manifest is not None and manifest.get("kind") == kind and manifest.get("complete"):
         return folder
-    if folder.exists():
+    if folder.exists() and not (folder.is_dir() and not any(folder.iterdir())):  # new or empty: written into
         raise NotOursError(f"{option} {folder} exists but is not the {kind} folder this project writes (no complete "
                            f"{MANIFEST} of kind {kind}); it was left as it is. Choose another folder, or move "
                            f"this one away")

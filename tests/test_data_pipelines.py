@@ -50,16 +50,21 @@ def make_layout(root, train=("a", "b"), val=("a", "b"), empty=()):
 @pytest.mark.parametrize("setup, message", [
     (lambda r: None, "data root {r} does not exist; expected ROOT/train/<class>/<image>"),
     (lambda r: make_layout(r, val=()), "{r}/val does not exist"),
-    (lambda r: make_layout(r, empty=("b",)), "1 empty class folder(s) with no .jpeg/.jpg/.png images: {r}/train/b"),
+    (lambda r: make_layout(r, empty=("b",)), "1 class folder(s) with no .jpeg/.jpg/.png images: {r}/train/b"),
     (lambda r: make_layout(r, val=("a", "c")), "train and val class folders under {r} differ: only in train: ['b']; "
                                                "only in val: ['c']"),
     (lambda r: (r / "train").mkdir(parents=True), "{r}/train has no class folders"),
 ])
-def test_bad_layouts_name_the_path_and_the_expected_layout(tmp_path, setup, message):
+@pytest.mark.parametrize("check", ["listing", "before the run"])
+def test_bad_layouts_name_the_path_and_the_expected_layout(tmp_path, setup, message, check):
+    """The listing (one walk) and the cheap check before a run starts (each folder up to its first image)
+    refuse the same folders with the same words."""
+    from data_pipelines.layout import check_folders
+
     root = tmp_path / "imagenet"
     setup(root)
     with pytest.raises(DataLayoutError) as err:
-        check_layout(root)
+        check_layout(root) if check == "listing" else check_folders(root)
     assert message.format(r=root) in str(err.value)
 
 

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 
-from conftest import PROJECT, wandb_inspect
+from conftest import make_cfg
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "logger=none", "schedule=constant"]
@@ -133,3 +134,274 @@ def test_a_kill_right_after_a_validation_loses_nothing_of_it_in_wandb(tmp_path, 
     assert sorted(found) == [0, 1, 2], found  # every epoch's validation is in the W&B run
     parts = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(parts) == 2 and len({p.name.rsplit("-", 1)[1] for p in parts}) == 1  # two starts, one run id
+
+
+# 6. A run resumes exactly where it stopped: in mid-epoch, at an epoch's last batch ------------------------------
+
+def weights(ckpt: str) -> dict:
+    from trainer.checkpoints import load_checkpoint
+
+    return load_checkpoint(ckpt)["state_dict"]
+
+
+def largest_difference(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+class CtrlCAt(pl.Callback):
+    """Ctrl-C (a real SIGINT to this process) after ``step`` optimizer steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(tmp_path, digits_cache, capsys,
+                                                                              monkeypatch):
+    import trainer.train as train_module
+    from trainer.interrupt import RunInterrupted
+    from trainer.train import train
+
+    common = ["trainer.max_epochs=2", "schedule=constant", "logger=none", "trainer.num_sanity_val_steps=0"]
+    whole = train(make_cfg(tmp_path / "whole", digits_cache, *common))
+    assert whole["global_step"] == 90  # 2 epochs of 45 steps
+
+    # trainer.max_steps ends the run at step 10 of epoch 1's 45; resumed without it, epoch 1 goes on at step 11
+    first = train(make_cfg(tmp_path / "steps", digits_cache, *common, "trainer.max_steps=10"))
+    assert first["global_step"] == 10
+    # 5. ...at the batch size it stopped at: another one would skip part of the epoch without a word
+    from trainer.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"written in mid-epoch \(after 10 batches of epoch 1\) at "
+                                              r"data.batch_size=32.*Resume with data.batch_size=32"):
+        train(make_cfg(tmp_path / "steps", digits_cache, *common, "data.batch_size=64",
+                       f"ckpt_path={first['last_ckpt']}"))
+    # 11. ...and a kill during a checkpoint write left its temporary file: the next start removes it
+    folder = Path(first["last_ckpt"]).parent
+    dead, alive = folder / ".best.ckpt.tmp-4194303", folder / f".last.ckpt.tmp-{os.getppid()}"  # no such pid; a live one
+    dead.write_bytes(b"half a checkpoint")
+    alive.write_bytes(b"a write in progress")
+    capsys.readouterr()
+    resumed = train(make_cfg(tmp_path / "steps", digits_cache, *common, f"ckpt_path={first['last_ckpt']}"))
+    assert not dead.exists() and alive.exists()
+    alive.unlink()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert resumed["global_step"] == 90, lines
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]  # epoch 1 and its validation
+    assert "since the resume" in lines[0] and "lr 0.001" in lines[0], lines[0]  # not lr 0 and the machine's uptime
+    assert largest_difference(weights(whole["last_ckpt"]), weights(resumed["last_ckpt"])) <= 1e-6
+
+    # Ctrl-C at epoch 1's last batch: the stop waits for its validation, and the resumed run is the whole run
+    real_build = train_module.build_trainer
+
+    def with_ctrl_c(*args, **kwargs):
+        built = real_build(*args, **kwargs)
+        built.callbacks.append(CtrlCAt(44))  # noticed at the next step: step 45, the last batch
+        return built
+
+    monkeypatch.setattr(train_module, "build_trainer", with_ctrl_c)
+    with pytest.raises(RunInterrupted, match=r"at global step 45 \(epoch 1 of 2\)"):
+        train(make_cfg(tmp_path / "last-batch", digits_cache, *common))
+    monkeypatch.setattr(train_module, "build_trainer", real_build)
+    last = tmp_path / "last-batch" / "run" / "checkpoints" / "last.ckpt"
+    from trainer.checkpoints import load_checkpoint
+
+    history = load_checkpoint(last)["callbacks"]["RunRecord"]["val_history"]
+    assert [h["epoch"] for h in history] == [0]  # epoch 1 was validated before the stop
+    capsys.readouterr()
+    resumed = train(make_cfg(tmp_path / "last-batch", digits_cache, *common, f"ckpt_path={last}"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert resumed["global_step"] == 90 and [line.split(":")[0] for line in lines] == ["epoch 2/2"]
+    assert largest_difference(weights(whole["last_ckpt"]), weights(resumed["last_ckpt"])) <= 1e-6
+
+
+# 4. Extending a finished cosine run: a re-plan that changes nothing is refused; a warm restart trains ------------
+
+def test_extending_a_finished_cosine_run_is_refused_unless_it_restarts_at_a_given_lr(tmp_path, digits_cache, capsys):
+    from trainer.checkpoints import CheckpointError
+    from trainer.train import train
+
+    common = ["logger=none", "trainer.num_sanity_val_steps=0", "trainer.limit_train_batches=10"]
+    done = train(make_cfg(tmp_path, digits_cache, *common, "trainer.max_epochs=2"))
+    last = done["last_ckpt"]
+    with pytest.raises(CheckpointError) as refused:  # its cosine ended at lr 0: a third epoch at 0 changes nothing
+        train(make_cfg(tmp_path, digits_cache, *common, "trainer.max_epochs=3", "schedule.replan=true",
+                       f"ckpt_path={last}"))
+    message = str(refused.value)
+    assert "the checkpoint's learning rate is 0 (its cosine schedule ended at epoch 2)" in message
+    assert "schedule.restart_lr=<lr>" in message and f"python -m trainer model.weights={last} " \
+                                                       "trainer.max_epochs=1" in message
+    before = weights(last)
+    capsys.readouterr()
+    restarted = train(make_cfg(tmp_path, digits_cache, *common, "trainer.max_epochs=3", "schedule.restart_lr=0.0005",
+                               f"ckpt_path={last}"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert restarted["global_step"] == 30 and lines == [lines[0]] and "lr 0.0005" in lines[0], lines
+    assert largest_difference(before, weights(restarted["last_ckpt"])) > 1e-4  # it trained
+
+
+# 7. An unverified folder: the fault is real, and the run says so once at its start --------------------------------
+
+def test_a_jpeg_truncated_below_the_crop_decodes_silently_so_an_unverified_folder_is_named(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from data_pipelines.dali_loader import DALILoader
+    from data_pipelines.datamodule import unverified_warning
+    from data_pipelines.layout import list_dataset, write_usable_list
+
+    root = tmp_path / "imagenet"
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (320, 240), (40 * i, 90, 200)).save(root / split / c / f"{i}.JPEG", quality=90)
+    whole = io.BytesIO()
+    Image.effect_noise((200, 800), 60).convert("RGB").save(whole, "JPEG", quality=90)  # tall: the window is its middle
+    (root / "train" / "a" / "cut.JPEG").write_bytes(whole.getvalue()[: len(whole.getvalue()) * 17 // 20])
+    # DALI's training crop (the alexnet preset: the centre square's rows only) decodes it without an error
+    loader = DALILoader([str(root / "train" / "a" / "cut.JPEG")] * 4, [0] * 4, batch_size=4, train=True,
+                        preset="alexnet", protocol="center", image_size=64, resize_size=72, channels=3,
+                        num_threads=1, seed=3)
+    images, _ = next(iter(loader))
+    assert tuple(images.shape) == (4, 3, 64, 64)
+    listing = list_dataset(root)
+    warning = unverified_warning(str(root), listing)
+    assert warning and f"data.root={root} has not been verified" in warning
+    assert f"python -m data_pipelines.verify {root}" in warning
+    for split in ("train", "val"):  # what verify leaves: the usable lists, and no warning
+        write_usable_list(root, split, listing.files[split])
+    assert unverified_warning(str(root), list_dataset(root)) is None
+
+
+# 8-10. Clear errors, with nothing left behind -----------------------------------------------------------------
+
+def mount_tmpfs(where: Path, size: int, readonly: bool = False) -> None:
+    """A small file system of its own (a full disk, a read-only mount): root only (CI runs as root)."""
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}" + (",ro" if readonly else ""), "tmpfs",
+                           str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"mounting a tmpfs failed under CI: {done.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+
+
+def unmount(where: Path) -> None:
+    subprocess.run(["umount", str(where)], capture_output=True)
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_message_with_the_last_good_checkpoint(tmp_path, digits_cache):
+    from trainer.train import train
+
+    sized = train(make_cfg(tmp_path / "sized", digits_cache, *TINY))  # how large one checkpoint is
+    size = Path(sized["last_ckpt"]).stat().st_size
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, int(size * 1.6) + 64 * 1024)  # room for best.ckpt, not for last.ckpt beside it
+    try:
+        code, out = finish(start(tmp_path, digits_cache, f"hydra.run.dir={disk / 'run'}", *TINY))
+        best, last = disk / "run" / "checkpoints" / "best.ckpt", disk / "run" / "checkpoints" / "last.ckpt"
+        assert code == 1 and "Traceback" not in out and "OSError" not in out, out[-3000:]
+        assert f"error: writing the checkpoint {last} failed: the disk is full (" in out
+        assert f"The last good checkpoint is {best}, intact: make room and resume with: python -m trainer " in out
+        assert f"ckpt_path={best}" in out
+        assert f"error: writing the checkpoint {last} failed" in (disk / "run" / "console.log").read_text()
+        assert not list((disk / "run" / "checkpoints").glob(".*tmp*"))  # the half-written file is gone
+    finally:
+        unmount(disk)
+
+
+def test_places_a_run_cannot_write_are_refused_before_it_starts_with_one_message(tmp_path, digits_cache):
+    ro = tmp_path / "ro"
+    mount_tmpfs(ro, 1 << 20)
+    (ro / "home").mkdir()
+    (ro / "empty").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+    try:
+        cases = [  # (arguments, environment, what the one message says)
+            ([f"hydra.run.dir={ro / 'run'}"], {}, f"cannot create the run folder {ro / 'run'}: Read-only file system"),
+            ([f"hydra.run.dir={ro / 'empty'}"], {}, f"the run folder {ro / 'empty'} is read-only"),
+            (["logger=wandb"], {"HOME": str(ro / "home")}, f"W&B cannot write {ro / 'home' / '.config' / 'wandb'}"),
+            ([], {"HOME": ""}, "HOME is not set"),
+        ]
+        for args, env, message in cases:
+            full = {**os.environ, "CONVNET_CACHE": str(digits_cache), **env}
+            if env.get("HOME") == "":
+                full.pop("HOME")
+            done = subprocess.run([sys.executable, "-m", "trainer", *TINY, *args], cwd=tmp_path, env=full,
+                                  capture_output=True, text=True, timeout=300)
+            out = done.stdout + done.stderr
+            assert done.returncode == 1 and message in out and "Traceback" not in out, (args, out[-2000:])
+            assert len([line for line in out.splitlines() if line.startswith("error:")]) == 1
+        assert not (tmp_path / "outputs").exists()
+    finally:
+        unmount(ro)
+
+
+def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_anything_exists(tmp_path,
+                                                                                               digits_cache):
+    empty, texts, no_images = tmp_path / "empty", tmp_path / "texts", tmp_path / "no-images"
+    empty.mkdir()
+    for split in ("train", "val"):
+        (texts / split).mkdir(parents=True)
+        (texts / split / "notes.txt").write_text("not a class folder")
+        (no_images / split / "a").mkdir(parents=True)
+        (no_images / split / "a" / "readme.txt").write_text("no images here")
+    (tmp_path / "train.log").write_text("epoch 1: ...\n")
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    cases = [
+        (["data=imagenet", f"data.root={empty}"], f"data.root={empty}: {empty / 'train'} does not exist"),
+        (["data=imagenet", f"data.root={texts}"], f"{texts / 'train'} has no class folders"),
+        (["data=imagenet", f"data.root={no_images}"], f"1 class folder(s) with no .jpeg/.jpg/.png images: "
+                                                      f"{no_images / 'train' / 'a'}"),
+        ([f"ckpt_path={tmp_path / 'train.log'}"], f"{tmp_path / 'train.log'} is not a checkpoint: it is not the zip "
+                                                  f"archive torch.save writes (it begins with text)"),
+        ([f"ckpt_path={tmp_path / 'empty.ckpt'}"], f"{tmp_path / 'empty.ckpt'} is not a checkpoint: it is empty"),
+    ]
+    for args, message in cases:
+        code, out = finish(start(tmp_path, digits_cache, *TINY, "logger=wandb", *args))
+        assert code == 1 and message in out and "Traceback" not in out and "zipfile" not in out, (args, out[-2000:])
+    assert not (tmp_path / "outputs").exists() and not list(tmp_path.rglob("wandb"))  # no run folder, no W&B run
+
+    from data_pipelines import write_digits  # an empty folder given as the digits' root is written into
+
+    digits = tmp_path / "digits-here"
+    digits.mkdir()
+    assert write_digits(digits) == digits and len(list((digits / "train").rglob("*.png"))) > 1000
+
+
+# 12. An ONNX export is one file that works wherever it is copied -----------------------------------------------
+
+def test_an_onnx_export_is_one_self_contained_file_with_the_users_file_mode(tmp_path):
+    import shutil
+
+    import numpy as np
+    import onnx
+    import onnxruntime
+    import torch
+
+    from models import create_model
+    from trainer.export import export_onnx
+
+    net = create_model("lenet5", num_classes=10, in_channels=1).eval()
+    out = tmp_path / "made" / "net.onnx"
+    export_onnx(net, {"in_channels": 1, "input_size": 32}, out)
+    assert [p.name for p in out.parent.iterdir()] == ["net.onnx"]  # nothing hidden beside it
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    model = onnx.load(str(out), load_external_data=False)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    shutil.copy(out, alone / "net.onnx")
+    session = onnxruntime.InferenceSession(str(alone / "net.onnx"), providers=["CPUExecutionProvider"])
+    images = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        expected = net(images).numpy()
+    got = session.run(["logits"], {"images": images.numpy()})[0]
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()

@@ -111,7 +111,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     # epoch 0 trains normally; the step schedule then multiplies the LR by 1e30 and the loss diverges
     cfg = make_cfg(tmp_path, digits_cache, "trainer.max_epochs=3", "logger=none", "schedule=step",
                    "schedule.scheduler.step_size=1", "schedule.scheduler.gamma=1e30", *TINY)
-    with pytest.raises(NonFiniteLossError, match=r"NaN/inf at global step (\d+) \(epoch 1\).*last good checkpoint "
+    with pytest.raises(NonFiniteLossError, match=r"NaN/inf at global step (\d+) \(epoch 2\).*last good checkpoint "
                                                  r"is kept: .*last.ckpt") as err:
         train(cfg)
     step = int(re.search(r"global step (\d+)", str(err.value)).group(1))
@@ -314,6 +314,7 @@ def test_a_cpu_checkpoint_resumes_with_channels_last_and_fused_sgd(tmp_path, dig
 
 
 @pytest.mark.gpu
+@pytest.mark.dali
 def test_the_main_job_trains_on_the_gpu_with_the_fast_path(tmp_path, digits_cache):
     result = run_cli("trainer", "trainer.max_epochs=3", "logger=none", "trainer.enable_progress_bar=false",
                      cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=600)
@@ -347,7 +348,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly_like_an_uninterrupted_run(tm
 
     real_build = train_module.build_trainer
     monkeypatch.setattr(train_module, "build_trainer", lambda *a, **k: _with_callback(real_build(*a, **k)))
-    with pytest.raises(RunInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at global step 14 \(epoch 0\)") as stop:
+    with pytest.raises(RunInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at global step 14 \(epoch 1 of 1\)") as stop:
         train(make_cfg(tmp_path / "stopped", digits_cache, *common))
     monkeypatch.setattr(train_module, "build_trainer", real_build)
     assert stop.value.exit_status == 130 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -383,7 +384,7 @@ def test_a_signal_stops_the_command_with_a_checkpoint_and_the_command_that_resum
     job.send_signal(signum)
     _, err = job.communicate(timeout=120)
     assert job.returncode == status, err[-3000:]
-    stopped = re.search(r"stopped by \S+(?: \(SIGINT\))? at global step (\d+) \(epoch \d+\); checkpoint: (\S+)\n"
+    stopped = re.search(r"stopped by \S+(?: \(SIGINT\))? at global step (\d+) \(epoch \d+ of \d+\); checkpoint: (\S+)\n"
                         r"resume with: (.+)", err)
     assert stopped and "Traceback" not in err
     step, ckpt, command = int(stopped.group(1)), stopped.group(2), stopped.group(3)
@@ -425,11 +426,11 @@ def test_validation_mid_epoch_and_the_sanity_check_leave_the_epoch_whole(tmp_pat
 
 
 def test_a_resumed_run_keeps_its_wandb_run_id(tmp_path, digits_cache):
-    first = train(make_cfg(tmp_path / "a", digits_cache, "trainer.max_epochs=1", *TINY))
+    first = train(make_cfg(tmp_path / "a", digits_cache, "trainer.max_epochs=1", "schedule=constant", *TINY))
     run_id = wandb_inspect(run_dir(first))["run_id"]
     assert load_checkpoint(first["last_ckpt"])["wandb_run_id"] == run_id
     second = train(make_cfg(tmp_path / "b", digits_cache, "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}",
-                            "schedule.replan=true", *TINY))
+                            "schedule=constant", *TINY))
     resumed = wandb_inspect(run_dir(second))
     assert resumed["run_id"] == run_id and resumed["summary"]["trainer/global_step"] == 9
     assert resumed["tags"] == ["lenet5", "single", "digits"]
@@ -468,16 +469,17 @@ def test_the_run_record_tells_modified_code_from_untracked_files(tmp_path):
 
 
 def test_a_resume_that_extends_a_cosine_run_continues_it_and_never_raises_the_lr(tmp_path, digits_cache):
-    """A 3-epoch cosine run, its folder then moved (scratch to storage), resumed to 6 epochs: refused while
-    the plan differs silently; with schedule.replan=true it continues in the same run folder, the LR never
-    rises, and best.ckpt is the best of all 6 epochs."""
+    """A 3-epoch cosine run stopped after 2 (trainer.max_steps), its folder then moved (scratch to storage),
+    resumed to 6 epochs: refused while the plan differs silently; with schedule.replan=true it continues in the
+    same run folder, the LR falls on from where it was and never rises, and best.ckpt is the best of all 6."""
     import csv
     import shutil
 
     work, env = tmp_path / "work", {"CONVNET_CACHE": str(digits_cache)}
     work.mkdir()
     common = ["logger=csv", "trainer.log_every_n_steps=5", "trainer.enable_progress_bar=false"]
-    assert run_cli("trainer", *common, "trainer.max_epochs=3", cwd=work, env=env, timeout=600).returncode == 0
+    assert run_cli("trainer", *common, "trainer.max_epochs=3", "trainer.max_steps=90", cwd=work, env=env,
+                   timeout=600).returncode == 0
     (first,) = (work / "outputs" / "lenet5").iterdir()
     run = Path(shutil.move(first, work / "kept"))
     last = run / "checkpoints" / "last.ckpt"
@@ -496,6 +498,7 @@ def test_a_resume_that_extends_a_cosine_run_continues_it_and_never_raises_the_lr
     rows = [row for part in sorted(run.glob("csv/version_*/metrics.csv")) for row in csv.DictReader(part.open())]
     lrs = [float(r["train/lr"]) for r in sorted(rows, key=lambda r: int(r["step"])) if r.get("train/lr")]
     assert len(lrs) >= 30 and all(later <= earlier * (1 + 1e-9) for earlier, later in zip(lrs, lrs[1:]))
+    assert lrs[-1] > 0  # the last epoch still trains: the cosine reaches 0 only at the new end
     errors = [float(r["val/top1_err"]) for r in rows if r.get("val/top1_err")]
     assert len(errors) == 6  # both parts' epochs, in the one run folder
     states = load_checkpoint(last)["callbacks"]

@@ -25,9 +25,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .devices import GPUUnusableError
     from .peers import LostPeerError
     from .split_strategy import StrategyConfigError
+    from .storage import StorageError
 
     return (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError, GPUUnusableError, WeightsError,
-            LostPeerError, ConfigValueError)
+            LostPeerError, ConfigValueError, StorageError, RunFolderError)
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -102,6 +103,13 @@ def check_before_start(overrides: list[str]) -> list[str]:
         return overrides
     from hydra import compose, initialize_config_dir
 
+    from .storage import StorageError, check_home, check_places
+
+    try:
+        check_home()
+    except StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
@@ -109,17 +117,20 @@ def check_before_start(overrides: list[str]) -> list[str]:
         return overrides
     try:
         check_values(cfg)
-        check_data_root(cfg)
+        check_data_root(cfg, first_process=console.process_rank() == 0)
         if cfg.get("ckpt_path"):  # the checkpoint's model and schedule against this run's (loads torch: only here)
-            from .checkpoints import CheckpointError, check_compatible, schedule_changes
+            from .checkpoints import CheckpointError, check_compatible, resume_plan
 
             try:
                 resumed = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes, mmap=True)
-                schedule_changes(resumed, cfg.schedule.get("scheduler"), bool(cfg.schedule.get("replan")))
+                resume_plan(resumed, cfg, cfg.ckpt_path)
             except CheckpointError as e:
                 raise ConfigValueError(str(e)) from None
-        return claim_folder(overrides, Path(cfg.hydra.run.dir))
-    except (ConfigValueError, RunFolderError) as e:
+        folder = Path(cfg.hydra.run.dir)
+        resumed_here = cfg.get("ckpt_path") and run_folder_of(cfg.ckpt_path) == folder.expanduser().resolve()
+        check_places(cfg, run_folder=folder if resumed_here else None)
+        return claim_folder(overrides, folder)
+    except (ConfigValueError, RunFolderError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

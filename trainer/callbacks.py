@@ -16,6 +16,7 @@ from pytorch_lightning.trainer.connectors.checkpoint_connector import _Checkpoin
 from data_pipelines.sharding import data_parallel_rank_and_size
 
 from . import interrupt
+from .checkpoints import at_epochs_last_batch
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class RunRecord(pl.Callback):
     (processes, nodes, devices, precision, the batch globally and per process, the learning rate after
     scaling, DALI's threads and decoder) on the console, and the W&B summaries' best-and-last set up; in
     every checkpoint the W&B run id, so that a run resumed from it continues the same W&B run, and the
-    validation results so far (``val_history``: Lightning's callback state).
+    validation results so far and the global batch size (Lightning's callback state).
 
     W&B writes its files through a process of its own, and a ``kill -9`` of the training process can lose
     what it had not yet written: the last validation may be in ``last.ckpt`` and missing from W&B. So a run
@@ -46,9 +47,10 @@ class RunRecord(pl.Callback):
     checkpoint. (One callback for all this: every callback costs about 10 µs of Lightning's hook calls per
     step.) The console and W&B: rank 0 only."""
 
-    def __init__(self, logger=None) -> None:
+    def __init__(self, logger=None, batch_size: int | None = None) -> None:
         self.wandb = logger if type(logger).__name__ == "WandbLogger" else None
         self.val_history: list[dict] = []
+        self.batch_size = batch_size  # the global batch: a mid-epoch checkpoint resumes at it only
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -81,7 +83,7 @@ class RunRecord(pl.Callback):
                                      "trainer/global_step": trainer.fit_loop.epoch_loop._batches_that_stepped})
 
     def state_dict(self) -> dict:
-        return {"val_history": self.val_history}
+        return {"val_history": self.val_history, "batch_size": self.batch_size}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.val_history = list(state_dict.get("val_history", []))
@@ -113,27 +115,41 @@ class RunRecord(pl.Callback):
 class StepMetrics(pl.Callback):
     """Every ``log_every_n_steps`` steps: ``train/loss``, ``train/lr`` and ``train/img_per_s`` (all replicas
     together) to the loggers; once an epoch, ``train/epoch_time_s``, and a line on the console with the
-    epoch's validation errors (the progress bar is redrawn in place, and shows nothing when the output
-    is not a terminal: a Slurm log, ``nohup``; the line stays, there and in the run's console.log).
+    epoch's validation errors, its mean training loss, its learning rate and its time (the progress bar is
+    redrawn in place, and shows nothing when the output is not a terminal: a Slurm log, ``nohup``; the line
+    stays, there and in the run's console.log).
 
     Written straight to the loggers (``Logger.log_metrics``, at the step Lightning's own logging would
     use): ``LightningModule.log`` costs about 0.35 ms of host time per call, a few per cent of a fast
     GPU's step if paid on every step. Nothing is read from the device between logging steps: the loss
-    stays a tensor until then, the learning rate and the rate are host values. The rate is timed on
-    the host between logging steps, with no device synchronisation: over a window of steps the host
-    cannot run ahead of the device by more than the queue depth, so the rate is right. ``loss`` keeps
-    the last logged value (the progress bar shows it).
+    stays a tensor until then (the epoch's sum of losses is added up on the device and read at its end),
+    the learning rate and the rate are host values. The rate is timed on the host between logging
+    steps, with no device synchronisation: over a window of steps the host cannot run ahead of the
+    device by more than the queue depth, so the rate is right. ``loss`` keeps the last logged value (the
+    progress bar shows it). An epoch resumed in its middle is timed and averaged from the resume on, and
+    its line says so; its partial time is not logged as an epoch's.
     """
 
     def __init__(self) -> None:
         self._t0 = self._epoch_t0 = self._lr = self._epoch_lr = 0.0
-        self._images = 0
+        self._images = self._epoch_steps = 0
+        self._loss_sum: torch.Tensor | None = None
+        self._resumed_mid_epoch = False
         self.loss: float | None = None
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
+    def _start_epoch(self, trainer, resumed: bool) -> None:
         self._t0 = self._epoch_t0 = time.perf_counter()
-        self._images = 0
+        self._images = self._epoch_steps = 0
+        self._loss_sum = None
+        self._resumed_mid_epoch = resumed
         self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # a run resumed in mid-epoch gets no on_train_epoch_start for the epoch it resumes
+        self._start_epoch(trainer, resumed=trainer.fit_loop.epoch_loop.batch_progress.current.completed > 0)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start_epoch(trainer, resumed=False)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if logs_after_this_step(trainer):  # the step's own lr (an epoch schedule moves it after)
@@ -141,11 +157,14 @@ class StepMetrics(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._images += len(batch[0])
+        loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
+        self._loss_sum = loss.clone() if self._loss_sum is None else self._loss_sum.add_(loss)  # on the device
+        self._epoch_steps += 1
         if not is_logging_step(trainer):
             return
         now = time.perf_counter()
         _, replicas = data_parallel_rank_and_size(trainer)  # the processes of a split pair share images
-        self.loss = float(outputs["loss"] if isinstance(outputs, dict) else outputs)  # the logging step's host read
+        self.loss = float(loss)  # the logging step's host read
         metrics = {"train/loss": self.loss, "train/lr": self._lr,
                    "train/img_per_s": self._images * replicas / max(now - self._t0, 1e-9),
                    "epoch": trainer.current_epoch}
@@ -155,13 +174,15 @@ class StepMetrics(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         seconds = time.perf_counter() - self._epoch_t0
-        pl_module.log("train/epoch_time_s", seconds, on_step=False, on_epoch=True, sync_dist=True)  # mean over processes
+        if not self._resumed_mid_epoch:  # the mean over processes
+            pl_module.log("train/epoch_time_s", seconds, on_step=False, on_epoch=True, sync_dist=True)
         if trainer.is_global_zero:
             print(self.epoch_line(trainer, seconds), flush=True)
 
     def epoch_line(self, trainer, seconds: float) -> str:
         """``epoch 4/30: val top-1 error 1.84 % (best 1.69 %), top-5 0.02 %, val loss 0.061, train loss 0.0123,
-        lr 0.00095, 41 s`` (Lightning calls on_train_epoch_end once the epoch's validation is done)."""
+        lr 0.00095, 41 s`` (Lightning calls on_train_epoch_end once the epoch's validation is done). The
+        train loss is the mean over the epoch's steps (this process's batches)."""
         metrics, score = trainer.callback_metrics, getattr(trainer.checkpoint_callback, "best_model_score", None)
         items = []
         if "val/top1_err" in metrics:
@@ -169,9 +190,10 @@ class StepMetrics(pl.Callback):
             best = f" (best {min(float(score), top1):.2f} %)" if score is not None else ""  # this epoch counts too
             items += [f"val top-1 error {top1:.2f} %{best}",
                       f"top-5 {float(metrics['val/top5_err']):.2f} %", f"val loss {float(metrics['val/loss']):.4g}"]
-        if self.loss is not None:
-            items.append(f"train loss {self.loss:.4g}")
-        items += [f"lr {self._epoch_lr:.3g}", f"{seconds:.0f} s"]  # the epoch's first
+        if self._loss_sum is not None and self._epoch_steps:
+            items.append(f"train loss {float(self._loss_sum) / self._epoch_steps:.4g}")
+        since = " since the resume" if self._resumed_mid_epoch else ""
+        items += [f"lr {self._epoch_lr:.3g}", f"{seconds:.0f} s{since}"]  # the epoch's first lr
         return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(items)
 
 
@@ -194,6 +216,11 @@ class ProgressBar(RichProgressBar):
         if last or (is_logging_step(trainer) and time.perf_counter() - self._drawn >= self.min_interval_s):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             self._drawn = time.perf_counter()
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """``Epoch 3/30``: counted from 1, as the epoch lines and the stop messages count (Lightning's bar: 2/29)."""
+        text = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs else "")
+        return f"{text:{len(self.validation_description)}}" if len(self.validation_description) > len(text) else text
 
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
@@ -252,7 +279,7 @@ class NonFiniteLossGuard(pl.Callback):
             kept = (f"The last good checkpoint is kept: {last}; resume from it with ckpt_path={last} after "
                     f"lowering optim.lr." if last else "No checkpoint had been written yet; lower optim.lr.")
             raise NonFiniteLossError(f"the training loss became NaN/inf at global step {step} (epoch "
-                                     f"{trainer.current_epoch}); training stopped. {kept}")
+                                     f"{trainer.current_epoch + 1}); training stopped. {kept}")
 
 
 class SlurmPreemption(pl.Callback):
@@ -267,7 +294,7 @@ class SlurmPreemption(pl.Callback):
     """
 
     def __init__(self, signum: int = signal.SIGUSR2) -> None:
-        self.signum, self.received, self._previous = signum, False, None
+        self.signum, self.received, self._previous, self._at_epoch_end = signum, False, None, False
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._previous = signal.signal(self.signum, self._note)
@@ -279,6 +306,17 @@ class SlurmPreemption(pl.Callback):
         if not is_logging_step(trainer) or not trainer.strategy.reduce_boolean_decision(self.received, all=False):
             return
         self.received = False
+        if at_epochs_last_batch(trainer):  # after the epoch's validation: resumed, it is not skipped
+            self._at_epoch_end = True
+        else:
+            self._save_and_requeue(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._at_epoch_end:
+            self._at_epoch_end = False
+            self._save_and_requeue(trainer)
+
+    def _save_and_requeue(self, trainer) -> None:
         # Lightning's next hpc_ckpt_N name: the one its resume on Slurm (`_hpc_resume_path`) looks for
         path = _CheckpointConnector.hpc_save_path(trainer.default_root_dir)
         trainer.save_checkpoint(path)  # every process, at this same step
@@ -296,10 +334,12 @@ class SlurmPreemption(pl.Callback):
 
 
 class StopOnSignal(pl.Callback):
-    """Ctrl-C / SIGTERM noted; at the next step ``last.ckpt`` is written and the run stops (trainer/interrupt.py)."""
+    """Ctrl-C / SIGTERM noted; at the next step ``last.ckpt`` is written and the run stops (trainer/interrupt.py).
+    At an epoch's last batch the stop waits for the epoch's validation and end: a checkpoint of the last batch
+    before validation would resume with that validation skipped (``checkpoints.LastCheckpoint``)."""
 
     def __init__(self, last_ckpt: Path) -> None:
-        self.last_ckpt, self.lost_peer = last_ckpt, None
+        self.last_ckpt, self.lost_peer, self._at_epoch_end = last_ckpt, None, False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.world_size == 1:
@@ -308,13 +348,21 @@ class StopOnSignal(pl.Callback):
             stop = trainer.strategy.reduce_boolean_decision(bool(interrupt.received), all=False)  # host reads anyway
         else:
             return
-        if not stop:
-            return
+        if stop and at_epochs_last_batch(trainer):
+            self._at_epoch_end = True  # every process: the last batch is the same for all
+        elif stop:
+            self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._at_epoch_end:
+            self._stop(trainer)
+
+    def _stop(self, trainer) -> None:
         trainer.save_checkpoint(self.last_ckpt)  # every process, at this same step (a split pair gathers)
         signum = interrupt.received[0] if interrupt.received else signal.SIGINT  # else a peer got it
         raise interrupt.RunInterrupted(
             f"stopped by {interrupt.NAMES[signum]} at global step {trainer.global_step} (epoch "
-            f"{trainer.current_epoch}); checkpoint: {self.last_ckpt}\n"
+            f"{trainer.current_epoch + 1} of {trainer.max_epochs}); checkpoint: {self.last_ckpt}\n"
             f"resume with: {interrupt.resume_command(self.last_ckpt)}", signum)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:

@@ -57,6 +57,42 @@ class RunCheckpoint(ModelCheckpoint):
         return key
 
 
+def at_epochs_last_batch(trainer) -> bool:
+    """Whether the batch that just trained was its epoch's last (the epoch's validation has not run yet)."""
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
+def stops_mid_epoch(trainer) -> bool:
+    """Whether ``trainer.max_steps`` ends the run at this step, before its epoch's last batch."""
+    return 0 < trainer.max_steps <= trainer.global_step and not at_epochs_last_batch(trainer)
+
+
+class LastCheckpoint(RunCheckpoint):
+    """``last.ckpt``: at each epoch's end (after its validation), every ``every_n_train_steps`` steps when set,
+    and at the step where ``trainer.max_steps`` stops the run in mid-epoch; never for an epoch cut short.
+
+    Lightning saves its epoch-end state also for an epoch that ``max_steps`` cut short, and a run resumed
+    from it starts the next epoch: the rest of the epoch and its validation were skipped without a word. A
+    checkpoint written at an epoch's last batch, before its validation, resumes with that validation
+    skipped (Lightning counts the epoch as done). So the mid-epoch state is saved at the stopping step
+    (resumed, the epoch goes on from the next batch, the data position restored), the every-N checkpoint
+    leaves out an epoch's last batch (the epoch's own checkpoint follows its validation), and the epoch-end
+    save is left out for an epoch that did not end.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if at_epochs_last_batch(trainer):
+            return
+        if stops_mid_epoch(trainer) and not self._every_n_train_steps:
+            trainer.save_checkpoint(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}")
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if at_epochs_last_batch(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file beside its target, fsyncs it, then renames it into place.
 
@@ -75,6 +111,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as e:  # a full disk, a folder made read-only: one message, with the last good checkpoint
+            from .storage import write_failed
+
+            tmp.unlink(missing_ok=True)
+            raise write_failed(path, e) from e
+        except RuntimeError as e:  # torch.save's zip writer reports a short write (a full disk) as a RuntimeError
+            import errno
+            import shutil
+
+            full = shutil.disk_usage(path.parent).free < 2**20  # measured before the temporary file goes
+            tmp.unlink(missing_ok=True)
+            if not full:
+                raise
+            from .storage import write_failed
+
+            raise write_failed(path, OSError(errno.ENOSPC, "No space left on device")) from e
         finally:
             tmp.unlink(missing_ok=True)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -87,25 +139,53 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location=map_location or "cpu")
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Removes the temporary files (``.<name>.ckpt.tmp-<pid>``) that writes killed mid-way left in ``folder``,
+    those of processes no longer running; returns them. They are this writer's own, never a checkpoint."""
+    removed = []
+    for tmp in Path(folder).glob(".*.ckpt.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # a live process's write in progress
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def load_checkpoint(path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """Loads a checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only, no code.
 
     ``mmap``: map the tensors' bytes instead of reading them (cheap when only the metadata is needed).
 
     Raises:
-        CheckpointError: the file is missing, is not a checkpoint, or holds objects that would need
-            arbitrary code to rebuild.
+        CheckpointError: the file is missing, is not a checkpoint (empty, text, another format), or holds
+            objects that would need arbitrary code to rebuild.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        what = "it is empty (0 bytes)" if not head else "it is not the zip archive torch.save writes" + (
+            " (it begins with text)" if head.isascii() and head.decode("ascii").isprintable() else "")
+        raise CheckpointError(f"{path} is not a checkpoint: {what}. Give a .ckpt file of a run, e.g. "
+                              f"<run folder>/checkpoints/last.ckpt or best.ckpt")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain data, "
                               f"and loading them could run code from the file ({str(e).splitlines()[0]})") from e
     except (RuntimeError, EOFError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint: {e}") from e
+        raise CheckpointError(f"{path} is not a readable checkpoint (cut short, or damaged): "
+                              f"{str(e).splitlines()[0]}") from e
 
 
 def check_compatible(path, model_name: str, num_classes: int, mmap: bool = False) -> dict[str, Any]:
@@ -129,30 +209,99 @@ def check_compatible(path, model_name: str, num_classes: int, mmap: bool = False
     return ckpt
 
 
-def schedule_changes(resumed: dict[str, Any], scheduler_cfg, replan: bool) -> dict[str, Any]:
-    """What a resumed run's LR schedule plans differently from the checkpoint's (the cosine's ``T_max`` follows
-    ``trainer.max_epochs``, so extending a run moves it).
+def saved_lr(resumed: dict[str, Any]) -> float | None:
+    """The learning rate the checkpoint's optimizer would train its next step at."""
+    states = resumed.get("optimizer_states") or []
+    groups = states[0].get("param_groups", []) if states else []
+    return float(groups[0]["lr"]) if groups else None
 
-    Returns:
-        The settings to apply to the checkpoint's schedule (``replan``), else nothing.
+
+def epochs_done(resumed: dict[str, Any]) -> int:
+    """Whole epochs the checkpoint has trained (one written at an epoch's end counts that epoch)."""
+    progress = resumed.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    return int(resumed.get("epoch", 0)) + (1 if progress.get("is_last_batch") else 0)
+
+
+def mid_epoch(resumed: dict[str, Any]) -> bool:
+    """Whether the checkpoint was written in the middle of an epoch (Ctrl-C, every N steps, max_steps)."""
+    progress = resumed.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    return bool(progress.get("current", {}).get("processed")) and not progress.get("is_last_batch")
+
+
+def check_batch_size(resumed: dict[str, Any], path, batch_size: int) -> None:
+    """A checkpoint written in mid-epoch resumes at its own global batch only.
 
     Raises:
-        CheckpointError: for a change without ``replan``: the learning rate's course would change silently (a
-            cosine with a larger ``T_max`` picks up at a higher LR). The message gives the two honest choices.
+        CheckpointError: naming the checkpoint's batch size: the epoch's position is a count of its batches,
+            so at another size part of the epoch would be skipped (or read twice) without a word.
+    """
+    record = (resumed.get("callbacks") or {}).get("RunRecord") or {}
+    saved = record.get("batch_size")
+    if saved is None or saved == batch_size or not mid_epoch(resumed):
+        return
+    progress = resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
+    raise CheckpointError(
+        f"{path} was written in mid-epoch (after {progress} batches of epoch {int(resumed.get('epoch', 0)) + 1}) at "
+        f"data.batch_size={saved}; the epoch's position is a count of its batches, so resumed at "
+        f"data.batch_size={batch_size} part of the epoch would never be trained. Resume with "
+        f"data.batch_size={saved}, or change the batch size at an epoch's end: resume from a checkpoint written "
+        f"there (checkpoints/last.ckpt after the epoch ends) with the new size")
+
+
+def schedule_changes(resumed: dict[str, Any], scheduler_cfg, replan: bool, restart_lr: float | None = None,
+                     max_epochs: int | None = None, path=None) -> dict[str, Any]:
+    """What a resumed run changes in the checkpoint's LR schedule: a re-plan (the cosine's ``T_max`` follows
+    ``trainer.max_epochs``, so extending a run moves it), or a warm restart at ``restart_lr``.
+
+    Returns:
+        ``{"scheduler": settings for the checkpoint's scheduler state, "lr": the learning rate to set or None}``,
+        empty when nothing changes.
+
+    Raises:
+        CheckpointError: a change without ``replan`` (the learning rate's course would change silently: a
+            cosine with a larger ``T_max`` picks up at a higher LR), or a re-plan that cannot change anything
+            (the checkpoint's LR is 0, the end of its cosine: the new epochs would train at 0). The messages
+            give the choices.
     """
     from omegaconf import OmegaConf
 
     states = resumed.get("lr_schedulers") or []
+    planned = ({k: v for k, v in OmegaConf.to_container(scheduler_cfg, resolve=True).items() if not k.startswith("_")}
+               if scheduler_cfg is not None else {})
+    cosine = scheduler_cfg is not None and str(scheduler_cfg.get("_target_", "")).endswith("CosineAnnealingLR")
+    left = max_epochs - epochs_done(resumed) if max_epochs and max_epochs > 0 else None
+    if restart_lr:  # a warm restart (SGDR): the schedule begins again at restart_lr over the epochs left
+        restart = {"T_max": max(1, left or 1), "last_epoch": 0, "_step_count": 1, "base_lrs": None,
+                   "_last_lr": None} if cosine else {"_last_lr": None}
+        return {"scheduler": restart if states else {}, "lr": float(restart_lr)}
     if scheduler_cfg is None or not states:
         return {}
-    planned = {k: v for k, v in OmegaConf.to_container(scheduler_cfg, resolve=True).items() if not k.startswith("_")}
     changed = {k: (states[0][k], v) for k, v in planned.items() if k in states[0] and states[0][k] != v}
-    if not changed or replan:
-        return {k: new for k, (_, new) in changed.items()}
-    setting = ", ".join(f"{k}={old} in the checkpoint, {new} now" for k, (old, new) in changed.items())
-    keep = " ".join(f"trainer.max_epochs={old}" if k == "T_max" else f"schedule.scheduler.{k}={old}"
-                    for k, (old, _) in changed.items())
-    raise CheckpointError(f"this run's LR schedule differs from the checkpoint's ({setting}); resuming would change "
-                          f"the learning rate's course without saying so. Either keep the checkpoint's plan ({keep}), "
-                          f"or re-plan the schedule from here with schedule.replan=true (the LR goes on from its "
-                          f"current value and falls to its end value at the new horizon, never rising)")
+    if changed and not replan:
+        setting = ", ".join(f"{k}={old} in the checkpoint, {new} now" for k, (old, new) in changed.items())
+        keep = " ".join(f"trainer.max_epochs={old}" if k == "T_max" else f"schedule.scheduler.{k}={old}"
+                        for k, (old, _) in changed.items())
+        raise CheckpointError(
+            f"this run's LR schedule differs from the checkpoint's ({setting}); resuming would change the learning "
+            f"rate's course without saying so. Either keep the checkpoint's plan ({keep}), or re-plan the schedule "
+            f"from here with schedule.replan=true (the LR goes on from its current value and falls to its end "
+            f"value at the new horizon, never rising), or restart it with schedule.restart_lr=<lr>")
+    if saved_lr(resumed) == 0 and left and left > 0:
+        weights = f"model.weights={path}" if path else "model.weights=<checkpoint>"
+        ended = f"its cosine schedule ended at epoch {states[0].get('T_max')}" if cosine else "its schedule is at 0"
+        raise CheckpointError(
+            f"the checkpoint's learning rate is 0 ({ended}), so the {left} epoch(s) left would train at lr 0 and "
+            f"change nothing. Either restart the schedule from a learning rate of your choice, "
+            f"schedule.restart_lr=<lr> (a cosine then runs from it to 0 over the epochs left: a warm restart), or "
+            f"start a new run from these weights: python -m trainer {weights} trainer.max_epochs={left} "
+            f"(a new run folder and W&B run)")
+    return {"scheduler": {k: new for k, (_, new) in changed.items()}, "lr": None} if changed else {}
+
+
+def resume_plan(resumed: dict[str, Any], cfg, path) -> dict[str, Any]:
+    """Everything a run resumed from ``path`` checks and changes: its batch size against a mid-epoch
+    checkpoint's, and its LR schedule against the checkpoint's (``schedule_changes``)."""
+    check_batch_size(resumed, path, int(cfg.data.batch_size))
+    schedule = cfg.schedule
+    return schedule_changes(resumed, schedule.get("scheduler"), bool(schedule.get("replan")),
+                            schedule.get("restart_lr"), int(cfg.trainer.max_epochs), path)

@@ -87,6 +87,7 @@ RULES: dict[str, Rule] = {
     "schedule.scheduler.patience": at_least(0),
     "schedule.scheduler.threshold": non_negative(),
     "schedule.scheduler.T_max": at_least(1),
+    "schedule.restart_lr": Rule(lambda v: v is None or (_number(v) and v > 0), "null, or a number > 0", -1),
     "trainer.devices": at_least(1, or_auto=True),
     "trainer.num_nodes": at_least(1),
     "trainer.max_epochs": at_least(1, or_values=(-1,)),
@@ -125,6 +126,10 @@ def check_values(cfg: DictConfig) -> None:
             shown = "null" if value is None else value
             raise ConfigValueError(f"{key}={shown} is not allowed: {rule.text}")
     check_layout(cfg)
+    if OmegaConf.select(cfg, "schedule.restart_lr", default=None) and not OmegaConf.select(cfg, "ckpt_path",
+                                                                                           default=None):
+        raise ConfigValueError("schedule.restart_lr restarts a resumed run's schedule: give the checkpoint with "
+                               "ckpt_path=...; a new run starts at optim.lr")
 
 
 def check_layout(cfg: DictConfig) -> None:
@@ -144,10 +149,14 @@ def check_layout(cfg: DictConfig) -> None:
                                f"for several, use strategy=ddp {many}")
 
 
-def check_data_root(cfg: DictConfig) -> None:
-    """A data folder that is not there, found before the run folder and the W&B run exist (the embedded
-    digits are made on first use, so their folder may be missing)."""
+def check_data_root(cfg: DictConfig, first_process: bool = True) -> None:
+    """A data folder that is not there or not in the expected layout, found before the run folder and the
+    W&B run exist (the embedded digits are made on first use, so their folder may be missing or empty).
+    The layout (class folders each holding an image) is looked at by the first process only: on a network
+    file system every process listing ImageNet's 2,000 folders would cost minutes."""
     from pathlib import Path
+
+    from data_pipelines.layout import DataLayoutError, check_folders
 
     if OmegaConf.select(cfg, "data.name", default=None) == "digits":
         return
@@ -160,3 +169,8 @@ def check_data_root(cfg: DictConfig) -> None:
         raise ConfigValueError(f"data.root={root} does not exist; " + (
             f"make it with: {how}" if how else "expected ROOT/train/<class>/<image> and ROOT/val/<class>/<image> "
                                                "(README, \"Getting ImageNet ready\")"))
+    if first_process:
+        try:
+            check_folders(str(root))
+        except DataLayoutError as e:
+            raise ConfigValueError(f"data.root={root}: {e}") from None

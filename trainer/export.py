@@ -15,6 +15,7 @@ ONNX needs the optional ``export`` dependencies (``make install`` installs them)
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +28,7 @@ from models.weights import NET_PREFIX, TORCHVISION_NAMES
 from .checkpoints import CheckpointError, load_checkpoint
 
 ONNX_TOLERANCE = 1e-4  # largest |onnxruntime - PyTorch| over the batch, relative to the largest logit
+ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB per message, less room for the graph itself
 
 
 class ExportError(ValueError):
@@ -44,25 +46,32 @@ def network_from_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     return net.eval(), hparams
 
 
-def _write_beside(out: Path, write) -> None:
-    """``write(tmp)`` into a temporary file beside ``out``, then renamed to ``out`` (never over an existing file)."""
+def _write_beside(out: Path, write) -> list[Path]:
+    """``write(path)`` into a temporary folder beside ``out`` (``path`` has ``out``'s name), then each file it
+    wrote moved beside ``out`` under its own name: ``out`` last, never over an existing file. The files get the
+    user's usual mode (the umask's), as any file they write. Returns the files written."""
     if out.exists():
         raise ExportError(f"--out {out} exists; it is left as it is: give a new file name")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", dir=out.parent)
-    os.close(fd)
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        write(Path(tmp))
-        os.replace(tmp, out)
+        write(folder / out.name)
+        written = sorted(folder.iterdir(), key=lambda p: p.name == out.name)  # out itself last
+        for path in written:
+            if (out.parent / path.name).exists():
+                raise ExportError(f"{out.parent / path.name} exists; it is left as it is: give a new file name")
+        for path in written:
+            os.replace(path, out.parent / path.name)
+        return [out.parent / p.name for p in written]
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)  # ours: made just above
 
 
 def export_torchvision(net: torch.nn.Module, hparams: dict, out: Path) -> str:
     """Writes the state dict; returns the line that loads it (checked here, strictly)."""
     name, classes, channels = hparams["model_name"], hparams["num_classes"], hparams["in_channels"]
     state = {k: v.contiguous() for k, v in net.state_dict().items()}  # NCHW, whatever the training layout
-    _write_beside(out, lambda tmp: torch.save(state, tmp))
+    _write_beside(out, lambda path: torch.save(state, path))
     if name in TORCHVISION_NAMES and channels == 3:
         import torchvision
 
@@ -89,21 +98,29 @@ def export_onnx(net: torch.nn.Module, hparams: dict, out: Path, batch: int = 4) 
     size = hparams.get("input_size", 224)
     images = torch.randn(batch, hparams["in_channels"], size, size, generator=torch.Generator().manual_seed(0))
 
-    def write(tmp: Path) -> None:
-        torch.onnx.export(net, (images,), str(tmp), input_names=["images"], output_names=["logits"], dynamo=True,
-                          dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    def write(path: Path) -> None:
+        program = torch.onnx.export(net, (images,), input_names=["images"], output_names=["logits"], dynamo=True,
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+        # One self-contained file, unless the weights pass protobuf's 2 GB limit: then they go to a visible
+        # <name>.data beside it (ONNX's external data), which the message names
+        program.save(str(path), external_data=weight_bytes(net) >= ONNX_SINGLE_FILE_LIMIT)
 
-    _write_beside(out, write)
+    written = _write_beside(out, write)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = net(images)
     got = torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
     error = ((got - expected).abs().max() / expected.abs().max()).item()
     if error > ONNX_TOLERANCE:
-        out.unlink()
+        for path in written:
+            path.unlink()
         raise ExportError(f"onnxruntime's logits differ from PyTorch's by {error:.2e} of the largest (tolerance "
                           f"{ONNX_TOLERANCE:g}); nothing was kept")
-    return error
+    return error, [p for p in written if p != out]
+
+
+def weight_bytes(net: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in net.state_dict().values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.out}: the state dict of {hparams['model_name']} ({hparams['num_classes']} classes); load "
                   f"it with\n  {line}")
         else:
-            error = export_onnx(net, hparams, args.out)
+            error, beside = export_onnx(net, hparams, args.out)
             size = hparams.get("input_size", 224)
+            data = (f"; its weights are in {', '.join(map(str, beside))} (over ONNX's 2 GB single-file limit): keep "
+                    f"the files together" if beside else "; one self-contained file")
             print(f"{args.out}: {hparams['model_name']} as ONNX, input `images` (N, {hparams['in_channels']}, {size}, "
-                  f"{size}), output `logits`; onnxruntime matches PyTorch to {error:.1e} of the largest logit")
+                  f"{size}), output `logits`; onnxruntime matches PyTorch to {error:.1e} of the largest logit{data}")
     except (ExportError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -126,11 +126,22 @@ class ClassifierModule(pl.LightningModule):
             renormalize()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A resumed run with ``schedule.replan=true``: the checkpoint's schedule takes the new plan (e.g. a
-        cosine's ``T_max``) before Lightning restores it; PyTorch's schedulers step from the current LR, so a
-        longer cosine goes on falling from where it is."""
+        """A resumed run that re-plans or restarts its schedule (``checkpoints.schedule_changes``): the
+        checkpoint's scheduler state takes the new plan (e.g. a cosine's ``T_max``) and, for a warm restart,
+        the optimizer the new learning rate, before Lightning restores them. PyTorch's schedulers step from
+        the current LR, so a longer cosine goes on falling from where it is; a restarted one begins again."""
+        changes = getattr(self, "schedule_replan", {}) or {}
+        lr = changes.get("lr")
         for state in checkpoint.get("lr_schedulers") or []:
-            state.update(getattr(self, "schedule_replan", {}))
+            restart = {k: v for k, v in changes.get("scheduler", {}).items()}
+            for key in ("base_lrs", "_last_lr"):  # a restart: every group begins at the new lr
+                if key in restart and lr is not None:
+                    restart[key] = [lr] * len(state.get(key) or [0])
+            state.update(restart)
+        if lr is not None:
+            for optimizer in checkpoint.get("optimizer_states") or []:
+                for group in optimizer.get("param_groups", []):
+                    group["lr"] = group["initial_lr"] = lr
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -51,13 +51,21 @@ def same_command(folder: Path, overrides: Sequence[str]) -> bool:
 
 def _claim(folder: Path) -> bool:
     """Makes ``folder`` this run's: True when it was new or empty and ``folder/.hydra`` was created here."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"cannot create the run folder {folder}: {e.strerror}. Run from a folder you can write "
+                             f"to, or give one with hydra.run.dir=...") from None
     try:
         if any(folder.iterdir()):
             return False
         (folder / CLAIM).mkdir()  # exclusive: of two runs claiming the same empty folder, one wins
     except (FileExistsError, NotADirectoryError):
         return False
+    except OSError:  # read-only: permissions, or a read-only mount
+        raise RunFolderError(f"the run folder {folder} is read-only: a run writes its config, checkpoints, "
+                             f"console.log and W&B files there. Give a folder you can write to with "
+                             f"hydra.run.dir=..., or make it writable") from None
     return True
 
 

@@ -16,7 +16,8 @@ from .callbacks import NonFiniteLossGuard, ProgressBar, RunRecord, SlurmPreempti
 from . import interrupt
 from .config_check import check_values
 from .console import drop_anonymous, quiet_known_noise
-from .checkpoints import AtomicCheckpointIO, RunCheckpoint, check_compatible, schedule_changes
+from .checkpoints import (AtomicCheckpointIO, LastCheckpoint, RunCheckpoint, check_compatible, remove_stale_temporaries,
+                          resume_plan)
 from .devices import check_gpus_usable
 from .fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
 from .peers import lost_peer, lost_peer_error, requeue_plan
@@ -87,13 +88,13 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     # Two callbacks: Lightning's save_last only rewrites last.ckpt when the best one changes.
     best = RunCheckpoint(dirpath=folder, filename="best", monitor="val/top1_err", mode="min", save_top_k=1,
                          auto_insert_metric_name=False, enable_version_counter=False)
-    last = RunCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
+    last = LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
     step_metrics = StepMetrics()
-    callbacks = [RunRecord(logger), best, last, step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
+    callbacks = [RunRecord(logger, int(cfg.data.batch_size)), best, last, step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
                  StopOnSignal(last_ckpt=folder / "last.ckpt")]
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
-        callbacks.append(RunCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
-                                       every_n_train_steps=cfg.checkpoint_every_n_steps))
+        callbacks.append(LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
+                                        every_n_train_steps=cfg.checkpoint_every_n_steps))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(ProgressBar(step_metrics))
     strategy = cfg.strategy.lightning
@@ -151,6 +152,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     cfg = resolve(cfg, cuda=runs_on_cuda(cfg, trainer_overrides.get("accelerator")))  # the `auto` speed switches
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:
+        for tmp in remove_stale_temporaries(output_dir / "checkpoints"):
+            log.info("removed %s, left by a checkpoint write that was killed", tmp)
 
     datamodule = instantiate(cfg.data)
     schedule = cfg.schedule
@@ -161,9 +165,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = checkpoint_to_resume(cfg, output_dir)
     resumed = check_compatible(ckpt_path, cfg.model.model_name, cfg.data.num_classes) if ckpt_path else {}
     if resumed:
-        module.schedule_replan = schedule_changes(resumed, schedule.get("scheduler"), bool(schedule.get("replan")))
+        module.schedule_replan = resume_plan(resumed, cfg, ckpt_path)
         if module.schedule_replan and rank_zero_only.rank == 0:
-            log.info("schedule re-planned from here: %s", module.schedule_replan)
+            change = module.schedule_replan
+            log.info("schedule %s from here: %s", "restarted at lr %g" % change["lr"] if change.get("lr") else
+                     "re-planned", {k: v for k, v in change.get("scheduler", {}).items() if v is not None})
         if rank_zero_only.rank == 0:
             log.info("resuming from %s at epoch %d, global step %d", ckpt_path, resumed["epoch"], resumed["global_step"])
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))  # a typo fails before training
@@ -212,7 +218,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _finish_wandb(logger, exit_code: int) -> None:
     if logger and type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
-        logger.experiment.finish(exit_code=exit_code)
+        try:
+            logger.experiment.finish(exit_code=exit_code)
+        except Exception as e:  # W&B cannot write either (a full disk): the run's own error is the one to say
+            if exit_code == 0:
+                raise
+            log.warning("W&B could not close the run: %s", e)
 
 
 def _best_score(checkpoint: RunCheckpoint) -> float | None:
