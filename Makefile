@@ -1,6 +1,7 @@
 # make train   - set up the environment if needed, then run the main job (LeNet-5 on the embedded digits)
 # make test    - set up the environment if needed, then run the test suite
-# make gpu-check - on a GPU machine: the GPU tests and benchmarks in one command (gpu-check/summary.md)
+# make gpu-kit  - here, online: the wheels a GPU machine without network lacks, packed in parts (gpu-kit/)
+# make gpu-check - on a GPU machine: the GPU tests and benchmarks (gpu-check/summary.md); exit 3 without a GPU
 # Extra trainer overrides: make train ARGS="model=alexnet trainer.max_epochs=1"
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 # pip warns about every configured index folder that does not exist (some pip set-ups list several): hide that noise
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: train test gpu-check install clean
+.PHONY: train test gpu-kit gpu-check install clean
 
 install: $(STAMP)
 
@@ -29,8 +30,14 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-gpu-check: $(STAMP)
-	$(PY) -m trainer.gpu_check --out gpu-check $(ARGS)
+gpu-kit: $(STAMP)
+	$(PY) -m trainer.gpu_check.kit $(ARGS)
+
+# On a GPU machine: the project's .venv when there is one, else the machine's own python3 with the kit
+# (no install, no network). The lent H200 runs it in stages instead: README, "Measuring on a GPU machine".
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),python3) -m trainer.gpu_check --out gpu-check \
+	  $(if $(wildcard $(PY)),,$(if $(wildcard gpu-kit/manifest.json),--kit gpu-kit)) $(ARGS)
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) outputs multirun .pytest_cache gpu-check

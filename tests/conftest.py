@@ -65,10 +65,9 @@ def wandb_inspect(run_dir: Path) -> dict:
     """Reads an offline W&B run back with the W&B CLI (``wandb leet inspect --summary --json``)."""
     import json
 
-    wandb_bin = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_bin), "leet", "inspect", "--summary", "--json", str(run_dir)],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
-    return json.loads(out)
+    from trainer.tracking import wandb_inspect as inspect
+
+    return json.loads(inspect(Path(run_dir), "--summary", "--json"))
 
 
 def free_port() -> int:

@@ -121,6 +121,7 @@ def test_mid_epoch_resume_reads_exactly_what_the_uninterrupted_run_reads(digits)
 
 
 @pytest.mark.gpu
+@pytest.mark.dali
 def test_the_gpu_decoder_gives_the_cpu_decoders_pixels(tmp_path):
     """The same JPEGs (4:2:0 chroma, as most of ImageNet's) through the `center` views, decoded on the CPU and
     on the GPU: the same shapes, pixels within data_pipelines.decoders' stated tolerance."""

@@ -168,6 +168,7 @@ def test_a_dead_tower_stops_the_other_instead_of_hanging(tmp_path, digits_cache)
 
 
 @pytest.mark.gpu(2)
+@pytest.mark.dali
 def test_the_split_trains_on_two_gpus_over_nccl(tmp_path, digits_cache):
     result = run_cli("trainer", "model=alexnet", "strategy=two_gpu_split", "trainer.max_epochs=1", "data.batch_size=32",
                      "trainer.limit_train_batches=10", "trainer.limit_val_batches=2", "logger=none",

@@ -1,169 +1,124 @@
-"""``make gpu-check`` (``python -m trainer.gpu_check``): every check that needs a GPU, in one command.
+"""``python3 -m trainer.gpu_check``: every check that needs a GPU, in stages that fit a short lease.
 
-Run it on the first GPU machine at hand (under 20 minutes on one GPU). It writes
-``OUT/gpu_check.json`` and a short ``OUT/summary.md``, with each step's log beside them:
+Runs on the GPU machine's own Python, offline: with ``--kit gpu-kit`` (``make gpu-kit``, carried in
+parts) it first installs what of the kit has arrived (``install.py``), then runs the stage's steps
+(``steps.py``), each a process of its own. After every step the figures go into ``OUT/gpu_check.json`` and
+``OUT/summary.md``, and each step's output streams into ``OUT/gpu_check.log``, so a command killed at its
+limit leaves what it did; the results of the lease's earlier commands are carried in
+``gpu-check/state.json``.
 
-1. the suite's GPU tests (``pytest -m gpu``): the no-host-sync test under CUDA's sync debug mode with
-   the real DALI loader, the GPU decoder against the CPU decoder, the main job on the GPU's fast path
-   and, with 2+ GPUs, the two-GPU split against the grouped AlexNet over NCCL with channels_last;
-2. DALI ``mixed`` against ``cpu`` on the same generated JPEGs (``data_pipelines.decoders``);
-3. ``trainer.bench`` ResNet-50 at batch 256 on the GPU's fast path (bf16 where native): on an
-   in-memory batch (the compute), and the full path, DALI decoding generated ImageNet-sized JPEGs on
-   the GPU; img/s, MFU, peak memory; and AlexNet's full path on those JPEGs and on their 256x256
-   copy (``prepare resize --square``: the GPU decoder's work about 3x smaller);
-4. with 2+ GPUs: the two-GPU AlexNet split against 2-GPU DDP at the paper's batch of 128, fp32
-   (target: the split's step within 10 % of DDP's).
+- stage 1 (torch only, the kit's small part): the GPU tests that need no DALI, including no host sync
+  under ``torch.cuda.set_sync_debug_mode("error")`` on in-memory batches; ResNet-50 at batch 256 on the fast
+  path (bf16 where native, channels_last, fused SGD, cuDNN autotuning): img/s, MFU, peak memory;
+- stage 2 (torch only): AlexNet's grouped network; the peak memory against what ``python -m models NAME``
+  counts; ResNet-50 under ``torch.compile``;
+- stage 3 (DALI, once all its parts have arrived): DALI ``mixed`` against ``cpu`` on the same JPEGs; the GPU
+  tests that need DALI (no host sync with the real DALI loader, the main job's fast path); the full path with
+  GPU decoding against stage 1's in-memory figure; AlexNet's full path on the originals and the 256x256
+  copy; the main job end to end; with 2+ GPUs the split against DDP (on one GPU: skipped, with the reason).
 
-On a machine without a CUDA GPU it runs step 1 (every GPU test is reported as skipped, with the
-reason), says so, and exits 0; a failed test or check exits 1.
+Exit status: 0 every step that ran passed; 1 a test or a check failed; 2 the kit is incomplete or wrong
+(a part that does not match the manifest); 3 no CUDA GPU here, so nothing was measured (``--rehearse``
+runs the CPU-runnable parts at tiny sizes instead, to try the commands and the kit).
 """
 
 import argparse
-import json
+import os
 import platform
-import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import torch
+from .install import KitInstallError, describe_versions, install, versions
+from .report import Report
+from .steps import LEVELS, STEPS, Context, StepTimeout
 
-PROJECT = Path(__file__).resolve().parents[1]
-# What the figures should be (README, "Measuring on a GPU machine")
-ANCHORS = {"resnet50_img_s": "NVIDIA's reference trainer: 2,470 img/s ResNet-50 AMP on one A100 80GB; MLPerf's "
-                             "H100 results: about 6,900 img/s per GPU with a tuned stack",
-           "split_over_ddp": "the split's step within 10 % of 2-GPU DDP's (ratio <= 1.10)"}
-
-
-def run(name: str, command: list[str], out: Path, timeout: int) -> tuple[int, str]:
-    """Runs one step as its own process, its output kept in ``OUT/<name>.log``; (exit status, output)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(command)}", flush=True)
-    try:
-        done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=timeout)
-        code, text = done.returncode, done.stdout + done.stderr
-    except subprocess.TimeoutExpired as e:
-        code, text = 124, f"{e.stdout or ''}{e.stderr or ''}\ntimed out after {timeout} s"
-    (out / f"{name}.log").write_text(text if isinstance(text, str) else text.decode(errors="replace"))
-    return code, text
-
-
-def last_json(text: str) -> dict | None:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    return None
-
-
-def gpu_tests(out: Path, quick: bool) -> dict:
-    """``pytest -m gpu``: counts, and the failed and skipped tests with their reasons."""
-    xml = out / "gpu-tests.xml"
-    code, _ = run("gpu-tests", [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-ra", "-p", "no:cacheprovider",
-                                f"--junitxml={xml}"], out, timeout=300 if quick else 900)
-    result = {"exit_code": code, "passed": [], "failed": [], "skipped": {}}
-    if xml.is_file():
-        for case in ET.parse(xml).getroot().iter("testcase"):
-            name = f"{case.get('classname')}.{case.get('name')}"
-            skipped = case.find("skipped")
-            if skipped is not None:
-                result["skipped"][name] = skipped.get("message", "")
-            elif case.find("failure") is not None or case.find("error") is not None:
-                result["failed"].append(name)
-            else:
-                result["passed"].append(name)
-    return result
-
-
-def bench(name: str, overrides: list[str], out: Path, steps: int, repeats: int) -> dict:
-    code, text = run(name, [sys.executable, "-m", "trainer.bench", "--steps", str(steps), "--repeats", str(repeats),
-                            "trainer.enable_progress_bar=false", *overrides], out, timeout=900)
-    figures = last_json(text) if code == 0 else None
-    return figures or {"error": f"exit status {code}; see {out / (name + '.log')}"}
-
-
-def gpu_checks(out: Path, gpus: int, quick: bool) -> dict:
-    from data_pipelines.bench import image_files, make_images
-    from data_pipelines.decoders import decoder_agreement
-    from data_pipelines.prepare.resize import resize_dataset
-
-    steps, repeats = (5, 1) if quick else (100, 3)
-    checks = {}
-    jpegs = make_images(256 if quick else 8192)
-    files, _ = image_files(jpegs)
-    try:
-        checks["decoders"] = decoder_agreement(files[:256])
-    except Exception as e:  # a check that cannot run is a finding, not a crash of the whole command
-        checks["decoders"] = {"error": f"{type(e).__name__}: {e}"}
-    resnet = ["model=resnet50", "data.batch_size=256"]
-    checks["resnet50_synthetic"] = bench("bench-resnet50-synthetic", resnet, out, steps, repeats)
-    real = ["--real-data", "data=imagenet", "data.num_classes=8"]
-    checks["resnet50_full_path"] = bench("bench-resnet50-dali", [*resnet, *real, f"data.root={jpegs}"], out, steps,
-                                         repeats)
-    # AlexNet's data path on the originals and on their 256x256 copy (nvJPEG decodes a third of the pixels)
-    prepared = jpegs.with_name(jpegs.name + "-256sq")
-    resize_dataset(jpegs, prepared, size=256, square=True)
-    alexnet = ["model=alexnet", "data.batch_size=256", *real]
-    checks["alexnet_dali_originals"] = bench("bench-alexnet-dali", [*alexnet, f"data.root={jpegs}"], out, steps,
-                                             repeats)
-    checks["alexnet_dali_prepared"] = bench("bench-alexnet-dali-256", [*alexnet, f"data.root={prepared}"], out,
-                                            steps, repeats)
-    if gpus >= 2:
-        common = ["model=alexnet", "trainer.devices=2", "trainer.precision=32-true"]
-        split = bench("bench-alexnet-split", [*common, "strategy=two_gpu_split", "data.batch_size=128"], out, steps,
-                      repeats)
-        ddp = bench("bench-alexnet-ddp", [*common, "strategy=ddp", "data.batch_size=64"], out, steps, repeats)
-        checks["alexnet_split"], checks["alexnet_ddp"] = split, ddp
-        if "trainer_step_ms" in split and "trainer_step_ms" in ddp:
-            ratio = split["trainer_step_ms"] / ddp["trainer_step_ms"]
-            checks["split_over_ddp"] = {"ratio": round(ratio, 3), "within_target": ratio <= 1.10}
-    return checks
+PROJECT = Path(__file__).resolve().parents[2]
+EXIT_FAILED, EXIT_KIT, EXIT_NO_GPU = 1, 2, 3
+FAILED = ("failed", "error", "timed out")
 
 
 def machine() -> dict:
-    from .devices import driver_version
+    import torch
+
+    from ..devices import driver_version
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return {"gpus": gpus, "gpu": torch.cuda.get_device_name(0) if gpus else None, "driver": driver_version(),
+    driver = driver_version()
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = platform.node()
+    return {"gpus": gpus, "gpu": torch.cuda.get_device_name(0) if gpus else None, "driver": driver,
             "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M")}
-
-
-def summary_markdown(report: dict) -> str:
-    m, tests, checks = report["machine"], report["gpu_tests"], report["checks"]
-    lines = [f"# GPU check, {m['date']}", "",
-             f"{m['gpus']} x {m['gpu'] or 'no CUDA GPU'}; driver {m['driver'] or '-'}, torch {m['torch']} "
-             f"(CUDA {m['cuda']})", "",
-             f"GPU tests: {len(tests['passed'])} passed, {len(tests['failed'])} failed, {len(tests['skipped'])} skipped"]
-    lines += [f"- failed: `{name}`" for name in tests["failed"]]
-    lines += [f"- skipped: `{name}`: {why}" for name, why in tests["skipped"].items()]
-    if not checks:
-        lines += ["", "No CUDA GPU here: the checks below the tests did not run. Run `make gpu-check` on a GPU machine."]
-    for name, figures in checks.items():
-        lines += ["", f"## {name}", "", "```", json.dumps(figures, indent=1), "```"]
-    lines += ["", "What the figures should be:"] + [f"- {k}: {v}" for k, v in ANCHORS.items()]
-    return "\n".join(lines) + "\n"
+            "cpus": os.cpu_count(), "host": platform.node(), "boot": boot, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.gpu_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=PROJECT / "gpu-check", help="where the JSON, summary and logs go")
-    parser.add_argument("--quick", action="store_true", help="a few steps per benchmark (checks the command itself)")
+    parser = argparse.ArgumentParser(prog="python3 -m trainer.gpu_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", choices=["1", "2", "3", "all"], default="all", help="which steps (default all)")
+    parser.add_argument("--level", choices=list(LEVELS), default="full", help="quick | short | full (default)")
+    parser.add_argument("--kit", type=Path, default=None, help="install from this kit first (make gpu-kit)")
+    parser.add_argument("--out", type=Path, default=PROJECT / "gpu-check", help="where the JSON, summary and log go")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="the seconds this command may take: steps that would not fit are skipped, said why")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="without a GPU: run the CPU-runnable parts at tiny sizes (the commands and the kit)")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    report = {"machine": machine(), "gpu_tests": gpu_tests(args.out, args.quick), "checks": {}}
-    if report["machine"]["gpus"]:
-        report["checks"] = gpu_checks(args.out, report["machine"]["gpus"], args.quick)
-    report["wall_s"] = round(time.perf_counter() - start)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
-    summary = summary_markdown(report)
-    (args.out / "summary.md").write_text(summary)
-    print(summary)
-    print(f"written: {args.out / 'gpu_check.json'}, {args.out / 'summary.md'} ({report['wall_s']} s)")
-    failed = report["gpu_tests"]["failed"] or report["gpu_tests"]["exit_code"] not in (0, 5) or any(
-        "error" in c or c.get("within_tolerance") is False or c.get("within_target") is False
-        for c in report["checks"].values())
-    return 1 if failed else 0
+    start = time.monotonic()
+    info = machine()
+    report = Report(args.out, PROJECT / "gpu-check" / "state.json", info, args.level)
+    print(f"[{time.strftime('%H:%M:%S')}] {info['gpus']} x {info['gpu'] or 'no CUDA GPU'}, torch {info['torch']}, "
+          f"Python {info['python']}; stage {args.stage}, level {args.level}; writing {args.out}", flush=True)
+    env = {}
+    if args.kit is not None:
+        try:
+            installed = install(args.kit)
+        except KitInstallError as e:
+            report.record("kit", {"status": "error", "error": str(e)})
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_KIT
+        env = installed.pop("env")
+        installed["imports"] = versions(env)
+        report.record("kit", {"status": "installed", **installed, "seconds": round(time.monotonic() - start, 1)})
+        print("\n".join([f"kit: {installed['groups']}", *describe_versions(installed["imports"], args.kit),
+                         *[f"  needs {n['name']} {n['needs']}: machine {n['machine']} -> "
+                           f"{n.get('used', 'ok' if n['ok'] else 'unmet')}" for n in installed["needs"]]]), flush=True)
+    if not info["gpus"] and not args.rehearse:
+        report.record("no-gpu", {"status": "not run", "why": "no CUDA GPU here: nothing was measured; run this on a "
+                                                            "GPU machine (or --rehearse to try the commands)"})
+        print("no CUDA GPU here: nothing ran (exit status 3). Run it on a GPU machine; --rehearse tries the "
+              "commands on the CPU at tiny sizes.", file=sys.stderr)
+        return EXIT_NO_GPU
+    have_dali = args.kit is None or report.data["steps"].get("kit", {}).get("groups", {}).get("dali") == "installed"
+    deadline = start + args.budget_s if args.budget_s else float("inf")
+    ctx = Context(env=env, level=LEVELS[args.level], report=report, deadline=deadline, gpus=info["gpus"],
+                  rehearse=args.rehearse and not info["gpus"])
+    for name, (stage, step, needs) in STEPS.items():
+        if args.stage != "all" and int(args.stage) != stage:
+            continue
+        if "dali" in needs and not have_dali:
+            report.record(name, {"status": "skipped", "why": "DALI's parts have not all arrived (stage 3)"})
+            continue
+        if ctx.left() < 30:
+            report.record(name, {"status": "skipped", "why": f"not enough of this command's {args.budget_s:.0f} s "
+                                                              f"left"})
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] {name}...", flush=True)
+        t0 = time.monotonic()
+        try:
+            result = step(ctx)
+        except StepTimeout as e:
+            result = {"status": "timed out", "error": str(e)}
+        except Exception as e:  # a step that cannot run is a finding, not the end of the check
+            result = {"status": "error", "error": f"{type(e).__name__}: {e}"[:1000]}
+        result["seconds"] = round(time.monotonic() - t0, 1)
+        report.record(name, result)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {result['status']} ({result['seconds']} s)", flush=True)
+    print(f"written: {args.out / 'gpu_check.json'}, {args.out / 'summary.md'}, {report.log()} "
+          f"({time.monotonic() - start:.0f} s)")
+    failed = [n for n, r in report.data["steps"].items() if r.get("status") in FAILED]
+    return EXIT_FAILED if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,7 @@
+"""The GPU check: every measurement and test that needs a GPU, built for a machine lent for minutes, offline.
+
+``kit.py`` (run here: ``make gpu-kit``) packs the wheels such a machine lacks into parts that fit the commands
+that carry them; ``install.py`` unpacks them there; ``steps.py`` holds the stages' steps and ``report.py``
+writes their figures as they come; ``__main__.py`` runs a stage; ``rehearsal.py`` tries it all here first.
+It may import the run loop and the benchmark (``trainer.bench``); nothing else imports it.
+"""
