@@ -3,10 +3,7 @@
 import argparse
 import sys
 
-import torch
-
-from . import create_model, format_table, input_shape, layer_table, list_models, trainable_params
-from .memory import format_memory, split_tower_memory, training_memory
+from .catalogue import CATALOGUE, natural_order
 
 GTX_580_GIB = 3  # the memory of each of the two GPUs AlexNet was trained on
 
@@ -19,12 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128,
                         help="batch of the training-memory figures (default 128, AlexNet's)")
     args = parser.parse_args(argv)
-    if args.name is None:
-        for name in list_models():
-            model = create_model(name, num_classes=10 if name == "lenet5" else 1000)
-            shape = " x ".join(map(str, input_shape(name)))
-            print(f"{name:18s} input {shape:13s} {trainable_params(model):>14,} params")
+    if args.name is None:  # from the catalogue: no network is built, torch is not imported
+        for name in sorted(CATALOGUE, key=natural_order):
+            entry = CATALOGUE[name]
+            shape = " x ".join(map(str, entry.input_shape))
+            print(f"{name:18s} input {shape:13s} {entry.params:>14,} params ({entry.classes} classes)  {entry.paper}")
         return 0
+    import torch
+
+    from . import create_model, format_table, input_shape, layer_table, list_models
+    from .memory import format_memory, split_tower_memory, training_memory
+
     if args.name not in list_models():
         print(f"error: unknown model {args.name!r}; valid models: {', '.join(list_models())}", file=sys.stderr)
         return 2

@@ -121,7 +121,7 @@ class LeNet5(nn.Module):
         x = self.act6(self.f6(self.flatten(self.act5(self.c5(x)))))
         return self.output(x)
 
-@register_model(input_shape=(1, 32, 32))
+@register_model
 def lenet5(*, num_classes: int = 10, in_channels: int = 1) -> LeNet5:
     """LeNet-5 (LeCun et al. 1998): 60,000 trainable parameters, plus 840 fixed RBF centres for 10 classes."""
     return LeNet5(num_classes=num_classes, in_channels=in_channels)

@@ -1,38 +1,35 @@
 """Name -> builder registry, in the style of torchvision's ``register_model`` and timm's ``create_model``."""
 
-import re
 from typing import Callable
 
 from torch import nn
 
+from .catalogue import CATALOGUE, natural_order
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {}
 
 
-def register_model(fn=None, *, input_shape: tuple[int, int, int] = (3, 224, 224)):
-    """Registers a builder under its function name, with the input shape (C, H, W) it was designed for.
-
-    Use as ``@register_model`` or ``@register_model(input_shape=(1, 32, 32))``.
+def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Registers a builder under its function name; what it is (its paper, input shape, parameter count)
+    is its entry in ``models/catalogue.py``.
 
     Raises:
-        ValueError: if a builder of that name is already registered.
+        ValueError: if a builder of that name is already registered, or has no catalogue entry.
     """
-
-    def register(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        name = builder.__name__
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = builder
-        _INPUT_SHAPES[name] = tuple(input_shape)
-        return builder
-
-    return register(fn) if fn is not None else register
+    name = builder.__name__
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is registered twice")
+    if name not in CATALOGUE:
+        raise ValueError(f"model {name!r} has no entry in models/catalogue.py (its paper, input shape and "
+                         f"parameter count): add one")
+    _MODELS[name] = builder
+    return builder
 
 
 def input_shape(name: str) -> tuple[int, int, int]:
     """The (channels, height, width) input a registered model was designed for."""
     _check_name(name)
-    return _INPUT_SHAPES[name]
+    return CATALOGUE[name].input_shape
 
 
 def _check_name(name: str) -> None:
@@ -42,7 +39,7 @@ def _check_name(name: str) -> None:
 
 def list_models() -> list[str]:
     """Returns the registered model names in natural order (resnet18 before resnet101)."""
-    return sorted(_MODELS, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+    return sorted(_MODELS, key=natural_order)
 
 
 def create_model(name: str, *, num_classes: int = 1000, **kwargs) -> nn.Module:

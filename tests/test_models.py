@@ -21,9 +21,11 @@ def test_every_registered_model_has_a_paper_total():
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_parameter_total_matches_paper(name):
-    model = create_model(name, num_classes=10 if name == "lenet5" else 1000)
-    assert trainable_params(model) == PAPER_TOTALS[name]
+def test_parameter_total_matches_paper_and_the_catalogue(name):
+    from models.catalogue import CATALOGUE
+
+    model = create_model(name, num_classes=CATALOGUE[name].classes)
+    assert trainable_params(model) == PAPER_TOTALS[name] == CATALOGUE[name].params
 
 
 @pytest.mark.parametrize("name", list_models())
