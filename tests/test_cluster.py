@@ -143,13 +143,28 @@ def test_alexnet_two_gpu_script_runs_the_split_and_survives_preemption(slurm, tm
     assert ckpt["global_step"] == 8 and ckpt["state_dict"]["net.conv2.weight"].shape == (256, 48, 5, 5)
 
 
+def test_a_point_that_sbatch_refuses_stops_the_sweep_with_one_line(slurm, tmp_path, digits_cache):
+    """A point asking for GPUs on a cluster without them (this local Slurm has no gres): sbatch's own cause, in
+    one line, and no submitit traceback."""
+    env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
+    done = subprocess.run([sys.executable, "-m", "trainer", "-m", "hydra/launcher=slurm", "strategy=ddp",
+                           "trainer.devices=2", "trainer.accelerator=gpu", "optim.lr=0.01,0.02",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "sbatch refused sweep point #0" in errors[0] and "8 GPU(s) per node" in errors[0]
+    assert "gres" in errors[0].lower() and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
 def test_a_sweep_is_one_slurm_job_per_point_and_a_preempted_point_resumes(slurm, tmp_path, digits_cache):
     """``-m hydra/launcher=slurm``: a 2-point sweep of 2-task DDP runs, each point its own job sized from its
     strategy; USR2 to one point: it checkpoints, requeues and resumes in its own folder and W&B run."""
     env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
     sweep_dir = tmp_path / "sweep"
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "-m", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
+        # the launcher's default partition has 8 GPUs a node; points that train on the CPU ask for none
+        [sys.executable, "-m", "trainer", "-m", "hydra/launcher=slurm",
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=15", f"hydra.sweep.dir={sweep_dir}",
          "strategy=ddp", "trainer.devices=2", "optim.lr=0.01,0.02", *TINY, "trainer.max_epochs=8"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -146,15 +146,30 @@ def test_experiments_set_their_papers_imagenet_augmentation(tmp_path, digits_cac
     assert make_cfg(tmp_path, digits_cache, f"experiment={experiment}").data.preset == "digits"  # no ImageNet
 
 
-def test_help_imports_no_deep_learning_library(tmp_path):
-    """`python -m trainer --help` answers from the configs alone: torch, Lightning, torchvision, DALI and W&B
-    (seconds of imports) are loaded only by a run."""
+def test_help_says_what_the_tool_is_lists_its_commands_and_imports_no_deep_learning_library(tmp_path):
+    """`python -m trainer --help`: what the tool is, its commands, the config groups (not Hydra's generic page
+    and the whole config); from the configs alone: torch, Lightning, torchvision, DALI and W&B (seconds of
+    imports) are loaded only by a run."""
     import subprocess
     import sys
 
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "trainer", "--help"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "== Configuration groups ==" in result.stdout
+    assert result.returncode == 0 and "powered by Hydra" not in result.stdout
+    for text in ("convnet-classics: train the classic ConvNets", "python -m trainer.evaluate", "python -m trainer.report",
+                 "python -m trainer.export", "python -m trainer.bench", "python -m data_pipelines.prepare",
+                 "python -m data_pipelines.verify", "python3 -m trainer.gpu_check", "model: alexnet, alexnet_onetower"):
+        assert text in result.stdout, text
+    assert "optim:\n  lr:" not in result.stdout  # not the whole config
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
     assert imported & {"torch", "pytorch_lightning", "torchvision", "nvidia.dali", "wandb"} == set()
     assert "IMAGENET_ROOT is not set" not in result.stderr
+
+
+def test_a_misspelt_key_gets_the_nearest_real_one_not_a_hint_to_add_it(tmp_path):
+    from conftest import run_cli
+
+    result = run_cli("trainer", "trainer.max_epoch=1", cwd=tmp_path, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert ("error: trainer.max_epoch is not a setting of this config; did you mean trainer.max_epochs?"
+            in result.stderr) and not (tmp_path / "outputs").exists()

@@ -67,7 +67,7 @@ def test_prepare_writes_the_folder_layout_and_resumes(archives, tmp_path):
     out = tmp_path / "imagenet"
     first = prepare(archives, out)
     assert first.returncode == 0, first.stderr
-    assert "3 train classes and 7 val images written now" in first.stdout
+    assert "3 train classes and 7 val images written; next: python -m data_pipelines.verify" in first.stdout
     assert sorted(p.name for p in (out / "train").iterdir()) == WNIDS
     assert sorted(p.name for p in (out / "train" / WNIDS[1]).iterdir()) == [f"{WNIDS[1]}_{i}.JPEG" for i in range(3)]
     for i, wnid_id in enumerate(VAL_TRUTH):
@@ -79,7 +79,9 @@ def test_prepare_writes_the_folder_layout_and_resumes(archives, tmp_path):
     (out / "val" / WNIDS[0] / "ILSVRC2012_val_00000002.JPEG").unlink()
     (out / "train" / f".{WNIDS[2]}-leftover").mkdir()
     second = prepare(archives, out)
-    assert second.returncode == 0 and "1 train classes and 1 val images written now" in second.stdout
+    assert second.returncode == 0 and ("1 train classes and 1 val images written now; the rest of the 3 train "
+                                       "classes and 7 val images were there from an earlier, interrupted run"
+                                       in second.stdout), second.stdout
     listing = list_dataset(out)
     assert listing.classes == WNIDS and len(listing.files["val"]) == 7 and len(listing.files["train"]) == 9
 

@@ -48,7 +48,7 @@ def test_the_real_mnist_files_become_the_folder_layout(tmp_path):
     out = tmp_path / "mnist"
     result = prepare(REAL_MNIST, out)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "60,000 train and 10,000 val (MNIST test) images written now" in result.stdout
+    assert "60,000 train images and 10,000 val (MNIST test) images written; train LeNet-5" in result.stdout
     assert snapshot(REAL_MNIST) == before
     listing = list_dataset(out)
     assert listing.classes == [str(d) for d in range(10)]
@@ -74,7 +74,7 @@ def test_idx_files_gzipped_or_not_resumable_and_checked(tmp_path, prepared):
     plain, out = prepared
     assert len(list_dataset(out).files["train"]) == 60_000
     again = prepare(plain, out)  # resumed: nothing to write
-    assert again.returncode == 0 and "0 train and 0 val (MNIST test) images written now" in again.stdout
+    assert again.returncode == 0 and "complete already (an earlier run wrote it): nothing written now" in again.stdout
 
     wrong = write_idx(tmp_path / "wrong", {"train": 60_000, "val": 10_000}, gzipped=False, magic_images=1234)
     refused = prepare(wrong, tmp_path / "never")

@@ -15,8 +15,8 @@ from hydra_plugins.convnet_classics.slurm_launcher import SweepPointError, point
     (["model=alexnet", "strategy=two_gpu_split", "trainer.devices=4"], 8, (4, 1, 4),
      ["trainer.devices=4", "trainer.num_nodes=1", "trainer.accelerator=gpu"]),
     (["strategy=single"], 8, (1, 1, 1), ["trainer.devices=1", "trainer.num_nodes=1", "trainer.accelerator=gpu"]),
-    (["strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"], 8, (2, 1, 2),
-     ["trainer.devices=2", "trainer.num_nodes=1"]),  # the user's accelerator is kept
+    (["strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"], 8, (2, 1, 0),
+     ["trainer.devices=2", "trainer.num_nodes=1"]),  # a point that trains on the CPU asks for no GPU
 ])
 def test_a_points_job_follows_its_strategy(tmp_path, digits_cache, overrides, gpus, resources, extra):
     point = make_cfg(tmp_path, digits_cache, "trainer.accelerator=auto", *overrides)  # the default, as a user has it

@@ -172,10 +172,31 @@ NOISE = ("The `srun` command is available on your system but is not used", "Leaf
 
 
 def test_the_console_says_only_what_the_user_can_act_on(main_job):
-    _, _, result = main_job
+    """The console is this tool's: the opening block, the epoch lines, the summary. The libraries' log lines
+    go to run.log; W&B's banner and closing block are not printed (the summary says where the run is);
+    Lightning's model summary (which listed the metric objects as layers) is the block's model line."""
+    run, _, result = main_job
     console = result.stdout + result.stderr
     assert [noise for noise in NOISE if noise in console] == []
-    assert "runs on: 1 process(es)" in console  # the run's own lines are there
+    for line in ("lenet5 / single / digits", "  model: lenet5 (LeCun et al. 1998), 60,000 trainable parameters, "
+                 "input 1 x 32 x 32, 10 classes", "  runs on: 1 process(es)", "  recipe: experiment=default: "
+                 "CosineAnnealingLR, 30 epochs; augmentation digits; seed 42", f"  run folder: {run}",
+                 "  W&B: offline, "):
+        assert line in console, line
+    assert not re.search(r"^\[\d{4}-\d\d-\d\d ", console, re.M)  # no library's log line
+    assert not re.search(r"^wandb:", console, re.M) and "Multiclass" not in console
+    assert "GPU available: False" in (run / "run.log").read_text()  # kept there, for whoever needs them
+
+
+def test_off_a_terminal_progress_lines_come_at_their_pace(tmp_path, digits_cache, capsys):
+    """A Slurm log between epochs: a line every progress_every_s seconds, on a logging step; none at the epoch's
+    last batch (its epoch line follows)."""
+    train(make_cfg(tmp_path, digits_cache, "progress_every_s=0.01", "trainer.max_epochs=1", "logger=none",
+                   "trainer.limit_train_batches=30", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"))
+    out = capsys.readouterr().out
+    found = re.findall(r"^epoch 1/1 \[ *(\d+) %\] step (\d+)/30, \d+ img/s, loss [\d.e+-]+, lr 0.001, "
+                       r"\d+ s left in the epoch$", out, re.M)
+    assert found == [("33", "10"), ("67", "20")], out[-2000:]
 
 
 def test_the_run_folder_keeps_what_the_console_showed(main_job):

@@ -113,8 +113,12 @@ def check_before_start(overrides: list[str]) -> list[str]:
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    except Exception:  # an unknown key or option: Hydra's own message, from _main()
-        return overrides
+    except Exception as e:  # an unknown key or option: the nearest real one, else Hydra's own message (_main)
+        message = misspelt(e, overrides)
+        if message is None:
+            return overrides
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
     try:
         check_values(cfg)
         check_data_root(cfg, first_process=console.process_rank() == 0)
@@ -133,6 +137,38 @@ def check_before_start(overrides: list[str]) -> list[str]:
     except (ConfigValueError, RunFolderError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def misspelt(error: Exception, overrides: list[str]) -> str | None:
+    """An override of a key the config does not have (``trainer.max_epoch=1``): which key was meant. Hydra
+    would offer to add it with ``+``, which lets a typo pass silently. None for any other error."""
+    import difflib
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    found = re.search(r"Could not override '([^']+)'", str(error))
+    if not found:
+        return None
+    key = found.group(1)
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = OmegaConf.to_container(compose(config_name="train", overrides=kept), resolve=False)
+    except Exception:
+        return None
+
+    def keys(node, prefix=""):
+        for k, v in node.items():
+            yield f"{prefix}{k}"
+            if isinstance(v, dict):
+                yield from keys(v, f"{prefix}{k}.")
+
+    near = difflib.get_close_matches(key, list(keys(cfg)), n=1, cutoff=0.75)
+    hint = f"did you mean {' or '.join(near)}? " if near else ""
+    return (f"{key} is not a setting of this config; {hint}(python -m trainer --cfg job prints every setting; a "
+            f"new key is added on purpose with +{key}=...)")
 
 
 def claim_folder(overrides: list[str], folder: Path) -> list[str]:

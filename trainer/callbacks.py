@@ -47,10 +47,11 @@ class RunRecord(pl.Callback):
     checkpoint. (One callback for all this: every callback costs about 10 µs of Lightning's hook calls per
     step.) The console and W&B: rank 0 only."""
 
-    def __init__(self, logger=None, batch_size: int | None = None) -> None:
+    def __init__(self, logger=None, batch_size: int | None = None, title: str = "", recipe: str = "") -> None:
         self.wandb = logger if type(logger).__name__ == "WandbLogger" else None
         self.val_history: list[dict] = []
         self.batch_size = batch_size  # the global batch: a mid-epoch checkpoint resumes at it only
+        self.title, self.recipe = title, recipe
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -92,23 +93,42 @@ class RunRecord(pl.Callback):
         if self.wandb is not None and trainer.is_global_zero:
             checkpoint["wandb_run_id"] = self.wandb.version
 
-    @staticmethod
-    def describe(trainer) -> list[str]:
+    def describe(self, trainer) -> list[str]:
+        """The run's opening block: the model, where it runs, the data, the recipe, where its files go."""
+        from models.catalogue import CATALOGUE
+
         device = trainer.strategy.root_device
         _, replicas = data_parallel_rank_and_size(trainer)
-        data = trainer.datamodule
-        lines = [f"runs on: {trainer.world_size} process(es) = {trainer.num_nodes} node(s) x {trainer.num_devices}, "
+        data, module = trainer.datamodule, trainer.lightning_module
+        hparams = getattr(module, "hparams", {})
+        name = hparams.get("model_name", "")
+        params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        paper = f" ({CATALOGUE[name].paper})" if name in CATALOGUE else ""
+        shape = f"{hparams.get('in_channels', '?')} x {hparams.get('input_size', '?')} x {hparams.get('input_size', '?')}"
+        lines = [self.title or name,
+                 f"  model: {name}{paper}, {params:,} trainable parameters, input {shape}, "
+                 f"{hparams.get('num_classes', '?')} classes",
+                 f"  runs on: {trainer.world_size} process(es) = {trainer.num_nodes} node(s) x {trainer.num_devices}, "
                  f"one {device.type.upper()} device each ({type(trainer.strategy).__name__}), precision "
                  f"{trainer.precision}"]
         if data is not None and hasattr(data, "threads"):
-            lines.append(f"data: {data.name}, global batch {data.batch_size} = {replicas} replica(s) x "
+            sizes = (f" ({len(data.listing.files['train']):,} train / {len(data.listing.files['val']):,} val images "
+                     f"in {data.listing.root})" if getattr(data, "listing", None) else "")
+            lines.append(f"  data: {data.name}{sizes}, global batch {data.batch_size} = {replicas} replica(s) x "
                          f"{data.batch_size // replicas}; DALI {data.threads} thread(s) per process "
                          f"({data.threads_how}), decoder {data.decoder_for_device()[0]}")
         if trainer.optimizers:
             group = trainer.optimizers[0].param_groups[0]
-            lines.append(f"optimizer: {type(trainer.optimizers[0]).__name__}, lr {group['lr']:g} (after scaling to "
-                         f"the global batch), momentum {group.get('momentum', '-')}, weight decay "
+            lines.append(f"  optimizer: {type(trainer.optimizers[0]).__name__}, lr {group['lr']:g} (after scaling "
+                         f"to the global batch), momentum {group.get('momentum', '-')}, weight decay "
                          f"{group.get('weight_decay', '-')}")
+        if self.recipe:
+            lines.append(f"  recipe: {self.recipe}")
+        lines.append(f"  run folder: {trainer.default_root_dir} (console.log: this console; run.log: every "
+                     f"library's log lines)")
+        if self.wandb is not None:
+            run = self.wandb.experiment
+            lines.append(f"  W&B: {getattr(run, 'url', None) or f'offline, {Path(run.dir).parent}'}")
         return lines
 
 
@@ -136,6 +156,7 @@ class StepMetrics(pl.Callback):
         self._loss_sum: torch.Tensor | None = None
         self._resumed_mid_epoch = False
         self.loss: float | None = None
+        self.lr = self.img_per_s = 0.0
 
     def _start_epoch(self, trainer, resumed: bool) -> None:
         self._t0 = self._epoch_t0 = time.perf_counter()
@@ -165,8 +186,8 @@ class StepMetrics(pl.Callback):
         now = time.perf_counter()
         _, replicas = data_parallel_rank_and_size(trainer)  # the processes of a split pair share images
         self.loss = float(loss)  # the logging step's host read
-        metrics = {"train/loss": self.loss, "train/lr": self._lr,
-                   "train/img_per_s": self._images * replicas / max(now - self._t0, 1e-9),
+        self.lr, self.img_per_s = self._lr, self._images * replicas / max(now - self._t0, 1e-9)
+        metrics = {"train/loss": self.loss, "train/lr": self.lr, "train/img_per_s": self.img_per_s,
                    "epoch": trainer.current_epoch}
         for logger in trainer.loggers:  # rank 0 only: Lightning's loggers log from global rank 0
             logger.log_metrics(metrics, step=trainer.global_step - 1)  # Lightning's step: optimizer steps before
@@ -195,6 +216,59 @@ class StepMetrics(pl.Callback):
         since = " since the resume" if self._resumed_mid_epoch else ""
         items += [f"lr {self._epoch_lr:.3g}", f"{seconds:.0f} s{since}"]  # the epoch's first lr
         return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(items)
+
+
+class ProgressLines(pl.Callback):
+    """Off a terminal (a Slurm log, ``nohup``, ``> file``), where the progress bar draws nothing: a plain line
+    every ``every_s`` seconds (``progress_every_s``), on a logging step (its values are host values there):
+
+        epoch 3/30 [ 47 %] step 21/45, 612 img/s, loss 0.0431, lr 0.000976, 12 s left in the epoch
+
+    The loss is the last logged step's. Rank 0 only."""
+
+    def __init__(self, step_metrics: StepMetrics, every_s: float) -> None:
+        self.step_metrics, self.every_s = step_metrics, every_s
+        self._last = self._epoch_t0 = 0.0
+        self._first_batch = 0
+
+    def _start(self, first_batch: int) -> None:
+        self._last = self._epoch_t0 = time.perf_counter()
+        self._first_batch = first_batch  # the batches an epoch resumed in its middle had done before
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start(0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if not trainer.is_global_zero or not is_logging_step(trainer) or now - self._last < self.every_s or \
+                at_epochs_last_batch(trainer):  # the epoch's own line follows
+            return
+        self._last = now
+        print(self.line(trainer, batch_idx + 1, now), flush=True)
+
+    def line(self, trainer, done: int, now: float) -> str:
+        total = trainer.num_training_batches
+        rate = (done - self._first_batch) / max(now - self._epoch_t0, 1e-9)  # batches a second this epoch
+        left = (total - done) / rate if rate > 0 and total != float("inf") else None
+        metrics = self.step_metrics
+        items = [f"step {done}/{total}", f"{metrics.img_per_s:.0f} img/s"]
+        if metrics.loss is not None:
+            items.append(f"loss {metrics.loss:.4g}")
+        items.append(f"lr {metrics.lr:.3g}")
+        if left is not None:
+            items.append(f"{_duration(left)} left in the epoch")
+        share = f"[{100 * done / total:3.0f} %] " if total != float("inf") else ""
+        return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} {share}" + ", ".join(items)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
 
 
 class ProgressBar(RichProgressBar):

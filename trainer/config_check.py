@@ -102,6 +102,7 @@ RULES: dict[str, Rule] = {
     "strategy.num_nodes": at_least(1),
     "strategy.lightning.timeout.minutes": positive(),
     "checkpoint_every_n_steps": at_least(1, or_none=True),
+    "progress_every_s": Rule(lambda v: v is None or (_number(v) and v > 0), "null, or a number of seconds > 0", 0),
     "seed": Rule(lambda v: _int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)", -1),
 }
 _ABSENT = object()

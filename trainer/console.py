@@ -1,7 +1,14 @@
 """What the console shows, and its copy in the run folder (``console.log``).
 
-The console says what the user can act on. Four messages of the pinned libraries are not that,
-and are filtered here at their source, each by its exact text or setting, so every other warning shows.
+The console is this tool's: one opening block (what runs where, on what data, with which recipe), the
+progress, a line per epoch and the closing summary. The libraries' own log lines (Lightning's "GPU
+available", "Seed set to", "`Trainer.fit` stopped") go to the run folder's ``run.log`` only, with their
+time and source (``conf/hydra/job_logging/console.yaml``: ``OnTheConsole`` lets through this project's
+records and every warning), W&B's banner and closing block are silenced (``WANDB_SILENT``; the summary says
+where the W&B run is), and Lightning's model summary is replaced by the opening block's model line.
+
+Five messages of the pinned libraries are not worth a user's attention, and are filtered here at their
+source, each by its exact text or setting, so every other warning shows.
 
 - Lightning's "The `srun` command is available on your system but is not used": printed on any machine
   with Slurm's client installed (a login node, a workstation), for every run that is not a Slurm step.
@@ -11,6 +18,8 @@ and are filtered here at their source, each by its exact text or setting, so eve
 - Lightning's "Tip: ... try installing litlogger": an advertisement, logged at every Trainer start.
 - W&B's "The anonymous setting has no effect": Lightning's WandbLogger passes ``anonymous=None``,
   which W&B 0.31 counts as set; the setting is dropped before ``wandb.init`` (``drop_anonymous``).
+- Lightning's "Checkpoint directory ... exists and is not empty": said on the documented resume path, where
+  the folder is the run's own; a new run always has a folder of its own (``trainer/run_folder.py``).
 """
 
 import io
@@ -31,8 +40,35 @@ class _DropTip(logging.Filter):
         return LIGHTNING_TIP not in record.getMessage()
 
 
+OURS = ("trainer", "data_pipelines", "models", "hydra_plugins", "__main__")
+
+
+class OnTheConsole(logging.Filter):
+    """The log records the console shows: this project's, and every library's warnings and errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] in OURS
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The console's lines: the message alone (``warning: ...`` for a warning), a Python warning without the
+    path and source line the warnings module adds."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name == "py.warnings":  # "path:line: Category: message\n  source"
+            message = re.sub(r"^.*?:\d+: \w+: ", "", message.split("\n", 1)[0])
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return f"warning: {message}" if record.levelno == logging.WARNING else message
+
+
 def quiet_known_noise() -> None:
-    """Installs the filters (idempotent; call in every process before the Trainer is built)."""
+    """Installs the filters (idempotent; call in every process before the Trainer is built); the Python
+    warnings the libraries raise go through logging (``py.warnings``), to the console and ``run.log``."""
+    logging.captureWarnings(True)
+    os.environ.setdefault("WANDB_SILENT", "true")  # W&B's banner and closing block: our summary says where it is
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)

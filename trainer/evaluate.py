@@ -54,10 +54,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_gpus_usable(cfg.trainer.accelerator)
     cfg = resolve(cfg, cuda=runs_on_cuda(cfg))
     cfg.data.eval_protocol = cfg.protocol
-    if cfg.protocol == "tencrop" and cfg.data.image_size < 64:
-        print(f"warning: protocol=tencrop on {cfg.data.image_size} px inputs: the ten crops of so small an image are "
-              "almost the same pixels (shifted by a few), so the figure is close to centre's and is not comparable "
-              "with the papers' ten-crop figures, which are taken on 224 px crops of 256 px images", file=sys.stderr)
+    from data_pipelines.augment import DIGIT_PRESETS
+
+    if cfg.protocol == "tencrop" and cfg.data.get("preset") in DIGIT_PRESETS:
+        print(f"warning: protocol=tencrop on {cfg.data.image_size} px inputs: on digits the ten views are the whole "
+              f"field five times and its mirror image five times (the crops are as large as the field), and a "
+              f"mirrored digit is another glyph (a mirrored 3 reads as an epsilon): the figure measures mirror "
+              f"images, far above centre's, and no paper evaluated LeNet-5 with ten crops. protocol=center is the "
+              f"papers' protocol for it", file=sys.stderr)
+    elif cfg.protocol == "tencrop" and cfg.data.image_size < 64:
+        print(f"warning: protocol=tencrop on {cfg.data.image_size} px inputs: the papers' ten crops are 224 px crops "
+              f"of 256 px images (AlexNet section 4.1); crops of so small an image move it by a few pixels only, so "
+              f"the figure is not comparable with theirs", file=sys.stderr)
     if weights == "torchvision" and cfg.data.get("preset") == "alexnet":
         cfg.data.preset = "resnet"  # torchvision's weights take ImageNet's mean/std normalisation, not the mean pixel
         print("note: torchvision's weights expect mean/std normalisation: evaluating with data.preset=resnet's")

@@ -2,6 +2,7 @@
 
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
-from .callbacks import NonFiniteLossGuard, ProgressBar, RunRecord, SlurmPreemption, StepMetrics, StopOnSignal
+from .callbacks import (NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord, SlurmPreemption, StepMetrics,
+                        StopOnSignal)
 from . import interrupt
 from .config_check import check_values
 from .console import drop_anonymous, quiet_known_noise
@@ -22,7 +24,7 @@ from .devices import check_gpus_usable
 from .fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
 from .peers import lost_peer, lost_peer_error, requeue_plan
 from .paper_comparison import print_comparison, references_for, summary_fields
-from .summary import print_summary
+from .summary import print_summary, run_title
 from .tracking import environment, git_state, wandb_offline
 
 log = logging.getLogger(__name__)
@@ -90,13 +92,17 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
                          auto_insert_metric_name=False, enable_version_counter=False)
     last = LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
     step_metrics = StepMetrics()
-    callbacks = [RunRecord(logger, int(cfg.data.batch_size)), best, last, step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
+    callbacks = [RunRecord(logger, int(cfg.data.batch_size), title=run_title(cfg), recipe=recipe(cfg)), best, last, step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
                  StopOnSignal(last_ckpt=folder / "last.ckpt")]
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                         every_n_train_steps=cfg.checkpoint_every_n_steps))
-    if cfg.trainer.get("enable_progress_bar", True):
+    if cfg.trainer.get("enable_progress_bar", True) and sys.stdout.isatty():  # on a terminal: the bar
         callbacks.append(ProgressBar(step_metrics))
+    else:  # off one (a Slurm log, nohup), where a bar draws nothing but its last frame: plain lines
+        overrides = {**overrides, "enable_progress_bar": False}
+        if cfg.get("progress_every_s"):
+            callbacks.append(ProgressLines(step_metrics, float(cfg.progress_every_s)))
     strategy = cfg.strategy.lightning
     if OmegaConf.is_dict(strategy):
         strategy = instantiate(strategy)
@@ -110,6 +116,17 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
                           default_root_dir=str(output_dir), plugins=plugins, **overrides)
     check_sigterm_on_logging_steps(trainer)
     return trainer
+
+
+def recipe(cfg: DictConfig) -> str:
+    """The recipe in words: the experiment, the schedule and its length, the seed."""
+    scheduler = cfg.schedule.get("scheduler")
+    schedule = scheduler._target_.rsplit(".", 1)[-1] if scheduler else "constant lr"
+    length = (f"{cfg.trainer.max_epochs} epochs" if cfg.trainer.max_epochs and cfg.trainer.max_epochs > 0 else "") + (
+        f", at most {cfg.trainer.max_steps} steps" if cfg.trainer.get("max_steps", -1) > 0 else "")
+    preset = cfg.data.get("preset")
+    return (f"experiment={cfg.experiment_name}: {schedule}, {length}; augmentation {preset}; seed {cfg.seed}"
+            if preset else f"experiment={cfg.experiment_name}: {schedule}, {length}; seed {cfg.seed}")
 
 
 def strategy_plan(cfg: DictConfig) -> dict:
@@ -202,6 +219,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_ckpt": trainer.checkpoint_callback.best_model_path,
         "last_ckpt": str(output_dir / "checkpoints" / "last.ckpt"),
         "wandb_dir": _wandb_dir(logger) if trainer.is_global_zero else None,  # W&B runs on rank 0 only
+        "wandb_url": (getattr(logger.experiment, "url", None) if trainer.is_global_zero and _wandb_dir(logger)
+                      else None),
     }
     protocol = cfg.data.get("eval_protocol", "center")
     preset = cfg.data.get("preset")

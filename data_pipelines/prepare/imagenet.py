@@ -131,6 +131,10 @@ def run(args) -> int:
     except (ArchiveError, NotOursError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{out}: {classes} train classes and {images} val images written now (the rest were already there); "
-          f"next: python -m data_pipelines.verify {out}")
+    from . import written_now
+
+    totals = {"train classes": sum(1 for p in (out / "train").iterdir() if p.is_dir() and not p.name.startswith(".")),
+              "val images": sum(1 for _ in (out / "val").rglob("*.JPEG"))}
+    print(f"{out}: {written_now({'train classes': classes, 'val images': images}, totals)}; next: python -m "
+          f"data_pipelines.verify {out}")
     return 0

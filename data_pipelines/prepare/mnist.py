@@ -140,7 +140,12 @@ def run(args) -> int:
     except (MnistFileError, NotOursError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.out}: {written['train']:,} train and {written['val']:,} val (MNIST test) images written now (the "
-          f"rest were already there); train LeNet-5 on them: python -m trainer experiment=lenet5_1998 data=mnist "
-          f"data.root={args.out}")
+    from . import written_now
+    from ..manifest import read_manifest
+
+    manifest = read_manifest(args.out) or {}
+    counts = {"train images": written["train"], "val (MNIST test) images": written["val"]}
+    totals = {"train images": manifest.get("train", 0), "val (MNIST test) images": manifest.get("val", 0)}
+    print(f"{args.out}: {written_now(counts, totals)}; train LeNet-5 on them: python -m trainer "
+          f"experiment=lenet5_1998 data=mnist data.root={args.out}")
     return 0

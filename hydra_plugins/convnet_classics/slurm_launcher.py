@@ -15,6 +15,7 @@ submitit launcher (which imports submitit lazily).
 """
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,9 +35,12 @@ class SweepPointError(ValueError):
 def point_job(point: DictConfig, gpus_per_node: int) -> tuple[dict[str, Any], list[str]]:
     """The Slurm resources of one sweep point, and the overrides that make its run match them.
 
-    ``gpus_per_node``: the launcher's; 0 on a CPU partition (then each task is a CPU process).
+    ``gpus_per_node``: the launcher's; 0 on a CPU partition (then each task is a CPU process). A point that
+    trains on the CPU (``trainer.accelerator=cpu``) asks for no GPU, whatever the partition has.
     """
     devices, nodes = point.trainer.devices, point.trainer.num_nodes
+    if point.trainer.accelerator == "cpu":
+        gpus_per_node = 0
     if point.strategy.name == "single":
         if devices not in (1, "1", "auto") or nodes != 1:
             raise SweepPointError(f"strategy=single runs one process, but this point has trainer.devices={devices} "
@@ -62,6 +66,15 @@ class SlurmSweepLauncher(SlurmLauncher):
     """One Slurm job per sweep point, its resources from the point's own config (``point_job``)."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Plans every point, then submits them; a point that cannot be a job, or that sbatch refuses, stops the
+        sweep with one line naming the cause (exit status 2)."""
+        try:
+            return self._launch(job_overrides, initial_job_idx)
+        except SweepPointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit  # lazily, as Hydra's submitit launcher does: plugin discovery stays fast
 
         assert self.config is not None and self.hydra_context is not None
@@ -88,7 +101,15 @@ class SlurmSweepLauncher(SlurmLauncher):
         for idx, overrides, resources in planned:
             executor.update_parameters(**resources, slurm_srun_args=[
                 f"--cpus-per-task={params.get('cpus_per_task') or 1}", "--kill-on-bad-exit=1"])
-            job = executor.submit(self, overrides, "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+            try:
+                job = executor.submit(self, overrides, "hydra.sweep.dir", idx, f"job_id_for_{idx}",
+                                      Singleton.get_state())
+            except Exception as e:  # sbatch refused it: its own words, not submitit's traceback
+                cause = next((line.split("error:", 1)[1].strip() for line in str(e).splitlines() if "error:" in line),
+                             str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+                raise SweepPointError(f"sbatch refused sweep point #{idx} ({' '.join(filter_overrides(overrides))}), "
+                                      f"{resources['gpus_per_node']} GPU(s) per node asked for: {cause}; "
+                                      f"{len(jobs)} job(s) were submitted before it") from None
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}  ->  Slurm job {job.job_id} "
                      f"({resources['nodes']} node(s) x {resources['tasks_per_node']} task(s), "
                      f"{resources['gpus_per_node']} GPU(s) per node)")

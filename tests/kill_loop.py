@@ -1,0 +1,106 @@
+"""The kill loop: ``kill -9`` at random moments of one run, each followed by a resume, against a run never killed.
+
+    python tests/kill_loop.py [--kills 10] [--epochs 4] [--seed 0] [--work /tmp/kill-loop]
+
+A benchmark-style script (minutes on 2 cores), not a CI test. The run is the main job (LeNet-5 on the digits,
+W&B offline) with ``checkpoint_every_n_steps=5``; the first kill waits for the first checkpoint (before it
+there is nothing to resume), each later one lands at a moment drawn uniformly from the next start's first
+25 seconds, mid-write included. After the kills the run is resumed to its end. It checks and prints: the
+final weights against the uninterrupted run's (largest difference), every epoch's validation in the W&B run
+(all its parts, read back with ``wandb leet inspect``), and no checkpoint left unreadable. The last line is JSON.
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "trainer", "trainer.enable_progress_bar=false", "checkpoint_every_n_steps=5", *args]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python tests/kill_loop.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0, help="of the kill moments")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/kill-loop"))
+    args = parser.parse_args(argv)
+    from trainer.checkpoints import load_checkpoint
+    from trainer.tracking import validation_history
+
+    rng = random.Random(args.seed)
+    args.work.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%H%M%S")
+    whole, killed = args.work / f"whole-{stamp}", args.work / f"killed-{stamp}"
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    epochs = f"trainer.max_epochs={args.epochs}"
+    t0 = time.monotonic()
+    subprocess.run(command(epochs, f"hydra.run.dir={whole}"), cwd=args.work, env=env, check=True,
+                   capture_output=True)
+    print(f"uninterrupted run: {time.monotonic() - t0:.0f} s", flush=True)
+    last = killed / "checkpoints" / "last.ckpt"
+    kills = []
+    for n in range(args.kills):
+        first = not last.exists()
+        run = command(epochs, f"hydra.run.dir={killed}") if first else command(epochs, f"ckpt_path={last}")
+        process = subprocess.Popen(run, cwd=args.work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        started = time.monotonic()
+        if first:  # nothing to resume before the first checkpoint
+            while not last.exists() and process.poll() is None:
+                time.sleep(0.01)
+            wait = rng.uniform(0, 2)
+        else:
+            wait = rng.uniform(0, 25)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+        if process.poll() is not None:  # it finished before the moment drawn: nothing to kill
+            kills.append({"kill": n + 1, "after_s": None, "finished": True})
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        step = load_checkpoint(last)["global_step"] if last.exists() else None
+        kills.append({"kill": n + 1, "after_s": round(time.monotonic() - started, 2), "last_ckpt_step": step})
+        print(f"kill {n + 1}: {kills[-1]['after_s']} s after the start, last.ckpt at step {step}", flush=True)
+    done = subprocess.run(command(epochs, f"ckpt_path={last}"), cwd=args.work, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+        return 1
+    a = load_checkpoint(whole / "checkpoints" / "last.ckpt")["state_dict"]
+    b = load_checkpoint(last)["state_dict"]
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    validated = {}
+    parts = sorted((killed / "wandb").glob("offline-run-*"))
+    for part in parts:
+        try:
+            validated.update({int(h["epoch"]): h["val/top1_err"] for h in validation_history(part)})
+        except subprocess.CalledProcessError:  # a part holding only its header
+            pass
+    unreadable = []
+    for ckpt in killed.rglob("*.ckpt"):
+        try:
+            load_checkpoint(ckpt)
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            unreadable.append(f"{ckpt}: {e}")
+    figures = {"kills": len([k for k in kills if k.get("after_s") is not None]), "epochs": args.epochs,
+               "largest_weight_difference": worst, "weights_equal": worst <= 1e-6,
+               "wandb_parts": len(parts), "validated_epochs": sorted(validated),
+               "every_epoch_in_wandb": sorted(validated) == list(range(args.epochs)),
+               "unreadable_checkpoints": unreadable, "kill_moments": kills,
+               "wall_s": round(time.monotonic() - t0)}
+    print(json.dumps(figures))
+    return 0 if figures["weights_equal"] and figures["every_epoch_in_wandb"] and not unreadable else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
