@@ -72,7 +72,7 @@ def test_report_has_a_row_per_run_and_protocol_marks_unfinished_runs_and_leaves_
     first_id, second_id = (wandb_inspect(r["wandb_dir"])["run_id"] for r in (first, second))
     assert set(rows) == {(first_id, "center"), (first_id, "tencrop"), (second_id, "center")}
     complete, evaluation, stopped = rows[(first_id, "center")], rows[(first_id, "tencrop")], rows[(second_id, "center")]
-    assert complete[1:4] == ["lenet5", "single", "embedded digits"] and complete[6:8] == ["complete", "3"]
+    assert complete[1:4] == ["lenet5", "single", "digits"] and complete[6:8] == ["complete", "3"]  # what it trained on
     assert stopped[6:8] == ["stopped at epoch 2 of 3", "2"]  # max_steps ended it before max_epochs
     assert evaluation[6] == "evaluation"
     assert f"{first['val/top1_err']:.2f} ({first['best/top1_err']:.2f})" == complete[8]
@@ -92,8 +92,43 @@ def test_the_settings_that_differ_leave_out_the_machine_and_keys_older_runs_lack
     assert settings_that_differ([base, newer]) == [{"code": "1111111", "optim.lr": 0.1},
                                                    {"code": "2222222+changes", "optim.lr": 0.2}]
     assert settings_that_differ([base, {**base, "paths": {"output_dir": "/b"}}]) == [{}, {}]
+    # trainer.devices only copies strategy.devices (conf/trainer/default.yaml): the one that differs is shown
+    one = {**base, "strategy": {"devices": 1}, "trainer": {"devices": 1}}
+    two = {**base, "strategy": {"devices": 2}, "trainer": {"devices": 2}}
+    assert settings_that_differ([one, two]) == [{"strategy.devices": 1}, {"strategy.devices": 2}]
 
 
 def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path):
     result = run_cli("trainer.report", str(tmp_path), "--out", str(tmp_path / "r"), cwd=tmp_path, timeout=120)
     assert result.returncode == 1 and "error: no W&B runs (run-*.wandb) under" in result.stderr
+
+
+def test_the_plot_has_a_panel_per_model_and_data_set_draws_0_percent_and_whole_epochs():
+    """What the eye checks in report.png, checked on the figure: one panel per model and data set (digits runs
+    never share MNIST's paper line), every epoch drawn (a top-5 of 0 % too), whole-epoch ticks for a
+    one-epoch run, and the legend under its panel, where it hides no curve."""
+    from trainer.paper_comparison import Reference
+    from trainer.report.plot import make_figure
+    from trainer.report.table import Row
+
+    mnist = Reference("x", "resnet18", "He et al. 2015", 1, "MNIST test", "center", 0.95, 0.2)
+    history = [{"epoch": e, "val/top1_err": 10.0 / (e + 1), "val/top5_err": 0.0 if e else 1.0} for e in range(30)]
+    rows = [Row("long (a)", "resnet18", "single", "digits", [], "center", "complete", 30, 0.3, 0.0, 0.3, mnist,
+                history),
+            Row("one (b)", "resnet18", "single", "mnist", ["optim.lr=0.1"], "center", "complete", 1, 5.0, 1.0, 5.0,
+                mnist, [{"epoch": 0, "val/top1_err": 5.0, "val/top5_err": 1.0}])]
+    fig = make_figure(rows)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["resnet18 on digits: val top-1 error", "resnet18 on mnist: val top-1 error",
+                      "resnet18 on digits: val top-5 error", "resnet18 on mnist: val top-5 error"]
+    digits_top1, mnist_top1, digits_top5, mnist_top5 = fig.axes
+    assert not [line for line in digits_top1.get_lines() if line.get_linestyle() == "--"]  # no MNIST line here
+    assert [line.get_ydata()[0] for line in mnist_top1.get_lines() if line.get_linestyle() == "--"] == [0.95]
+    (curve,) = [line for line in digits_top5.get_lines() if line.get_linestyle() != "--"]
+    assert len(curve.get_xdata()) == 30 and digits_top5.get_yscale() == "symlog"  # the 29 zeros are drawn
+    assert mnist_top1.get_yscale() == "log"
+    ticks = [t for t in mnist_top1.get_xticks() if mnist_top1.get_xlim()[0] <= t <= mnist_top1.get_xlim()[1]]
+    assert ticks == [1.0]  # one epoch: one whole tick, not 0.945 ... 1.050
+    legend = digits_top1.get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().y0 < digits_top1.get_window_extent().y0
+    assert [t.get_text() for t in mnist_top1.get_legend().get_texts()] == ["one (b): optim.lr=0.1 [complete]"]

@@ -5,6 +5,7 @@ run, later folders winning for the summary and the config, the validation histor
 """
 
 import json
+import re
 from pathlib import Path
 
 from ..tracking import validation_history, wandb_inspect
@@ -54,15 +55,40 @@ def _setting(key: str) -> bool:
     return not any(key == k or key.startswith(f"{k}.") for k in NOT_SETTINGS)
 
 
+def followers() -> set[str]:
+    """The settings that only copy another one (``trainer.devices: ${strategy.devices}``): when they differ,
+    the one they copy differs too, and is the one to show."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="train")
+    found = set()
+
+    def walk(node, prefix=""):
+        for key in node:
+            name = f"{prefix}{key}"
+            if OmegaConf.is_interpolation(node, key):
+                if re.fullmatch(r"\$\{[\w.]+\}", str(node._get_node(key)._value())):  # a plain copy of a key
+                    found.add(name)
+            elif OmegaConf.is_config(node[key]) and not OmegaConf.is_list(node[key]):
+                walk(node[key], f"{name}.")
+
+    walk(cfg)
+    return found
+
+
 def settings_that_differ(configs: list[dict]) -> list[dict[str, object]]:
     """For each run, the settings that not every run shares (as ``key: value``).
 
     Compared on the resolved configs, not on the typed overrides: ``experiment=lenet5_1998`` shows as the
     learning rate, schedule and epochs it set, which is what differs between the runs.
     """
+    copies = followers()
     flat = []
     for config in configs:
-        every = _flatten(config)
+        every = {k: v for k, v in _flatten(config).items() if k not in copies}
         # the module's hyperparameters repeat model.* at the top level (model_name, num_classes, ...): once is enough
         flat.append({k: v for k, v in every.items() if _setting(k) and f"model.{k}" not in every})
     # a key some runs lack came with a newer version of the code: those runs had its default, not another value

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..paper_comparison import Reference, data_label, percent, references_for, target
+from ..paper_comparison import Reference, percent, references_for, target
 from .runs import as_override, settings_that_differ
 
 
@@ -12,7 +12,7 @@ class Row:
     run: str                  # "<name> (<W&B id>)"
     model: str
     strategy: str
-    data: str
+    data: str                 # what the run trained on (a data set, and its augmentation when not the set's own)
     differs: list[str]        # key=value of the settings this run does not share with every other run
     protocol: str
     status: str               # complete | stopped at epoch k of N | running, epoch k of N | evaluation
@@ -37,6 +37,12 @@ def _paper(config: dict, protocol: str) -> Reference | None:
         references = references_for(model)
     data = config.get("data", {})
     return target(references, protocol, data.get("name"), data.get("preset"))
+
+
+def trained_on(data: dict) -> str:
+    """``mnist``, ``mnist, mnist_distorted augmentation``, ``imagenet, resnet augmentation``: the training data."""
+    name, preset = data.get("name"), data.get("preset")
+    return f"{name}, {preset} augmentation" if preset and preset != name else str(name)
 
 
 def _status(run: dict, epochs: int) -> str:
@@ -66,7 +72,7 @@ def rows_of(runs: list[dict]) -> tuple[list[Row], list[dict]]:
             left_out.append(run)
             continue
         common = {"run": f"{run.get('name')} ({run['run_id']})", "model": config.get("model", {}).get("model_name"),
-                  "strategy": config.get("strategy", {}).get("name"), "data": data_label(config.get("data", {}).get("name")),
+                  "strategy": config.get("strategy", {}).get("name"), "data": trained_on(config.get("data", {})),
                   "differs": [as_override(k, v) for k, v in differs.items()]}
         epochs = 1 + max((h.get("epoch", 0) for h in run["history"]), default=-1)
         if run["history"]:
