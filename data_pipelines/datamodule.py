@@ -183,6 +183,22 @@ class ImageFolderDataModule(pl.LightningDataModule):
                           batch_size=self.per_process_batch_size, train=train, **self.graph, seed=self.seed, epoch_fn=epoch, rank=rank, replicas=replicas, device_id=device_id,
                           decoder=decoder, num_threads=self.threads, hw_decoder_load=self.hw_decoder_load)
 
+    def sample_images(self, count: int, epoch: int) -> torch.Tensor:
+        """``count`` training images drawn at random (seeded by the run's seed, the epoch and the data-parallel
+        replica), through the training augmentation: what optim=sdlm estimates its curvature on."""
+        import numpy as np
+
+        rank, _ = data_parallel_rank_and_size(self.trainer)
+        files, labels = self.listing.files["train"], self.listing.labels["train"]
+        pick = np.random.default_rng([self.seed, epoch, rank, 1998]).choice(len(files), min(count, len(files)),
+                                                                            replace=False)
+        decoder, device_id = self.decoder_for_device()
+        loader = DALILoader([files[i] for i in pick], labels[pick], file_root=self.listing.root, mmap=self.mmap,
+                            batch_size=min(len(pick), 100), train=True, **self.graph, seed=self.seed + 1,
+                            epoch_fn=lambda: epoch, rank=0, replicas=1, device_id=device_id, decoder=decoder,
+                            num_threads=self.threads, hw_decoder_load=self.hw_decoder_load)
+        return torch.cat([images for images, _ in loader])[:len(pick)]
+
     def train_dataloader(self) -> DALILoader:
         return self._loader("train", train=True)
 

@@ -15,12 +15,13 @@ class Entry:
     input_shape: tuple[int, int, int]  # (C, H, W) the network was designed for
     params: int  # trainable parameters at `classes` outputs
     classes: int = 1000
+    rbf_output: bool = False  # Euclidean RBF units with fixed centres (LeNet-5): what the MAP criterion needs
 
 
 CATALOGUE: dict[str, Entry] = {
     "alexnet": Entry("Krizhevsky et al. 2012 (the two-GPU network, grouped)", (3, 224, 224), 60_965_224),
     "alexnet_onetower": Entry("Krizhevsky 2014 (torchvision's one tower)", (3, 224, 224), 61_100_840),
-    "lenet5": Entry("LeCun et al. 1998", (1, 32, 32), 60_000, classes=10),
+    "lenet5": Entry("LeCun et al. 1998", (1, 32, 32), 60_000, classes=10, rbf_output=True),
     "resnet18": Entry("He et al. 2015", (3, 224, 224), 11_689_512),
     "resnet34": Entry("He et al. 2015", (3, 224, 224), 21_797_672),
     "resnet50": Entry("He et al. 2015", (3, 224, 224), 25_557_032),

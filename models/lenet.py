@@ -5,7 +5,9 @@ subsampling (one coefficient and one bias per map), the scaled tanh squashing fu
 Euclidean RBF output layer with fixed centres. The output layer's 840 centres are a buffer, not
 parameters: the paper counts 60,000 *trainable* parameters and so do we. The paper drew the
 centres as stylised 7x12 bitmaps of the characters; we use fixed +-1 codes drawn from a seeded
-generator, which plays the same role (equidistant-ish targets in F6 space).
+generator, which plays the same role (equidistant-ish targets in F6 space). Every trainable weight and
+bias starts uniform in +-2.4/F, F the unit's fan-in (appendix A of the paper: "the weights were initialized
+with random values uniformly distributed between -2.4/F_i and 2.4/F_i").
 """
 
 import torch
@@ -23,6 +25,12 @@ C3_TABLE: tuple[tuple[int, ...], ...] = (
 )
 
 
+def paper_uniform(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
+    """U(-2.4/F, 2.4/F) in place (appendix A): the sigmoids start in their linear range."""
+    with torch.no_grad():
+        return tensor.uniform_(-2.4 / fan_in, 2.4 / fan_in)
+
+
 class ScaledTanh(nn.Module):
     """The paper's squashing function f(a) = A tanh(S a), A = 1.7159, S = 2/3 (appendix A)."""
 
@@ -36,8 +44,8 @@ class Subsampling(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding = 2, 2, 0
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
+        self.weight = nn.Parameter(paper_uniform(torch.empty(channels), fan_in=4))  # the 2x2 window's sum
+        self.bias = nn.Parameter(paper_uniform(torch.empty(channels), fan_in=4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         summed = F.avg_pool2d(x, 2) * 4.0
@@ -61,11 +69,10 @@ class SparseConv(nn.Module):
             outputs = [j for j, t in enumerate(table) if len(t) == fan_in]
             inputs = [c for j in outputs for c in table[j]]
             self.register_buffer(f"index_{i}", torch.tensor(inputs), persistent=False)
-            weight = torch.empty(len(outputs), fan_in, kernel_size, kernel_size)
-            bound = 2.4 / (fan_in * kernel_size * kernel_size)  # paper appendix: U(-2.4/F, 2.4/F)
-            nn.init.uniform_(weight, -bound, bound)
+            units_fan_in = fan_in * kernel_size * kernel_size
+            weight = paper_uniform(torch.empty(len(outputs), fan_in, kernel_size, kernel_size), units_fan_in)
             self.register_parameter(f"weight_{i}", nn.Parameter(weight))
-            self.register_parameter(f"bias_{i}", nn.Parameter(torch.zeros(len(outputs))))
+            self.register_parameter(f"bias_{i}", nn.Parameter(paper_uniform(torch.empty(len(outputs)), units_fan_in)))
             self._groups.append((i, outputs, inputs))
         order = [j for _, outputs, _ in self._groups for j in outputs]
         self.register_buffer("_unpermute", torch.tensor(order).argsort(), persistent=False)
@@ -114,12 +121,19 @@ class LeNet5(nn.Module):
         self.f6 = nn.Linear(120, 84)
         self.act6 = ScaledTanh()
         self.output = RBFOutput(84, num_classes)
+        for layer in (self.c1, self.c5, self.f6):  # appendix A's initialisation, not PyTorch's default
+            fan_in = layer.weight[0].numel()
+            paper_uniform(layer.weight, fan_in)
+            paper_uniform(layer.bias, fan_in)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """F6's 84 outputs, which the RBF units compare with their fixed codes."""
         x = self.act2(self.s2(self.act1(self.c1(x))))
         x = self.act4(self.s4(self.act3(self.c3(x))))
-        x = self.act6(self.f6(self.flatten(self.act5(self.c5(x)))))
-        return self.output(x)
+        return self.act6(self.f6(self.flatten(self.act5(self.c5(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.features(x))
 
 @register_model
 def lenet5(*, num_classes: int = 10, in_channels: int = 1) -> LeNet5:

@@ -81,6 +81,14 @@ RULES: dict[str, Rule] = {
     "optim.momentum": between(0, 1, high_open=True),
     "optim.weight_decay": non_negative(),
     "optim.batch_size_for_lr": at_least(1, or_none=True),
+    "optim.mu": positive(),
+    "optim.samples": at_least(1),
+    "model.map_j": Rule(lambda v: v is None or (_number(v) and v > 0), "null, or a number > 0", 0),
+    "schedule.scheduler.values": Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and
+                                      all(_number(x) and x > 0 for x in v), "a list of numbers > 0", [0.1, -1]),
+    "schedule.scheduler.until": Rule(lambda v: isinstance(v, (list, tuple)) and all(_int(x) and x >= 1 for x in v)
+                                     and list(v) == sorted(v), "a rising list of integers >= 1 (epochs)", [5, 2]),
+    "schedule.scheduler.scale": positive(),
     "schedule.scheduler.step_size": at_least(1),
     "schedule.scheduler.gamma": positive(),  # > 1 grows the LR (a warm-up): unusual, not wrong
     "schedule.scheduler.factor": between(0, 1, low_open=True, high_open=True),
@@ -127,6 +135,18 @@ def check_values(cfg: DictConfig) -> None:
             shown = "null" if value is None else value
             raise ConfigValueError(f"{key}={shown} is not allowed: {rule.text}")
     check_layout(cfg)
+    loss, model = OmegaConf.select(cfg, "model.loss", default=None), OmegaConf.select(cfg, "model.model_name")
+    if loss not in (None, "cross_entropy", "map"):
+        raise ConfigValueError(f"model.loss={loss} is not allowed: cross_entropy, or map (LeNet-5's criterion)")
+    if loss == "map":
+        from models.catalogue import CATALOGUE
+
+        if not (model in CATALOGUE and CATALOGUE[model].rbf_output):
+            raise ConfigValueError(f"model.loss=map is LeNet-5's MAP criterion on RBF outputs (equation 9 of the "
+                                   f"paper); model={model} has no RBF output: use model.loss=cross_entropy")
+        if not OmegaConf.select(cfg, "model.map_j", default=None):
+            raise ConfigValueError("model.loss=map needs its constant: model.map_j=<a number > 0> (10 in "
+                                   "conf/model/lenet5.yaml, which says why)")
     if OmegaConf.select(cfg, "schedule.restart_lr", default=None) and not OmegaConf.select(cfg, "ckpt_path",
                                                                                            default=None):
         raise ConfigValueError("schedule.restart_lr restarts a resumed run's schedule: give the checkpoint with "

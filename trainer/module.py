@@ -11,6 +11,21 @@ from data_pipelines.sharding import PAD_LABEL
 from models import create_model
 from models.weights import load_weights
 
+from .optim.map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
+
+
+class _Features(torch.nn.Module):
+    """A classifier module's network up to its RBF layer (F6's outputs), sharing its parameters."""
+
+    def __init__(self, module: "ClassifierModule") -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.module.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.module.net.features(x)
+
 
 def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
     """Gives each per-parameter state tensor (SGD's momentum) its parameter's memory format.
@@ -45,13 +60,16 @@ class ClassifierModule(pl.LightningModule):
             ``None`` keeps the builder's (the paper's 0.5).
         weights: start from these weights (``models.weights.load_weights``): a state dict or checkpoint
             file, or ``torchvision`` (its published ImageNet weights); ``None``: the builder's initialisation.
+        loss: ``cross_entropy``, or ``map``: LeNet-5's MAP criterion on its RBF outputs (equation 9 of the
+            paper, ``trainer/optim/map_loss.py``), with the constant ``map_j``. ``val/loss`` is the
+            cross-entropy of the evaluated class probabilities whatever the training loss.
     """
 
     def __init__(self, model_name: str, num_classes: int, input_size: int = 224, in_channels: int = 3,
                  optimizer: partial | None = None, scheduler: partial | None = None,
                  scheduler_interval: str = "epoch", scheduler_monitor: str = "val/top1_err",
                  channels_last: bool = False, compile: bool = False, dropout: float | None = None,
-                 weights: str | None = None) -> None:
+                 weights: str | None = None, loss: str = "cross_entropy", map_j: float | None = None) -> None:
         super().__init__()
         # Only plain values go into the checkpoint, so it loads with torch.load(weights_only=True).
         self.save_hyperparameters("model_name", "num_classes", "input_size", "in_channels", "channels_last")
@@ -59,6 +77,14 @@ class ClassifierModule(pl.LightningModule):
         self.net = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **extra)
         if weights:
             load_weights(self.net, model_name, weights)
+        if loss not in ("cross_entropy", "map"):
+            raise ValueError(f"model.loss={loss} is not a loss here: cross_entropy, or map (LeNet-5's criterion)")
+        if loss == "map" and (type(getattr(self.net, "output", None)).__name__ != "RBFOutput" or not map_j or
+                              map_j <= 0):
+            raise ValueError(f"model.loss=map is LeNet-5's MAP criterion on RBF outputs (equation 9), with a positive "
+                             f"model.map_j: model={model_name} has {'no RBF output' if map_j else 'map_j unset'}; "
+                             f"use model.loss=cross_entropy")
+        self.loss_name, self.map_j = loss, map_j
         self.example_input_array = torch.zeros(2, in_channels, input_size, input_size)  # shapes in the summary
         self.optimizer_factory = optimizer or partial(torch.optim.SGD, lr=0.01, momentum=0.9)
         self.scheduler_factory = scheduler
@@ -81,11 +107,28 @@ class ClassifierModule(pl.LightningModule):
         return self.net(x)
 
     @staticmethod
-    def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _loss(logits: torch.Tensor, labels: torch.Tensor, j: float | None = None) -> torch.Tensor:
         # Mean over the real samples: the entries that pad a replica's shard to equal length carry
         # PAD_LABEL (data_pipelines.sharding); a batch of padding alone gives 0, not NaN.
-        total = F.cross_entropy(logits, labels, ignore_index=PAD_LABEL, reduction="sum")
+        if j is None:
+            total = F.cross_entropy(logits, labels, ignore_index=PAD_LABEL, reduction="sum")
+        else:
+            total = map_loss(logits, labels, j, ignore_index=PAD_LABEL, reduction="sum")
         return total / (labels != PAD_LABEL).sum().clamp_min(1)
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self._loss(logits, labels, self.map_j if self.loss_name == "map" else None)
+
+    def curvature_split(self) -> tuple[torch.nn.Module, callable]:
+        """Where optim=sdlm's Gauss-Newton matrix splits the network from the loss: the module giving the
+        outputs, and ``factor(outputs)`` with ``L L^T`` the loss's Hessian in them. For LeNet-5, F6's outputs
+        with the fixed RBF layer on the loss's side (its second derivative keeps the curvature alive where the
+        MAP loss is linear in the distances: ``map_loss.rbf_hessian_factor``); for any other model, the logits."""
+        j = self.map_j if self.loss_name == "map" else None
+        output = getattr(self.net, "output", None)
+        if type(output).__name__ == "RBFOutput" and hasattr(self.net, "features"):
+            return _Features(self), lambda x: rbf_hessian_factor(x, output.centres, j)
+        return self, lambda logits: output_hessian_factor(logits, j)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -93,7 +136,7 @@ class ClassifierModule(pl.LightningModule):
         # rate and the throughput to the loggers every log_every_n_steps, and the progress bar shows it.
         # (LightningModule.log on every step cost 0.35 ms of host time a step, and prog_bar=True a host
         # read per step.)
-        return self._loss(self(images), labels)
+        return self.training_loss(self(images), labels)
 
     def evaluation_scores(self, images: torch.Tensor) -> torch.Tensor:
         """Log-probabilities; for a stack of views per image (N, V, C, H, W), of the averaged softmax

@@ -94,6 +94,10 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     step_metrics = StepMetrics()
     callbacks = [RunRecord(logger, int(cfg.data.batch_size), title=run_title(cfg), recipe=recipe(cfg)), best, last, step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
                  StopOnSignal(last_ckpt=folder / "last.ckpt")]
+    if str(cfg.optim.get("_target_", "")).endswith(".SDLM"):  # its curvature, renewed before every pass
+        from .optim import SDLMCurvature
+
+        callbacks.append(SDLMCurvature())
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                         every_n_train_steps=cfg.checkpoint_every_n_steps))
