@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 gpu-kit: $(STAMP)
-	$(PY) -m trainer.gpu_check.kit $(ARGS)
+	$(PY) -m trainer.tools.gpu_check.kit $(ARGS)
 
 # On a GPU machine: the project's .venv when there is one, else the machine's own python3 with the kit
 # (no install, no network). The lent H200 runs it in stages instead: README, "Measuring on a GPU machine".

@@ -29,6 +29,6 @@ echo "python: $PYTHON ($("$PYTHON" -c 'import sys; print(sys.prefix)'))"
 # Since Slurm 22.05 srun does not inherit --cpus-per-task from sbatch: without it each task may be
 # pinned to one CPU, and DALI's threads (data.num_workers=auto: the CPUs the task may use, less one)
 # starve the GPU. Devices and nodes come from the allocation, so sbatch --nodes / --ntasks-per-node
-# change them; the GPUs are asked for explicitly (no silent CPU fallback: trainer/devices.py).
+# change them; the GPUs are asked for explicitly (no silent CPU fallback: trainer/parallel/devices.py).
 srun --kill-on-bad-exit=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" "$PYTHON" -m trainer experiment=resnet152_2015 strategy=ddp \
     trainer.accelerator=gpu trainer.devices="${SLURM_NTASKS_PER_NODE}" trainer.num_nodes="${SLURM_JOB_NUM_NODES}" "$@"

@@ -65,7 +65,7 @@ def wandb_inspect(run_dir: Path) -> dict:
     """Reads an offline W&B run back with the W&B CLI (``wandb leet inspect --summary --json``)."""
     import json
 
-    from trainer.tracking import wandb_inspect as inspect
+    from trainer.results.tracking import wandb_inspect as inspect
 
     return json.loads(inspect(Path(run_dir), "--summary", "--json"))
 

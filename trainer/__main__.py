@@ -1,6 +1,6 @@
-"""``python -m trainer [overrides]``: the Hydra entry point."""
+"""``python -m trainer [overrides]``: the Hydra entry point. Before Hydra starts, the run's values are checked
+(a bad one stops here, with nothing written) and its folder is claimed (``run/run_folder.py``)."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -9,45 +9,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import console, interrupt
-from .config_check import ConfigValueError, check_data_root, check_values
-from .run_folder import RunFolderError, claim_run_folder, launched_alone
+from . import CONF
+from .cli import default_data_overrides, exit_on_user_error, override_value, run_folder_of
+from .run import console
+from .run.config_check import ConfigValueError, check_data_root, check_values
+from .run.run_folder import RunFolderError, claim_run_folder, launched_alone
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    """Errors whose message says what happened and what to do (the user's input, a lost peer): the message, no
-    traceback. Imported when a run needs them, not for ``--help`` (Lightning and torchvision take seconds)."""
-    from data_pipelines import DataConfigError
-    from models.weights import WeightsError
-
-    from .callbacks import NonFiniteLossError
-    from .checkpoints import CheckpointError
-    from .devices import GPUUnusableError
-    from .peers import LostPeerError
-    from .split_strategy import StrategyConfigError
-    from .storage import StorageError
-
-    return (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError, GPUUnusableError, WeightsError,
-            LostPeerError, ConfigValueError, StorageError, RunFolderError)
-
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str]:
-    """ImageNet when ``IMAGENET_ROOT`` is set and no data set was chosen, else the embedded digits.
-
-    Hydra's defaults list cannot read the environment, so the choice is made here, on the
-    command line, before Hydra composes the config.
-    """
-    if any(o.split("=", 1)[0].lstrip("+~") == "data" for o in overrides):
-        return overrides
-    if environ.get("IMAGENET_ROOT"):
-        return [*overrides, "data=imagenet"]
-    asks_for_help = any(o in ("--help", "-h", "--hydra-help") for o in overrides)
-    if console.process_rank(environ) == 0 and not asks_for_help:  # once
-        console.say_before_folder("IMAGENET_ROOT is not set: training on the embedded digits sample (data=digits)")
-    return overrides
 
 
 MULTIRUN_REFUSED = (
@@ -71,29 +39,9 @@ def _main(cfg: DictConfig) -> None:
         exit_on_user_error(train, cfg)
 
 
-def exit_on_user_error(run, cfg: DictConfig) -> None:
-    """Runs ``run(cfg)``; a mistake in the user's input prints its message (which says how to fix it)
-    and exits with status 1, without a traceback."""
-    errors = user_errors()
-    try:
-        run(cfg)
-    except errors as e:
-        if not getattr(e, "printed", False):
-            print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except interrupt.RunInterrupted as e:  # Ctrl-C / SIGTERM: the checkpoint is written, say how to resume
-        if console.process_rank() == 0:
-            print(e, file=sys.stderr)
-        sys.exit(e.exit_status)
-    except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: at once, with the signal's status
-        if interrupt.received:
-            sys.exit(interrupt.EXIT_STATUS[interrupt.received[-1]])
-        raise
-
-
 def check_before_start(overrides: list[str]) -> list[str]:
     """The composed config's values checked before Hydra creates the run folder: a bad value stops here,
-    with nothing written. Then the run's folder is claimed (``trainer/run_folder.py``): the overrides come back
+    with nothing written. Then the run's folder is claimed (``trainer/run/run_folder.py``): the overrides come back
     with ``hydra.run.dir`` (``hydra.sweep.dir`` for ``-m``) naming the folder this run owns. Command lines with
     other flags (``--help``, ``--cfg``) and ones Hydra itself refuses are left to Hydra; ``train()`` checks the
     values again in every case."""
@@ -103,7 +51,7 @@ def check_before_start(overrides: list[str]) -> list[str]:
         return overrides
     from hydra import compose, initialize_config_dir
 
-    from .storage import StorageError, check_home, check_places
+    from .run.storage import StorageError, check_home, check_places
 
     try:
         check_home()
@@ -111,7 +59,7 @@ def check_before_start(overrides: list[str]) -> list[str]:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     except Exception as e:  # an unknown key or option: the nearest real one, else Hydra's own message (_main)
         message = misspelt(e, overrides)
@@ -123,7 +71,8 @@ def check_before_start(overrides: list[str]) -> list[str]:
         check_values(cfg)
         check_data_root(cfg, first_process=console.process_rank() == 0)
         if cfg.get("ckpt_path"):  # the checkpoint's model and schedule against this run's (loads torch: only here)
-            from .checkpoints import CheckpointError, check_compatible, resume_plan
+            from .run.checkpoints import CheckpointError, check_compatible
+            from .run.resume import resume_plan
 
             try:
                 resumed = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes, mmap=True)
@@ -154,7 +103,7 @@ def misspelt(error: Exception, overrides: list[str]) -> str | None:
     key = found.group(1)
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = OmegaConf.to_container(compose(config_name="train", overrides=kept), resolve=False)
     except Exception:
         return None
@@ -191,7 +140,7 @@ def claim_sweep_folder(overrides: list[str]) -> list[str]:
     from omegaconf import OmegaConf
 
     setup_globals()  # Hydra's ${now:...}
-    pattern = OmegaConf.load(CONF_DIR / "train.yaml").hydra.sweep.dir
+    pattern = OmegaConf.load(CONF / "train.yaml").hydra.sweep.dir
     folder = Path(OmegaConf.create({"dir": pattern}).dir)
     folder.parent.mkdir(parents=True, exist_ok=True)
     for candidate in [folder, *(folder.with_name(f"{folder.name}-{n}") for n in range(1, 1000))]:
@@ -203,23 +152,12 @@ def claim_sweep_folder(overrides: list[str]) -> list[str]:
     return overrides
 
 
-def override_value(overrides: list[str], key: str) -> str | None:
-    """The value ``key=...`` has on the command line, or None."""
-    return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key and "=" in o), None)
-
-
-def run_folder_of(ckpt: str) -> Path | None:
-    """The run folder a checkpoint belongs to (``<run>/<folder>/<file>.ckpt`` beside ``<run>/.hydra``), or None."""
-    run = Path(ckpt).expanduser().resolve().parent.parent
-    return run if (run / ".hydra").is_dir() else None
-
-
 def resume_in_place(overrides: list[str]) -> list[str]:
     """A resume continues its run: ``ckpt_path`` inside one of this project's run folders
     (``<run>/checkpoints/*.ckpt`` beside ``<run>/.hydra``) makes that folder the run folder again, so its
     checkpoints, best score, log file and W&B run go on. The earlier config files are kept: this start's go
     to ``.hydra/resumed-<date>_<time>/``. ``hydra.run.dir=...`` naming another folder starts a new run there
-    from the checkpoint (a new or empty folder: ``trainer/run_folder.py``)."""
+    from the checkpoint (a new or empty folder: ``trainer/run/run_folder.py``)."""
     from datetime import datetime
 
     ckpt = override_value(overrides, "ckpt_path")

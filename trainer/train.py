@@ -13,19 +13,21 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
-from .callbacks import (NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord, SlurmPreemption, StepMetrics,
-                        StopOnSignal)
-from . import interrupt
-from .config_check import check_values
-from .console import drop_anonymous, quiet_known_noise
-from .checkpoints import (AtomicCheckpointIO, LastCheckpoint, RunCheckpoint, check_compatible, remove_stale_temporaries,
-                          resume_plan)
-from .devices import check_gpus_usable
-from .fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
-from .peers import lost_peer, lost_peer_error, requeue_plan
-from .paper_comparison import print_comparison, references_for, summary_fields
-from .summary import print_summary, run_title
-from .tracking import environment, git_state, wandb_offline
+from .parallel.devices import check_gpus_usable
+from .parallel.fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
+from .parallel.lost_peer import RequeueOnLostPeer
+from .parallel.peers import lost_peer, lost_peer_error, requeue_plan
+from .parallel.slurm_preemption import SlurmPreemption
+from .results.paper_comparison import print_comparison, references_for, summary_fields
+from .results.summary import print_summary, run_title
+from .results.tracking import environment, git_state, wandb_offline
+from .run import interrupt
+from .run.callbacks import NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord, StepMetrics, StopOnSignal
+from .run.checkpoints import (AtomicCheckpointIO, LastCheckpoint, RunCheckpoint, check_compatible,
+                              remove_stale_temporaries)
+from .run.resume import resume_plan
+from .run.config_check import check_values
+from .run.console import drop_anonymous, quiet_known_noise
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     last = LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
     step_metrics = StepMetrics()
     callbacks = [RunRecord(logger, int(cfg.data.batch_size), title=run_title(cfg), recipe=recipe(cfg)), best, last, step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
-                 StopOnSignal(last_ckpt=folder / "last.ckpt")]
+                 StopOnSignal(last_ckpt=folder / "last.ckpt"), RequeueOnLostPeer(output_dir)]
     if str(cfg.optim.get("_target_", "")).endswith(".SDLM"):  # its curvature, renewed before every pass
         from .optim import SDLMCurvature
 
@@ -206,8 +208,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if not lost_peer(e):
             _finish_wandb(logger, exit_code=1)
             raise
-        stop = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
-        error = stop.lost_peer or lost_peer_error(e, output_dir, requeue_plan()[1])  # under Slurm: requeued, said
+        requeued = next(c for c in trainer.callbacks if isinstance(c, RequeueOnLostPeer))
+        error = requeued.error or lost_peer_error(e, output_dir, requeue_plan()[1])  # under Slurm: requeued, said
         _finish_wandb(logger, exit_code=1)
         raise error from e
 

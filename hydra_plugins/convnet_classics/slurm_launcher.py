@@ -8,10 +8,10 @@ numbers as overrides (Lightning checks them against Slurm's), and ``trainer.acce
 job has GPUs (no silent CPU fallback). ``srun`` is given the job's ``--cpus-per-task`` (Slurm >= 22.05 does
 not pass it on). Preemption works as for the scripts: USR2 before the time limit, our callback writes the
 checkpoint and requeues the job, and the requeued job runs the same point again in the same folder,
-resuming from it (trainer/callbacks.py ``SlurmPreemption``).
+resuming from it (trainer/parallel/slurm_preemption.py).
 
-The module is imported by Hydra's plugin discovery on every start: it imports only Hydra and the
-submitit launcher (which imports submitit lazily).
+The module is imported by Hydra's plugin discovery on every start: it imports only Hydra, the submitit
+launcher (which imports submitit lazily) and the trainer's config check (omegaconf only).
 """
 
 import logging
@@ -24,6 +24,8 @@ from hydra.core.utils import JobReturn, filter_overrides
 from omegaconf import DictConfig, OmegaConf
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+from trainer.run.config_check import several_under_single
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,9 @@ def point_job(point: DictConfig, gpus_per_node: int) -> tuple[dict[str, Any], li
     if point.trainer.accelerator == "cpu":
         gpus_per_node = 0
     if point.strategy.name == "single":
-        if devices not in (1, "1", "auto") or nodes != 1:
-            raise SweepPointError(f"strategy=single runs one process, but this point has trainer.devices={devices} "
-                                  f"trainer.num_nodes={nodes}: use strategy=ddp for several")
+        refusal = several_under_single("single", devices, nodes)
+        if refusal:
+            raise SweepPointError(refusal)
         devices = 1
     elif devices == "auto":
         if not gpus_per_node:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/local_slurm.sh [start|stop] [DIR] [NODES]
+# tests/cluster/local_slurm.sh [start|stop] [DIR] [NODES]
 # Starts (or finds running) a real Slurm for the cluster tests: slurmctld + slurmd + munge from Debian's
 # packages, configured in DIR (default /tmp/convnet-slurm); `stop` stops the daemons it started. Needs root.
 # Prints the SLURM_CONF path on success. NODES=2: two nodes on this one host (two slurmd daemons with their

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port as _free_port, PROJECT, wandb_inspect
-from trainer.checkpoints import load_checkpoint
+from trainer.run.checkpoints import load_checkpoint
 
 # CPU and tiny-data overrides of the real scripts: ResNet-18 at 64 px, 4 steps of 8 images an epoch
 CPU = ["--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1", "--nodes=1", "--time=15"]
@@ -31,7 +31,7 @@ def local_slurm(*args: str):
 
     if not shutil.which("sbatch"):
         unavailable("Slurm is not installed (apt-get install slurmctld slurmd slurm-client munge)")
-    script = str(PROJECT / "tests" / "local_slurm.sh")
+    script = str(PROJECT / "tests" / "cluster" / "local_slurm.sh")
     started = subprocess.run(["bash", script, "start", *args], capture_output=True, text=True, timeout=120)
     if started.returncode != 0:
         unavailable(f"a local Slurm could not be started: {started.stderr.strip()}")

@@ -26,8 +26,8 @@ def test_a_points_job_follows_its_strategy(tmp_path, digits_cache, overrides, gp
 
 
 @pytest.mark.parametrize("overrides, gpus, message", [
-    (["strategy=single", "trainer.devices=2"], 8, "strategy=single runs one process, but this point has "
-                                                  "trainer.devices=2 trainer.num_nodes=1: use strategy=ddp"),
+    (["strategy=single", "trainer.devices=2"], 8, "trainer.devices=2 is not allowed with strategy=single, which "
+                                                  "runs one process on one device: for several, use strategy=ddp"),
     (["strategy=ddp"], 0, "trainer.devices=auto on a partition without GPUs (hydra.launcher.gpus_per_node=0): "
                           "set trainer.devices=N"),
     (["model=alexnet", "strategy=two_gpu_split", "trainer.devices=3"], 8, "processes per node must be an even number"),

@@ -1,7 +1,6 @@
 """A data set is listed once per job: every process of a multi-process run reads the first one's listing."""
 
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image

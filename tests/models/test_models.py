@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import PROJECT, run_cli
+from conftest import run_cli
 from models import create_model, input_shape, layer_table, list_models, register_model, trainable_params
 from models.alexnet import TowerLRN
 from models.lenet import C3_TABLE

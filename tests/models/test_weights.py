@@ -12,7 +12,7 @@ from data_pipelines import ImageFolderDataModule
 from data_pipelines.bench import make_images
 from models import create_model
 from models.weights import WeightsError, load_weights
-from trainer.module import ClassifierModule
+from trainer.run.module import ClassifierModule
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_weights_that_do_not_fit_are_refused_by_name(tmp_path):
 
 def test_a_checkpoint_of_this_project_starts_a_network(tmp_path, digits_cache):
     from conftest import make_cfg
-    from trainer.checkpoints import load_checkpoint
+    from trainer.run.checkpoints import load_checkpoint
     from trainer.train import train
 
     result = train(make_cfg(tmp_path, digits_cache, "logger=none", "trainer.max_epochs=1",

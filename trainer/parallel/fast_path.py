@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.profilers import PassThroughProfiler
 
-from .callbacks import is_logging_step
+from ..run.steps import is_logging_step
 
 log = logging.getLogger(__name__)
 

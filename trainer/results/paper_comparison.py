@@ -94,7 +94,7 @@ def print_comparison(top1: float | None, top5: float | None, protocol: str, data
     """The run and the papers side by side; ensembles are shown as such, never as the run's target."""
     console = console or Console(width=None if sys.stdout.isatty() else 100)  # logs keep whole rows
     if not references:
-        console.print("no published figure for this model in trainer/papers.yaml")
+        console.print("no published figure for this model in trainer/results/papers.yaml")
         return
     ref = target(references, protocol, data_name, preset)
     table = Table(title="this run and the papers (error %)", title_justify="left",

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+from .. import PROJECT as PROJECT_DIR
 
 
 def wandb_online_configured() -> bool:

@@ -164,10 +164,19 @@ def check_layout(cfg: DictConfig) -> None:
         if replicas and _int(batch) and batch % replicas:
             raise ConfigValueError(f"data.batch_size={batch} is the global batch and must divide evenly over the "
                                    f"{replicas} data-parallel replicas; use a multiple of {replicas}")
-    if strategy == "single" and (devices != 1 or nodes != 1):
-        many = f"trainer.devices={devices}" + (f" trainer.num_nodes={nodes}" if nodes != 1 else "")
-        raise ConfigValueError(f"{many} is not allowed with strategy=single, which runs one process on one device: "
-                               f"for several, use strategy=ddp {many}")
+    refusal = several_under_single(strategy, devices, nodes)
+    if refusal:
+        raise ConfigValueError(refusal)
+
+
+def several_under_single(strategy: str | None, devices, nodes) -> str | None:
+    """Why ``strategy=single`` cannot run these devices and nodes (it is one process on one device), or None.
+    One rule for a run and for a sweep's Slurm job (``hydra_plugins/convnet_classics/slurm_launcher.py``)."""
+    if strategy != "single" or (devices in (1, "1") and nodes in (1, "1")):
+        return None
+    many = f"trainer.devices={devices}" + (f" trainer.num_nodes={nodes}" if nodes not in (1, "1") else "")
+    return (f"{many} is not allowed with strategy=single, which runs one process on one device: for several, use "
+            f"strategy=ddp {many}")
 
 
 def check_data_root(cfg: DictConfig, first_process: bool = True) -> None:

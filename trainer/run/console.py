@@ -19,7 +19,7 @@ source, each by its exact text or setting, so every other warning shows.
 - W&B's "The anonymous setting has no effect": Lightning's WandbLogger passes ``anonymous=None``,
   which W&B 0.31 counts as set; the setting is dropped before ``wandb.init`` (``drop_anonymous``).
 - Lightning's "Checkpoint directory ... exists and is not empty": said on the documented resume path, where
-  the folder is the run's own; a new run always has a folder of its own (``trainer/run_folder.py``).
+  the folder is the run's own; a new run always has a folder of its own (``trainer/run/run_folder.py``).
 """
 
 import io

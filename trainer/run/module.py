@@ -11,7 +11,7 @@ from data_pipelines.sharding import PAD_LABEL
 from models import create_model
 from models.weights import load_weights
 
-from .optim.map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
+from ..optim.map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
 
 
 class _Features(torch.nn.Module):
@@ -169,7 +169,7 @@ class ClassifierModule(pl.LightningModule):
             renormalize()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A resumed run that re-plans or restarts its schedule (``checkpoints.schedule_changes``): the
+        """A resumed run that re-plans or restarts its schedule (``resume.schedule_changes``): the
         checkpoint's scheduler state takes the new plan (e.g. a cosine's ``T_max``) and, for a warm restart,
         the optimizer the new learning rate, before Lightning restores them. PyTorch's schedulers step from
         the current LR, so a longer cosine goes on falling from where it is; a restarted one begins again."""

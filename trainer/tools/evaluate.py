@@ -18,15 +18,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from . import console
-from .__main__ import default_data_overrides, exit_on_user_error, override_value, run_folder_of
-from .checkpoints import CheckpointError, check_compatible, load_checkpoint
-from .devices import check_gpus_usable
-from .fast_path import resolve, runs_on_cuda
+from ..cli import default_data_overrides, exit_on_user_error, override_value, run_folder_of
+from ..parallel.devices import check_gpus_usable
+from ..parallel.fast_path import resolve, runs_on_cuda
+from ..run import console
+from ..run.checkpoints import CheckpointError, check_compatible, load_checkpoint
 from models.weights import torchvision_weights
 
-from .paper_comparison import print_comparison, references_for, summary_fields
-from .tracking import wandb_offline
+from ..results.paper_comparison import print_comparison, references_for, summary_fields
+from ..results.tracking import wandb_offline
 
 
 def model_override(overrides: list[str]) -> list[str]:
@@ -106,7 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return {"val/top1_err": top1, "val/top5_err": top5, **fields}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
 def _main(cfg: DictConfig) -> None:
     with console.copied_to(Path(HydraConfig.get().runtime.output_dir)):
         exit_on_user_error(evaluate, cfg)

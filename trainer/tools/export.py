@@ -25,7 +25,7 @@ import torch
 from models import create_model
 from models.weights import NET_PREFIX, TORCHVISION_NAMES
 
-from .checkpoints import CheckpointError, load_checkpoint
+from ..run.checkpoints import CheckpointError, load_checkpoint
 
 ONNX_TOLERANCE = 1e-4  # largest |onnxruntime - PyTorch| over the batch, relative to the largest logit
 ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB per message, less room for the graph itself

@@ -103,7 +103,7 @@ def test_the_global_rate_follows_the_papers_passes_times_the_batch():
 def test_the_papers_recipe_trains_with_its_curvature_and_schedule(tmp_path, digits_cache):
     """experiment=lenet5_1998 end to end on the digits (a few batches): SDLM with a curvature for every
     parameter, the MAP loss, the pass-wise rate; and a model without an RBF output refuses the MAP loss."""
-    from trainer.checkpoints import load_checkpoint
+    from trainer.run.checkpoints import load_checkpoint
     from trainer.train import train
 
     result = train(make_cfg(tmp_path, digits_cache, "experiment=lenet5_1998", "trainer.max_epochs=3",
@@ -115,7 +115,7 @@ def test_the_papers_recipe_trains_with_its_curvature_and_schedule(tmp_path, digi
     assert all(bool((s["curvature"] >= 0).all()) for s in optimizer["state"].values())  # Gauss-Newton: >= 0
     assert optimizer["param_groups"][0]["lr"] == pytest.approx(2e-4 * 0.4)  # pass 3: 0.0002 per pattern x scale
     assert result["val/top1_err"] < 90  # it learned something in 60 steps
-    from trainer.config_check import ConfigValueError
+    from trainer.run.config_check import ConfigValueError
 
     with pytest.raises(ConfigValueError, match="model.loss=map is LeNet-5's MAP criterion on RBF outputs"):
         train(make_cfg(tmp_path / "r", digits_cache, "model=resnet18", "+model.loss=map", "+model.map_j=10",

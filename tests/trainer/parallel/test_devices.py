@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from trainer.devices import GPUUnusableError, check_gpus_usable
+from trainer.parallel.devices import GPUUnusableError, check_gpus_usable
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 from torch.overrides import TorchFunctionMode
 
 from conftest import make_cfg, run_cli
-from trainer.bench import Repeat, synthetic_batch
-from trainer.bench.breakdown import LAYERS
-from trainer.fast_path import check_sigterm_on_logging_steps, resolve
+from trainer.tools.bench import Repeat, synthetic_batch
+from trainer.tools.bench.breakdown import LAYERS
+from trainer.parallel.fast_path import check_sigterm_on_logging_steps, resolve
 from trainer.train import build_logger, build_optimizer, build_trainer
 
 # Reading a tensor's value on the host; on a GPU each one waits for all the work queued before it.
@@ -217,7 +217,7 @@ def test_the_breakdown_times_every_layer_of_the_trainer(tmp_path):
 def test_lightnings_profiler_is_replaced_unless_one_is_asked_for(tmp_path, digits_cache):
     from pytorch_lightning.profilers import SimpleProfiler
 
-    from trainer.fast_path import NoProfiler
+    from trainer.parallel.fast_path import NoProfiler
 
     quiet = build_trainer(resolve(make_cfg(tmp_path, digits_cache), cuda=False), tmp_path, logger=False)
     asked = build_trainer(resolve(make_cfg(tmp_path, digits_cache, "+trainer.profiler=simple"), cuda=False), tmp_path,

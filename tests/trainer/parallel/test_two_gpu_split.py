@@ -8,7 +8,7 @@ import torch
 
 from conftest import run_cli
 from models import create_model
-from trainer.checkpoints import load_checkpoint
+from trainer.run.checkpoints import load_checkpoint
 
 # two optimizer steps of a global batch of 8, one validation batch; gloo processes on the CPU
 TINY = ["model=alexnet", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import CONF, make_cfg
-from trainer.paper_comparison import load_references, references_for, summary_fields, target
+from trainer.results.paper_comparison import load_references, references_for, summary_fields, target
 
 
 def test_the_headline_figures_are_in_the_table():

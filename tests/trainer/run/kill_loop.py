@@ -1,6 +1,6 @@
 """The kill loop: ``kill -9`` at random moments of one run, each followed by a resume, against a run never killed.
 
-    python tests/kill_loop.py [--kills 10] [--epochs 4] [--seed 0] [--work /tmp/kill-loop]
+    python tests/trainer/run/kill_loop.py [--kills 10] [--epochs 4] [--seed 0] [--work /tmp/kill-loop]
 
 A benchmark-style script (minutes on 2 cores), not a CI test. The run is the main job (LeNet-5 on the digits,
 W&B offline) with ``checkpoint_every_n_steps=5``; the first kill waits for the first checkpoint (before it
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(PROJECT))
 
 
@@ -29,14 +29,14 @@ def command(*args: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tests/kill_loop.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python tests/trainer/run/kill_loop.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="of the kill moments")
     parser.add_argument("--work", type=Path, default=Path("/tmp/kill-loop"))
     args = parser.parse_args(argv)
-    from trainer.checkpoints import load_checkpoint
-    from trainer.tracking import validation_history
+    from trainer.run.checkpoints import load_checkpoint
+    from trainer.results.tracking import validation_history
 
     rng = random.Random(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ from hydra.utils import instantiate
 from conftest import CONF, make_cfg, run_cli
 from models import input_shape, list_models
 from trainer.__main__ import default_data_overrides
-from trainer.module import ClassifierModule
-from trainer.fast_path import resolve
+from trainer.run.module import ClassifierModule
+from trainer.parallel.fast_path import resolve
 from trainer.train import build_logger, build_optimizer, build_trainer
 
 
@@ -127,7 +127,7 @@ def test_ddp_strategy_config(tmp_path, digits_cache):
 def test_two_gpu_split_strategy_config(tmp_path, digits_cache):
     import datetime
 
-    from trainer.split_strategy import TwoGPUSplitStrategy, plan_processes
+    from trainer.parallel.split_strategy import TwoGPUSplitStrategy, plan_processes
 
     cfg = make_cfg(tmp_path, digits_cache, "model=alexnet", "strategy=two_gpu_split")
     strategy = instantiate(cfg.strategy.lightning)

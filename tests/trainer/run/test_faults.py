@@ -86,7 +86,7 @@ def test_runs_started_together_own_their_folders_and_a_folder_is_continued_only_
 
 def test_an_empty_folder_is_claimed_once_and_sweeps_get_folders_of_their_own(tmp_path, monkeypatch):
     from trainer.__main__ import claim_sweep_folder
-    from trainer.run_folder import RunFolderError, claim_run_folder
+    from trainer.run.run_folder import RunFolderError, claim_run_folder
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -103,7 +103,7 @@ def test_an_empty_folder_is_claimed_once_and_sweeps_get_folders_of_their_own(tmp
 
 def validations_in(wandb_dir: Path) -> dict[int, float]:
     """epoch -> val/top1_err over every W&B folder of the run (each start writes one), read by the W&B CLI."""
-    from trainer.tracking import validation_history
+    from trainer.results.tracking import validation_history
 
     found = {}
     for part in sorted(wandb_dir.glob("offline-run-*")):
@@ -123,7 +123,7 @@ def test_a_kill_right_after_a_validation_loses_nothing_of_it_in_wandb(tmp_path, 
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    from trainer.checkpoints import load_checkpoint
+    from trainer.run.checkpoints import load_checkpoint
 
     saved = load_checkpoint(last)
     assert saved["epoch"] == 0 or saved["epoch"] == 1  # (Lightning counts the finished epoch after saving)
@@ -139,7 +139,7 @@ def test_a_kill_right_after_a_validation_loses_nothing_of_it_in_wandb(tmp_path, 
 # 6. A run resumes exactly where it stopped: in mid-epoch, at an epoch's last batch ------------------------------
 
 def weights(ckpt: str) -> dict:
-    from trainer.checkpoints import load_checkpoint
+    from trainer.run.checkpoints import load_checkpoint
 
     return load_checkpoint(ckpt)["state_dict"]
 
@@ -162,7 +162,7 @@ class CtrlCAt(pl.Callback):
 def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(tmp_path, digits_cache, capsys,
                                                                               monkeypatch):
     import trainer.train as train_module
-    from trainer.interrupt import RunInterrupted
+    from trainer.run.interrupt import RunInterrupted
     from trainer.train import train
 
     common = ["trainer.max_epochs=2", "schedule=constant", "logger=none", "trainer.num_sanity_val_steps=0"]
@@ -173,7 +173,7 @@ def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(t
     first = train(make_cfg(tmp_path / "steps", digits_cache, *common, "trainer.max_steps=10"))
     assert first["global_step"] == 10
     # 5. ...at the batch size it stopped at: another one would skip part of the epoch without a word
-    from trainer.checkpoints import CheckpointError
+    from trainer.run.checkpoints import CheckpointError
 
     with pytest.raises(CheckpointError, match=r"written in mid-epoch \(after 10 batches of epoch 1\) at "
                                               r"data.batch_size=32.*Resume with data.batch_size=32"):
@@ -207,7 +207,7 @@ def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(t
         train(make_cfg(tmp_path / "last-batch", digits_cache, *common))
     monkeypatch.setattr(train_module, "build_trainer", real_build)
     last = tmp_path / "last-batch" / "run" / "checkpoints" / "last.ckpt"
-    from trainer.checkpoints import load_checkpoint
+    from trainer.run.checkpoints import load_checkpoint
 
     history = load_checkpoint(last)["callbacks"]["RunRecord"]["val_history"]
     assert [h["epoch"] for h in history] == [0]  # epoch 1 was validated before the stop
@@ -221,7 +221,7 @@ def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(t
 # 4. Extending a finished cosine run: a re-plan that changes nothing is refused; a warm restart trains ------------
 
 def test_extending_a_finished_cosine_run_is_refused_unless_it_restarts_at_a_given_lr(tmp_path, digits_cache, capsys):
-    from trainer.checkpoints import CheckpointError
+    from trainer.run.checkpoints import CheckpointError
     from trainer.train import train
 
     common = ["logger=none", "trainer.num_sanity_val_steps=0", "trainer.limit_train_batches=10"]
@@ -385,7 +385,7 @@ def test_an_onnx_export_is_one_self_contained_file_with_the_users_file_mode(tmp_
     import torch
 
     from models import create_model
-    from trainer.export import export_onnx
+    from trainer.tools.export import export_onnx
 
     net = create_model("lenet5", num_classes=10, in_channels=1).eval()
     out = tmp_path / "made" / "net.onnx"

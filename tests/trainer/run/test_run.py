@@ -14,10 +14,10 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import make_cfg, run_cli, wandb_inspect
-from trainer.callbacks import NonFiniteLossError
-from trainer.checkpoints import AtomicCheckpointIO, CheckpointError, RunCheckpoint, load_checkpoint
-from trainer.interrupt import RunInterrupted
-from trainer.tracking import wandb_online_configured
+from trainer.run.callbacks import NonFiniteLossError
+from trainer.run.checkpoints import AtomicCheckpointIO, CheckpointError, RunCheckpoint, load_checkpoint
+from trainer.run.interrupt import RunInterrupted
+from trainer.results.tracking import wandb_online_configured
 from trainer.train import train
 
 TINY = ["trainer.limit_train_batches=5", "trainer.limit_val_batches=3", "trainer.log_every_n_steps=1",
@@ -166,7 +166,7 @@ def main_job(tmp_path_factory, digits_cache):
                    env={"PATH": f"{slurm_client}:{os.environ['PATH']}"})
 
 
-# the libraries' messages trainer/console.py filters at their source: none reaches the console
+# the libraries' messages trainer/run/console.py filters at their source: none reaches the console
 NOISE = ("The `srun` command is available on your system but is not used", "LeafSpec", "litlogger",
          "The anonymous setting has no effect")
 
@@ -300,7 +300,7 @@ def test_imagenet_root_alone_selects_imagenet(tmp_path):
     assert "embedded digits" not in result.stderr
 
 
-# every switch that `auto` turns on on a GPU (trainer/fast_path.py), forced on here; and torch.compile
+# every switch that `auto` turns on on a GPU (trainer/parallel/fast_path.py), forced on here; and torch.compile
 GPU_FAST_PATH = ["trainer.precision=bf16-mixed", "model.channels_last=true", "optim.fused=true",
                  "trainer.benchmark=true", "tf32=true"]
 
@@ -472,7 +472,7 @@ def test_the_wandb_api_key_never_leaks(tmp_path, digits_cache):
 def test_the_run_record_tells_modified_code_from_untracked_files(tmp_path):
     """A report folder or a stray file beside the code is listed as untracked; only a change to tracked files
     makes the run `git_dirty`."""
-    from trainer.tracking import git_state
+    from trainer.results.tracking import git_state
 
     def git(*args):
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)

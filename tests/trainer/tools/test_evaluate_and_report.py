@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import make_cfg, run_cli, wandb_inspect
-from trainer.report.runs import settings_that_differ
+from trainer.results.report.runs import settings_that_differ
 from trainer.train import train
 
 TINY = ["trainer.limit_train_batches=5", "trainer.limit_val_batches=4", "trainer.num_sanity_val_steps=0",
@@ -107,9 +107,9 @@ def test_the_plot_has_a_panel_per_model_and_data_set_draws_0_percent_and_whole_e
     """What the eye checks in report.png, checked on the figure: one panel per model and data set (digits runs
     never share MNIST's paper line), every epoch drawn (a top-5 of 0 % too), whole-epoch ticks for a
     one-epoch run, and the legend under its panel, where it hides no curve."""
-    from trainer.paper_comparison import Reference
-    from trainer.report.plot import make_figure
-    from trainer.report.table import Row
+    from trainer.results.paper_comparison import Reference
+    from trainer.results.report.plot import make_figure
+    from trainer.results.report.table import Row
 
     mnist = Reference("x", "resnet18", "He et al. 2015", 1, "MNIST test", "center", 0.95, 0.2)
     history = [{"epoch": e, "val/top1_err": 10.0 / (e + 1), "val/top5_err": 0.0 if e else 1.0} for e in range(30)]

@@ -1,7 +1,7 @@
 """The GPU check built for the machine we can be lent: the kit's logic on a small stand-in (wheels made here, no
 index), its install there, the figures written as they come, and the exit status without a GPU. The real kit
 (280 MiB of downloads, minutes of packing) and the whole command sequence are rehearsed by
-``python -m trainer.gpu_check.rehearsal`` (README, "Measuring on a GPU machine")."""
+``python -m trainer.tools.gpu_check.rehearsal`` (README, "Measuring on a GPU machine")."""
 
 import hashlib
 import json
@@ -17,8 +17,8 @@ import torch
 from packaging.requirements import Requirement
 
 from conftest import run_cli
-from trainer.gpu_check.install import KitInstallError, install
-from trainer.gpu_check.kit import build
+from trainer.tools.gpu_check.install import KitInstallError, install
+from trainer.tools.gpu_check.kit import build
 
 
 def make_wheel(folder: Path, name: str, version: str, requires=(), payload: bytes = b"") -> Path:
@@ -128,7 +128,7 @@ def test_without_a_gpu_nothing_is_measured_and_the_exit_status_says_so(tmp_path)
 
 
 def test_each_step_is_on_disk_as_soon_as_it_ends(tmp_path):
-    from trainer.gpu_check.report import Report
+    from trainer.tools.gpu_check.report import Report
 
     report = Report(tmp_path / "out", tmp_path / "state.json", {"boot": "b", "gpus": 1}, "quick")
     report.record("resnet50", {"status": "measured", "trainer_img_s": 3100.0})

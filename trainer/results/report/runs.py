@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from ..tracking import validation_history, wandb_inspect
+from ... import CONF
 
 
 def read_part(run_dir: Path) -> dict:
@@ -61,8 +62,7 @@ def followers() -> set[str]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train")
     found = set()
 

@@ -93,7 +93,7 @@ def write_markdown(rows: list[Row], left_out: list[dict], path: Path) -> None:
     lines = ["# Runs and the papers", "",
              "Errors in percent: the last validation's (best top-1 in brackets), or an evaluation's; "
              "gap = run - paper (percentage points). The paper's figure is the one each run is measured against "
-             "(`trainer/papers.yaml`: same model, data set, protocol and, where the paper has one, training preset). "
+             "(`trainer/results/papers.yaml`: same model, data set, protocol and, where the paper has one, training preset). "
              "\"differs\": the settings of a run that not every run of its model and data set here shares (resolved "
              "config; the machine, paths and bookkeeping left out).", ""]
     lines += ["| run | model | strategy | data | differs | protocol | status | epochs | top-1 err % | top-5 err % "

@@ -6,7 +6,7 @@ LightningModule, its metrics, logging every ``trainer.log_every_n_steps``, the p
 checkpoint and NaN-guard callbacks), the bare loop as ``forward, loss, backward, step, zero_grad``.
 After ``--warmup`` steps, ``--steps`` steps are timed, ``--repeats`` times; the median is reported,
 with the time from start to the first training step and the peak memory. Both follow the fast path
-(``trainer/fast_path.py``: on a GPU bf16, channels_last, cuDNN autotuning, TF32, fused SGD). It also
+(``trainer/parallel/fast_path.py``: on a GPU bf16, channels_last, cuDNN autotuning, TF32, fused SGD). It also
 reports the model's training FLOPs per image (3x the forward pass that PyTorch's FLOP counter
 counts) and, on a GPU whose peak Lightning knows, the model FLOPs utilisation (MFU: achieved FLOP/s
 over the GPU's dense peak for the precision). The last line printed is one JSON object with

@@ -5,21 +5,20 @@ import json
 import resource
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-from ..__main__ import exit_on_user_error
-from ..devices import check_gpus_usable
-from ..fast_path import resolve, runs_on_cuda
-from ..train import strategy_plan
+from ...cli import exit_on_user_error
+from ...parallel.devices import check_gpus_usable
+from ...parallel.fast_path import resolve, runs_on_cuda
+from ...train import strategy_plan
 from . import __doc__ as DOC
 from .breakdown import breakdown, print_table
 from .flops import dense_peak_flops, training_flops_per_image
 from .measure import AUTOCAST, bench_bare, bench_trainer, peak_gpu_mb
+from ... import CONF
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ others of its own repeat), median per layer:
 1. the bare PyTorch loop (``forward, loss, backward, step, zero_grad``);
 2. Lightning's own loop: a minimal LightningModule (``training_step`` returns the loss), no
    callbacks, logger, checkpoints, model summary or progress bar;
-3. + the trainer's LightningModule (``trainer/module.py``: the loss logged, the validation metrics);
+3. + the trainer's LightningModule (``trainer/run/module.py``: the loss logged, the validation metrics);
 4. + the W&B logger (offline);
 5. + the checkpoint callbacks;
 6. + the trainer's callbacks (throughput, the NaN guard, W&B summaries, the start-up report);
@@ -31,8 +31,8 @@ from pytorch_lightning.callbacks import Checkpoint, ModelSummary, ProgressBar
 
 from models import create_model
 
-from ..callbacks import NonFiniteLossGuard, RunRecord, StepMetrics
-from ..train import build_logger, build_optimizer, build_trainer
+from ...run.callbacks import NonFiniteLossGuard, RunRecord, StepMetrics
+from ...train import build_logger, build_optimizer, build_trainer
 from .measure import Repeat, StepTimer, bench_bare, synthetic_batch
 
 LAYERS = ("bare PyTorch loop", "Lightning's loop, minimal module", "+ the trainer's module", "+ W&B logger",

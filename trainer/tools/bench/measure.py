@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from models import create_model
 
-from ..train import build_logger, build_optimizer, build_trainer
+from ...train import build_logger, build_optimizer, build_trainer
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from .install import KitInstallError, describe_versions, install, versions
 from .report import Report
 from .steps import LEVELS, STEPS, Context, StepTimeout
+from ... import PROJECT
 
-PROJECT = Path(__file__).resolve().parents[2]
 EXIT_FAILED, EXIT_KIT, EXIT_NO_GPU = 1, 2, 3
 FAILED = ("failed", "error", "timed out")
 
@@ -41,7 +41,7 @@ FAILED = ("failed", "error", "timed out")
 def machine() -> dict:
     import torch
 
-    from ..devices import driver_version
+    from ...parallel.devices import driver_version
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     driver = driver_version()

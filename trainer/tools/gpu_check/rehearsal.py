@@ -1,4 +1,4 @@
-"""``python -m trainer.gpu_check.rehearsal``: the lent GPU machine's command sequence, tried here first.
+"""``python -m trainer.tools.gpu_check.rehearsal``: the lent GPU machine's command sequence, tried here first.
 
 Makes (once) a virtualenv on the target's Python holding only the target's own packages that the project
 uses (torch 2.11 / torchvision 0.26 / Lightning 2.6.6 / torchmetrics 1.9 where they install here, else
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[2]
+from ... import PROJECT
 MIB = 2**20
 COMMAND_LIMIT_MIB = 64  # what one device command carries in all, the working tree included
 # The target's own packages that the project (and its tests) import: the rehearsal venv holds these only
@@ -88,7 +88,7 @@ def run_command(folder: Path, py: Path, stage: str, out: Path, timeout: float | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.gpu_check.rehearsal", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trainer.tools.gpu_check.rehearsal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kit", type=Path, default=PROJECT / "gpu-kit", help="a kit built by make gpu-kit")
     parser.add_argument("--python", default="python3.12", help="the target's Python here (default python3.12)")
     parser.add_argument("--torch", default="2.11.0", help="torch for the target-like venv (2.11.0: the H200's)")

@@ -1,0 +1,76 @@
+"""What every command of the trainer shares: choosing the data when none is named, reading the command line,
+and a mistake in the user's input answered with its message, no traceback."""
+
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from .run import console, interrupt
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message says what happened and what to do (the user's input, a lost peer): the message, no
+    traceback. Imported when a run needs them, not for ``--help`` (Lightning and torchvision take seconds)."""
+    from data_pipelines import DataConfigError
+    from models.weights import WeightsError
+
+    from .parallel.devices import GPUUnusableError
+    from .parallel.peers import LostPeerError
+    from .parallel.split_strategy import StrategyConfigError
+    from .run.callbacks import NonFiniteLossError
+    from .run.checkpoints import CheckpointError
+    from .run.config_check import ConfigValueError
+    from .run.run_folder import RunFolderError
+    from .run.storage import StorageError
+
+    return (DataConfigError, CheckpointError, NonFiniteLossError, StrategyConfigError, GPUUnusableError, WeightsError,
+            LostPeerError, ConfigValueError, StorageError, RunFolderError)
+
+
+def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str]:
+    """ImageNet when ``IMAGENET_ROOT`` is set and no data set was chosen, else the embedded digits.
+
+    Hydra's defaults list cannot read the environment, so the choice is made here, on the
+    command line, before Hydra composes the config.
+    """
+    if any(o.split("=", 1)[0].lstrip("+~") == "data" for o in overrides):
+        return overrides
+    if environ.get("IMAGENET_ROOT"):
+        return [*overrides, "data=imagenet"]
+    asks_for_help = any(o in ("--help", "-h", "--hydra-help") for o in overrides)
+    if console.process_rank(environ) == 0 and not asks_for_help:  # once
+        console.say_before_folder("IMAGENET_ROOT is not set: training on the embedded digits sample (data=digits)")
+    return overrides
+
+
+def exit_on_user_error(run, cfg: DictConfig) -> None:
+    """Runs ``run(cfg)``; a mistake in the user's input prints its message (which says how to fix it)
+    and exits with status 1, without a traceback."""
+    errors = user_errors()
+    try:
+        run(cfg)
+    except errors as e:
+        if not getattr(e, "printed", False):
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except interrupt.RunInterrupted as e:  # Ctrl-C / SIGTERM: the checkpoint is written, say how to resume
+        if console.process_rank() == 0:
+            print(e, file=sys.stderr)
+        sys.exit(e.exit_status)
+    except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: at once, with the signal's status
+        if interrupt.received:
+            sys.exit(interrupt.EXIT_STATUS[interrupt.received[-1]])
+        raise
+
+
+def override_value(overrides: list[str], key: str) -> str | None:
+    """The value ``key=...`` has on the command line, or None."""
+    return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key and "=" in o), None)
+
+
+def run_folder_of(ckpt: str) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/<folder>/<file>.ckpt`` beside ``<run>/.hydra``), or None."""
+    run = Path(ckpt).expanduser().resolve().parent.parent
+    return run if (run / ".hydra").is_dir() else None

@@ -1,0 +1,61 @@
+"""A NaN/inf loss stops the run, naming its step; no checkpoint is written after it."""
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from ..steps import is_logging_step
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class NonFiniteLossGuard(pl.Callback):
+    """Stops the run at a NaN/inf loss, naming the step, and never lets a checkpoint be written after it.
+
+    The test runs on the device every step: ``isfinite`` of the loss into the next slot of a buffer of
+    ``log_every_n_steps`` flags (two small device operations, no host sync). The host reads the
+    buffer only every ``log_every_n_steps`` steps, at the end of each epoch and before any checkpoint
+    is written, and names the first bad step from it. The checkpoints written before the bad step are
+    left as they are.
+    """
+
+    def __init__(self, last_ckpt: str | Path | None = None) -> None:
+        self._flags: torch.Tensor | None = None
+        self._slots: list[torch.Tensor] = []  # views of the buffer, one per step of the window
+        self._count = self._first_step = 0
+        self.last_ckpt = Path(last_ckpt) if last_ckpt else None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if self._flags is None or self._flags.device != loss.device or self._count == len(self._slots):
+            self.check(trainer)
+            self._flags = torch.ones(max(1, trainer.log_every_n_steps), dtype=torch.bool, device=loss.device)
+            self._slots = list(self._flags.unbind(0))
+        if self._count == 0:
+            self._first_step = trainer.global_step  # this batch's step (already counted)
+        self._slots[self._count].copy_(torch.isfinite(loss.detach()))
+        self._count += 1
+        if is_logging_step(trainer):
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.check(trainer)  # raising here aborts the save before anything is written
+
+    def check(self, trainer) -> None:
+        """Reads the flags of the steps since the last check (one host read); raises at the first bad one."""
+        if not self._count:
+            return
+        window, self._count = self._flags[:self._count], 0
+        if not bool(window.all()):
+            step = self._first_step + int((~window).nonzero()[0, 0])
+            last = self.last_ckpt if self.last_ckpt is not None and self.last_ckpt.is_file() else None
+            kept = (f"The last good checkpoint is kept: {last}; resume from it with ckpt_path={last} after "
+                    f"lowering optim.lr." if last else "No checkpoint had been written yet; lower optim.lr.")
+            raise NonFiniteLossError(f"the training loss became NaN/inf at global step {step} (epoch "
+                                     f"{trainer.current_epoch + 1}); training stopped. {kept}")

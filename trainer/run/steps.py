@@ -1,0 +1,24 @@
+"""Where a step stands in Lightning's loop: the logging steps (the only ones that may read the device) and an
+epoch's ends. Shared by the callbacks, the checkpoints and the fast path."""
+
+
+def is_logging_step(trainer) -> bool:
+    """After the optimizer step of this batch: the steps on which the logger writes (and may read the device)."""
+    return trainer.global_step % trainer.log_every_n_steps == 0
+
+
+def logs_after_this_step(trainer) -> bool:
+    """Before the optimizer step of this batch (``training_step``, ``on_train_batch_start``): whether the
+    logger writes after it. Lightning writes when ``(optimizer steps so far + 1) % log_every_n_steps == 0``
+    (``_LoggerConnector.should_update_logs``); one optimizer step per batch here, so that is the global step."""
+    return (trainer.global_step + 1) % trainer.log_every_n_steps == 0
+
+
+def at_epochs_last_batch(trainer) -> bool:
+    """Whether the batch that just trained was its epoch's last (the epoch's validation has not run yet)."""
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
+def stops_mid_epoch(trainer) -> bool:
+    """Whether ``trainer.max_steps`` ends the run at this step, before its epoch's last batch."""
+    return 0 < trainer.max_steps <= trainer.global_step and not at_epochs_last_batch(trainer)
