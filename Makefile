@@ -1,5 +1,6 @@
 # make train   - set up the environment if needed, then run the main job (LeNet-5 on the embedded digits)
 # make test    - set up the environment if needed, then run the test suite
+# make docs    - the manual (docs/) as a site in build/docs, strictly: a broken link fails it
 # make gpu-kit  - here, online: the wheels a GPU machine without network lacks, packed in parts (gpu-kit/)
 # make gpu-check - on a GPU machine: the GPU tests and benchmarks (gpu-check/summary.md); exit 3 without a GPU
 # Extra trainer overrides: make train ARGS="model=alexnet trainer.max_epochs=1"
@@ -12,7 +13,7 @@ STAMP := $(VENV)/.installed
 # pip warns about every configured index folder that does not exist (some pip set-ups list several): hide that noise
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: train test gpu-kit gpu-check install clean
+.PHONY: train test docs gpu-kit gpu-check install clean
 
 install: $(STAMP)
 
@@ -20,8 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "Setting up $(VENV) (first time: a few minutes)..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# compat: the project folder on sys.path, so Hydra's plugin discovery (pkgutil over hydra_plugins/) finds the Slurm launcher
-	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,export]' --config-settings editable_mode=compat 2>&1 | $(QUIET_PIP)
-	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich, matplotlib, onnx, onnxscript, onnxruntime"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,export,docs]' --config-settings editable_mode=compat 2>&1 | $(QUIET_PIP)
+	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich, matplotlib, onnx, onnxscript, onnxruntime, mkdocs, material"
 	@touch $(STAMP)
 
 train: $(STAMP)
@@ -30,14 +31,18 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	@echo "the manual: build/docs/index.html"
+
 gpu-kit: $(STAMP)
 	$(PY) -m trainer.tools.gpu_check.kit $(ARGS)
 
 # On a GPU machine: the project's .venv when there is one, else the machine's own python3 with the kit
-# (no install, no network). The lent H200 runs it in stages instead: README, "Measuring on a GPU machine".
+# (no install, no network). The lent H200 runs it in stages instead: docs/speed.md, "Measuring on a GPU machine".
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),python3) -m trainer.gpu_check --out gpu-check \
 	  $(if $(wildcard $(PY)),,$(if $(wildcard gpu-kit/manifest.json),--kit gpu-kit)) $(ARGS)
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache gpu-check
+	rm -rf $(VENV) outputs multirun .pytest_cache gpu-check build/docs

@@ -3,7 +3,7 @@
 Each function takes the encoded images and the decoder settings (CPU or GPU, same code) and returns
 CHW float images. Where a preset keeps only a window of the image (a crop that is then resized),
 only that window is decoded and resized straight to the output size: the result is the paper's
-"resize, then crop" up to resampling, at about twice the speed on a CPU (README, "Benchmark").
+"resize, then crop" up to resampling, at about twice the speed on a CPU (docs/data.md, "Benchmark").
 The colour noise is folded into the per-image mean that the final normalisation subtracts, so it
 costs no pass over the pixels. Values and sources: ``docs/papers.md``.
 """

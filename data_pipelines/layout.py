@@ -13,7 +13,7 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 EXPECTED = ("expected ROOT/train/<class>/<image> and ROOT/val/<class>/<image> "
-            "(ImageNet's layout; see `python -m data_pipelines.prepare` in the README)")
+            "(ImageNet's layout; see `python -m data_pipelines.prepare` in docs/data.md)")
 
 
 class DataConfigError(ValueError):

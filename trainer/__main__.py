@@ -22,7 +22,7 @@ MULTIRUN_REFUSED = (
     "error: Hydra multirun (-m) cannot be combined with strategy={strategy} here: Lightning starts each extra "
     "process by running this command again, and every copy would run its own sweep into its own folder. On "
     "Slurm, sweep with one job per point: python -m trainer -m hydra/launcher=slurm strategy={strategy} ... "
-    "(README, \"Sweeps on Slurm\"); elsewhere, a shell loop over single runs (for lr in 0.01 0.02; do python -m "
+    "(docs/cluster.md, \"Sweeps on Slurm\"); elsewhere, a shell loop over single runs (for lr in 0.01 0.02; do python -m "
     "trainer strategy={strategy} optim.lr=$lr; done).")
 
 

@@ -4,7 +4,7 @@ Krizhevsky et al. downsampled every image once, before training, to 256x256 (the
 256, then the central 256x256 patch) and trained on random 224 crops and flips of those. This
 writes such a copy of a data folder: every image of ``SRC/{train,val}/<class>/`` with its shorter
 side resized to ``--size`` (bilinear, antialiased: Pillow's, as torchvision's ``Resize``), with
-``--square`` its central square, stored as JPEG at ``--quality`` (90: README, "Preparing AlexNet's
+``--square`` its central square, stored as JPEG at ``--quality`` (90: docs/data.md, "AlexNet's
 256x256 copy", measures what it costs), under the same relative name in DST. On such a copy the
 ``alexnet`` preset and both evaluation protocols are pure crops and flips: no resampling while
 training (``data_pipelines.augment``, ``datamodule``), as in the paper.
@@ -108,7 +108,7 @@ def register(commands) -> None:
     parser.add_argument("--size", type=int, default=256, help="the shorter side (default 256, the paper's)")
     parser.add_argument("--square", action="store_true", help="keep the central size x size square (the paper's)")
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
-                        help=f"JPEG quality, 1-100 (default {DEFAULT_QUALITY}; README measures the cost)")
+                        help=f"JPEG quality, 1-100 (default {DEFAULT_QUALITY}; docs/data.md measures the cost)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.set_defaults(run=run)
 

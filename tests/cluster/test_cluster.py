@@ -347,13 +347,13 @@ def _process_tree(pid: int) -> list[int]:
     return [pid, *(p for child in children for p in _process_tree(int(child)))]
 
 
-def test_dockerfile_installs_the_project_as_the_readme_does():
+def test_dockerfile_installs_the_project_as_the_docs_say():
     dockerfile = (PROJECT / "docker" / "Dockerfile").read_text()
-    readme = (PROJECT / "README.md").read_text()
+    manual = (PROJECT / "docs" / "cluster.md").read_text()
     assert "make install" in dockerfile and "install: $(STAMP)" in (PROJECT / "Makefile").read_text()
     assert "constraints.txt" in (PROJECT / "Makefile").read_text()  # the pinned versions, the same as CI's
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.M)  # not root
     assert 'ENTRYPOINT ["python", "-m", "trainer"]' in dockerfile
-    assert "docker build -f docker/Dockerfile" in readme and "docker run --gpus all" in readme
+    assert "docker build -f docker/Dockerfile" in manual and "docker run --gpus all" in manual
     ignored = (PROJECT / ".dockerignore").read_text().split()
     assert {".venv", "outputs"} <= set(ignored)

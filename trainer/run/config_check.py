@@ -193,12 +193,12 @@ def check_data_root(cfg: DictConfig, first_process: bool = True) -> None:
     root = OmegaConf.select(cfg, "data.root", default=None)
     if root is None:
         raise ConfigValueError("data.root is not set: set data.root=/path/to/imagenet or the IMAGENET_ROOT "
-                               "environment variable (README, \"Data\")")
+                               "environment variable (docs/data.md)")
     if not Path(str(root)).expanduser().exists():
         how = OmegaConf.select(cfg, "data.how_to_make", default=None)
         raise ConfigValueError(f"data.root={root} does not exist; " + (
             f"make it with: {how}" if how else "expected ROOT/train/<class>/<image> and ROOT/val/<class>/<image> "
-                                               "(README, \"Getting ImageNet ready\")"))
+                                               "(docs/data.md, \"Getting ImageNet ready\")"))
     if first_process:
         try:
             check_folders(str(root))

@@ -1,7 +1,7 @@
 """The GPU check built for the machine we can be lent: the kit's logic on a small stand-in (wheels made here, no
 index), its install there, the figures written as they come, and the exit status without a GPU. The real kit
 (280 MiB of downloads, minutes of packing) and the whole command sequence are rehearsed by
-``python -m trainer.tools.gpu_check.rehearsal`` (README, "Measuring on a GPU machine")."""
+``python -m trainer.tools.gpu_check.rehearsal`` (docs/speed.md, "Measuring on a GPU machine")."""
 
 import hashlib
 import json

@@ -86,7 +86,7 @@ def install(kit: Path, say=print) -> dict:
     manifest_path = kit / "manifest.json"
     if not manifest_path.is_file():
         raise KitInstallError(f"{manifest_path} is missing: build the kit with `make gpu-kit` and carry "
-                              f"gpu-kit/manifest.json with the parts (README, \"Measuring on a GPU machine\")")
+                              f"gpu-kit/manifest.json with the parts (docs/speed.md, \"Measuring on a GPU machine\")")
     manifest = json.loads(manifest_path.read_text())
     installed = kit / "installed"
     done_marks = installed / ".unpacked"

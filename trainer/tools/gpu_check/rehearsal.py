@@ -3,7 +3,7 @@
 Makes (once) a virtualenv on the target's Python holding only the target's own packages that the project
 uses (torch 2.11 / torchvision 0.26 / Lightning 2.6.6 / torchmetrics 1.9 where they install here, else
 ``--torch`` names the stand-in), copies the working tree into a folder as the device tool does, and runs
-the README's commands in order, each in a network namespace of its own (``unshare --net``: no network at
+the commands of docs/speed.md ("Measuring on a GPU machine") in order, each in a network namespace of its own (``unshare --net``: no network at
 all) with ``PIP_NO_INDEX=1``: command N finds the kit parts that command N carries (the earlier ones stay,
 as on a warm machine) and runs ``python3 -m trainer.gpu_check --kit gpu-kit --stage N --rehearse``, the
 CPU-runnable parts at tiny sizes. Then a stage is killed in mid-step to see that its JSON is still whole.

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-# What the figures should be (README, "Measuring on a GPU machine")
+# What the figures should be (docs/speed.md, "Measuring on a GPU machine")
 ANCHORS = {
     "resnet50_img_s": "NVIDIA's ConvNets trainer: 2,470 img/s on one A100 (AMP); MLPerf Training v4.0: about "
                       "7,900 img/s per H200 (8x H200, MXNet + DALI). Below 3,000 on an H200 needs a profile",

@@ -3,7 +3,7 @@ recorded as soon as it ends.
 
 Stage 1 and 2 need torch only (they run on the kit's small part, before DALI has arrived); stage 3 needs
 DALI. ``--level`` trades precision for minutes (quick: a few steps, to check the command itself; short: what
-fits a 15-minute lease; full: the README's figures).
+fits a 15-minute lease; full: the figures of docs/speed.md).
 """
 
 import json
