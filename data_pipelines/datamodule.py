@@ -10,7 +10,7 @@ import torch
 from .augment import EVAL_PROTOCOLS, PRESETS
 from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
-from .layout import DataConfigError, DataLayoutError, Listing, list_dataset
+from .layout import DataConfigError, DataLayoutError, Listing, list_dataset, take_listed_before_start
 from .manifest import read_manifest
 from .sharding import data_parallel_rank_and_size
 
@@ -147,17 +147,17 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def _list_once(self) -> Listing:
         """The data set's listing, made by the job's first process and sent to the others (``list_dataset``:
-        from verify's usable lists without a directory walk, else one walk); a problem found there is raised
-        in every process."""
+        from verify's usable lists without a directory walk, else one walk; the one the check before the run
+        made, when there was one); a problem found there is raised in every process."""
         if self.how_to_make and self.root and not Path(self.root).expanduser().exists():
             raise DataLayoutError(f"{self.root} does not exist; make it with: {self.how_to_make}")
         strategy = self.trainer.strategy if self.trainer is not None else None
         if strategy is None or strategy.world_size == 1:
-            return list_dataset(self.root)
+            return take_listed_before_start(self.root) or list_dataset(self.root)
         found: Listing | str | None = None
         if strategy.global_rank == 0:
             try:
-                found = list_dataset(self.root)
+                found = take_listed_before_start(self.root) or list_dataset(self.root)
             except DataLayoutError as e:
                 found = str(e)
         found = strategy.broadcast(found, src=0)

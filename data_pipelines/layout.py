@@ -50,11 +50,9 @@ def _classes(split_dir: Path) -> list[str]:
     return classes
 
 
-def _images(folder: Path, first_only: bool = False) -> list[str]:
-    """The image files of a class folder, sorted; with ``first_only``, the first one met (or none)."""
+def _images(folder: Path) -> list[str]:
+    """The image files of a class folder, sorted."""
     with os.scandir(folder) as entries:
-        if first_only:
-            return next(([e.name] for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES)), [])
         return sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES))
 
 
@@ -83,30 +81,25 @@ def _walk(root: Path, split: str) -> list[str]:
     return relative
 
 
-def check_folders(root: str | Path) -> None:
-    """The layout checked before a run starts, cheaply: both splits have class folders, each holding an
-    image (each folder is listed only up to its first image), and the same classes. Skipped where
-    ``verify``'s usable lists exist (they were made from a full check).
+def list_before_start(root: str | Path) -> "Listing":
+    """The check before a run starts (a bad layout stops it there, with nothing written) is the job's one
+    listing: ``list_dataset``, kept for this process's DataModule, which takes it (``take_listed_before_start``)
+    instead of walking the folders a second time. On ImageNet over a network file system a walk costs minutes.
 
     Raises:
-        DataLayoutError: naming the path and the expected layout.
+        DataLayoutError: see ``list_dataset``.
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataLayoutError(f"data root {root} {'is not a folder' if root.exists() else 'does not exist'}; {EXPECTED}")
-    if all(usable_list(root, split).is_file() for split in ("train", "val")):
-        return
-    found = {}
-    for split in ("train", "val"):
-        found[split] = _classes(root / split)
-        empty = [name for name in found[split] if not _images(root / split / name, first_only=True)]
-        if empty:
-            raise _no_images(root / split, empty)
-    if found["train"] != found["val"]:
-        only_train, only_val = sorted(set(found["train"]) - set(found["val"])), sorted(set(found["val"]) -
-                                                                                       set(found["train"]))
-        raise DataLayoutError(f"train and val class folders under {root} differ: only in train: {only_train[:5]}; "
-                              f"only in val: {only_val[:5]}")
+    listing = list_dataset(root)
+    _LISTED_BEFORE_START[Path(root).expanduser().resolve()] = listing
+    return listing
+
+
+def take_listed_before_start(root: str | Path) -> "Listing | None":
+    """The listing this process made of ``root`` before the run started, once (None if it made none)."""
+    return _LISTED_BEFORE_START.pop(Path(root).expanduser().resolve(), None)
+
+
+_LISTED_BEFORE_START: dict[Path, "Listing"] = {}
 
 
 def list_dataset(root: str | Path | None, use_lists: bool = True) -> Listing:

@@ -2,7 +2,7 @@
 
 ``python -m models`` lists this in a fraction of a second (building every network, VGG-16 included, took
 19 s). The input shapes are the ones the registry gives its builders; the parameter counts are the
-builders' own at the paper's class count, and tests/test_models.py builds every network and compares.
+builders' own at the paper's class count, and tests/models/test_models.py builds every network and compares.
 """
 
 import re

@@ -1,6 +1,7 @@
 """``python -m trainer [overrides]``: the Hydra entry point. Before Hydra starts, the run's values are checked
 (a bad one stops here, with nothing written) and its folder is claimed (``run/run_folder.py``)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,9 +15,6 @@ from .cli import default_data_overrides, exit_on_user_error, override_value, run
 from .run import console
 from .run.config_check import ConfigValueError, check_data_root, check_values
 from .run.run_folder import RunFolderError, claim_run_folder, launched_alone
-
-
-
 
 MULTIRUN_REFUSED = (
     "error: Hydra multirun (-m) cannot be combined with strategy={strategy} here: Lightning starts each extra "
@@ -175,6 +173,11 @@ def resume_in_place(overrides: list[str]) -> list[str]:
 
 
 def main() -> None:
+    # W&B hands its service's address to child processes in WANDB_SERVICE. Inherited from whatever started this
+    # command (a notebook, a test runner that ran W&B itself), it attaches this run to that process's service,
+    # where an earlier start of the same run that was killed may still hold the run id: the resume then fails
+    # with "run ID ... is in use". Every run owns its own W&B service.
+    os.environ.pop("WANDB_SERVICE", None)
     sys.argv[1:] = check_before_start(resume_in_place(default_data_overrides(sys.argv[1:])))
     _main()
 

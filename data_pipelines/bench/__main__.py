@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
               f"epoch start {statistics.median(results[variant]['epoch_start_s']):.2f} s, "
               f"peak memory {results[variant]['peak_mb']:.0f} MB", flush=True)
     median = {v: statistics.median(r["img_s"]) for v, r in results.items()}
-    ratios = {name: round(median[a] / median[b], 2) for name, (a, b) in RATIOS.items() if a in median and b in median}
+    ratios = {name: round(median[a] / median[b], 3) for name, (a, b) in RATIOS.items() if a in median and b in median}
     print(json.dumps({**{f"{v}_img_s": round(median[v], 1) for v in median}, **ratios,
                       **{f"{v}_epoch_start_s": round(statistics.median(r["epoch_start_s"]), 3)
                          for v, r in results.items() if v.removeprefix("prepared_") in ("dali", "torchvision")},

@@ -1,5 +1,5 @@
 """The Slurm sweep launcher's plan of a point's job (hydra_plugins/convnet_classics); the launcher itself runs on the
-real local Slurm in tests/test_cluster.py."""
+real local Slurm in tests/cluster/test_slurm_jobs.py."""
 
 import pytest
 

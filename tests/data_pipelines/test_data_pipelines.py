@@ -57,14 +57,13 @@ def make_layout(root, train=("a", "b"), val=("a", "b"), empty=()):
 ])
 @pytest.mark.parametrize("check", ["listing", "before the run"])
 def test_bad_layouts_name_the_path_and_the_expected_layout(tmp_path, setup, message, check):
-    """The listing (one walk) and the cheap check before a run starts (each folder up to its first image)
-    refuse the same folders with the same words."""
-    from data_pipelines.layout import check_folders
+    """The DataModule's listing and the check before a run starts refuse the same folders with the same words."""
+    from data_pipelines.layout import list_before_start
 
     root = tmp_path / "imagenet"
     setup(root)
     with pytest.raises(DataLayoutError) as err:
-        check_layout(root) if check == "listing" else check_folders(root)
+        check_layout(root) if check == "listing" else list_before_start(root)
     assert message.format(r=root) in str(err.value)
 
 

@@ -2,7 +2,7 @@
 
 ``RULES`` maps each numeric setting of the composed config to what it allows; a setting that only copies
 another (``trainer.devices: ${strategy.devices}``) is checked where the value was set, under that name. A bad value stops the command with
-``error: <key>=<value> is not allowed: <what is allowed>`` and exit status 1. tests/test_config_check.py
+``error: <key>=<value> is not allowed: <what is allowed>`` and exit status 1. tests/trainer/run/test_config_check.py
 finds every numeric key of every composed config and requires a rule for it.
 """
 
@@ -182,11 +182,12 @@ def several_under_single(strategy: str | None, devices, nodes) -> str | None:
 def check_data_root(cfg: DictConfig, first_process: bool = True) -> None:
     """A data folder that is not there or not in the expected layout, found before the run folder and the
     W&B run exist (the embedded digits are made on first use, so their folder may be missing or empty).
-    The layout (class folders each holding an image) is looked at by the first process only: on a network
-    file system every process listing ImageNet's 2,000 folders would cost minutes."""
+    The layout (class folders holding images, the same classes in train and val) is listed by the first
+    process only, and that listing is the job's one (``layout.list_before_start``): on a network file system
+    every process listing ImageNet's 2,000 folders, or one process twice, would cost minutes."""
     from pathlib import Path
 
-    from data_pipelines.layout import DataLayoutError, check_folders
+    from data_pipelines.layout import DataLayoutError, list_before_start
 
     if OmegaConf.select(cfg, "data.name", default=None) == "digits":
         return
@@ -201,6 +202,6 @@ def check_data_root(cfg: DictConfig, first_process: bool = True) -> None:
                                                "(docs/data.md, \"Getting ImageNet ready\")"))
     if first_process:
         try:
-            check_folders(str(root))
+            list_before_start(str(root))
         except DataLayoutError as e:
             raise ConfigValueError(f"data.root={root}: {e}") from None

@@ -16,7 +16,7 @@ def runs(tmp_path_factory, digits_cache):
     root = tmp_path_factory.mktemp("runs")
     first = train(make_cfg(root / "a", digits_cache, "trainer.max_epochs=3", *TINY))
     second = train(make_cfg(root / "b", digits_cache, "trainer.max_epochs=3", "trainer.max_steps=10",
-                            "experiment=lenet5_1998", *TINY))
+                            "experiment=lenet5_1998", "optim.samples=48", *TINY))
     train(make_cfg(root / "c", digits_cache, "trainer.max_epochs=1", *TINY, "trainer.limit_val_batches=0"))
     evaluation = run_cli("trainer.evaluate", f"ckpt_path={first['best_ckpt']}", "protocol=tencrop",
                          "trainer.enable_progress_bar=false", "trainer.limit_val_batches=4", cwd=root,
