@@ -96,7 +96,7 @@ def list_before_start(root: str | Path) -> "Listing":
 
 def take_listed_before_start(root: str | Path) -> "Listing | None":
     """The listing this process made of ``root`` before the run started, once (None if it made none)."""
-    return _LISTED_BEFORE_START.pop(Path(root).expanduser().resolve(), None)
+    return _LISTED_BEFORE_START.pop(Path(root).expanduser().resolve(), None) if root else None
 
 
 _LISTED_BEFORE_START: dict[Path, "Listing"] = {}

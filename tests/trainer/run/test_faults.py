@@ -114,12 +114,13 @@ def validations_in(wandb_dir: Path) -> dict[int, float]:
     return found
 
 
-def test_a_kill_right_after_a_validation_loses_nothing_of_it_in_wandb(tmp_path, digits_cache, monkeypatch):
+def test_a_kill_right_after_a_validation_loses_nothing_of_it_in_wandb(tmp_path, digits_cache, request):
     """Started from a process that runs W&B itself (a notebook, this test runner): W&B's service address is in
     the environment the runs inherit, and the killed start's run id must not block the resume's."""
     import wandb
 
-    monkeypatch.setenv("WANDB_SERVICE", "")  # none yet (and none left set after the test)
+    wandb.teardown()  # this process's W&B service, if any: the one started next puts its address in the environment
+    request.addfinalizer(wandb.teardown)  # (and takes it out again)
     wandb.init(mode="offline", dir=tmp_path, project="notebook").finish()
     assert os.environ.get("WANDB_SERVICE")  # the runs below inherit it
     run = ["hydra.run.dir=run", "trainer.max_epochs=3", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2",
