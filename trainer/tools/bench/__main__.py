@@ -43,12 +43,23 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     # a short step by default (LeNet-5 at batch 32: about 10 ms on 2 CPU cores, a fast GPU's step length), so
     # that the trainer's fixed cost per step shows
-    defaults = ["model=lenet5", "data.batch_size=32", "schedule=constant", "trainer.limit_val_batches=0",
+    defaults = ["model=lenet5", "data.batch_size=32", "trainer.limit_val_batches=0",
                 "trainer.num_sanity_val_steps=0", "trainer.max_epochs=1", "paths.output_dir=.", "trainer.devices=1"]
+    # a constant lr (the schedule does not change a step's time), unless an experiment brings its own: on the
+    # command line schedule=constant would win over the experiment's schedule and leave its settings (lenet5_1998's
+    # schedule.scheduler.scale) without a scheduler
+    if not any(o.split("=", 1)[0] in ("experiment", "schedule") for o in args.overrides):
+        defaults.append("schedule=constant")
     if not any(o.startswith("logger=") for o in args.overrides):  # W&B as a user has it, but never uploaded
         defaults += ["logger=wandb", "logger.offline=true"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*defaults, *args.overrides])
+    if str(cfg.optim.get("_target_", "")).endswith("SDLM"):  # its step needs the curvature the bare loop never makes
+        print("error: trainer.bench times the step against a bare PyTorch loop, which has no curvature estimate for "
+              "optim=sdlm; time SDLM with the trainer's own progress lines instead: python -m trainer "
+              "experiment=lenet5_1998 data=mnist trainer.max_steps=300 progress_every_s=2 logger=none "
+              "(docs/reproducing.md)", file=sys.stderr)
+        return 1
     if args.breakdown:
         exit_on_user_error(lambda cfg: run_breakdown(cfg, args.warmup, args.steps, args.repeats, args.tiny_net), cfg)
     else:
