@@ -1,6 +1,7 @@
 """Shared fixtures: composed configs with tiny CPU settings, an isolated HOME and a cached digits folder."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,18 @@ def make_cfg(tmp_path: Path, cache: Path, *overrides: str) -> DictConfig:
             "trainer.enable_progress_bar=false"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="train", overrides=[*base, *overrides])
+
+
+def ctrl_c_at(step: int):
+    """A callback that presses Ctrl-C (a real SIGINT to this process) after ``step`` optimizer steps."""
+    import pytorch_lightning as pl
+
+    class CtrlC(pl.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == step:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    return CtrlC()
 
 
 def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 600):

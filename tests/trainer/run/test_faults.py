@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 
-from conftest import make_cfg
+from conftest import ctrl_c_at, make_cfg
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "logger=none", "schedule=constant"]
@@ -156,16 +155,6 @@ def largest_difference(a: dict, b: dict) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-class CtrlCAt(pl.Callback):
-    """Ctrl-C (a real SIGINT to this process) after ``step`` optimizer steps."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-
 
 def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(tmp_path, digits_cache, capsys,
                                                                               monkeypatch):
@@ -207,7 +196,7 @@ def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(t
 
     def with_ctrl_c(*args, **kwargs):
         built = real_build(*args, **kwargs)
-        built.callbacks.append(CtrlCAt(44))  # noticed at the next step: step 45, the last batch
+        built.callbacks.append(ctrl_c_at(44))  # noticed at the next step: step 45, the last batch
         return built
 
     monkeypatch.setattr(train_module, "build_trainer", with_ctrl_c)

@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
-from conftest import make_cfg, run_cli, wandb_inspect
+from conftest import ctrl_c_at, make_cfg, run_cli, wandb_inspect
 from trainer.run.callbacks import NonFiniteLossError
 from trainer.run.checkpoints import AtomicCheckpointIO, CheckpointError, RunCheckpoint, load_checkpoint
 from trainer.run.interrupt import RunInterrupted
@@ -334,16 +333,6 @@ def test_the_main_job_trains_on_the_gpu_with_the_fast_path(tmp_path, digits_cach
     assert top1 < 50.0, top1  # 3 epochs of the 30-epoch cosine job: well on the way (CPU: ~20 % after one)
 
 
-class _CtrlCAt(pl.Callback):
-    """The user presses Ctrl-C after ``step`` optimizer steps, mid-epoch (a real SIGINT to this process)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-
 
 def test_ctrl_c_mid_epoch_saves_and_resumes_exactly_like_an_uninterrupted_run(tmp_path, digits_cache, monkeypatch):
     """Ctrl-C after step 13 of an epoch's 45: the run stops at the next step with last.ckpt for it, and
@@ -374,7 +363,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly_like_an_uninterrupted_run(tm
 
 
 def _with_callback(trainer):
-    trainer.callbacks.append(_CtrlCAt(13))
+    trainer.callbacks.append(ctrl_c_at(13))
     return trainer
 
 

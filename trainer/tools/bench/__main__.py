@@ -10,6 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ...cli import exit_on_user_error
+from ...run.config_check import ConfigValueError
 from ...parallel.devices import check_gpus_usable
 from ...parallel.fast_path import resolve, runs_on_cuda
 from ...train import strategy_plan
@@ -54,12 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         defaults += ["logger=wandb", "logger.offline=true"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*defaults, *args.overrides])
-    if str(cfg.optim.get("_target_", "")).endswith("SDLM"):  # its step needs the curvature the bare loop never makes
-        print("error: trainer.bench times the step against a bare PyTorch loop, which has no curvature estimate for "
-              "optim=sdlm; time SDLM with the trainer's own progress lines instead: python -m trainer "
-              "experiment=lenet5_1998 data=mnist trainer.max_steps=300 progress_every_s=2 logger=none "
-              "(docs/reproducing.md)", file=sys.stderr)
-        return 1
     if args.breakdown:
         exit_on_user_error(lambda cfg: run_breakdown(cfg, args.warmup, args.steps, args.repeats, args.tiny_net), cfg)
     else:
@@ -83,6 +78,11 @@ def run_breakdown(cfg, warmup: int, steps: int, repeats: int, tiny: bool = False
 
 def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False) -> None:
     """Measures and prints (the first process only), the JSON line last."""
+    if str(cfg.optim.get("_target_", "")).endswith("SDLM"):  # its step needs the curvature the bare loop never makes
+        raise ConfigValueError("trainer.bench times the step against a bare PyTorch loop, which has no curvature "
+                               "estimate for optim=sdlm; time SDLM with the trainer's own progress lines instead: "
+                               "python -m trainer experiment=lenet5_1998 data=mnist trainer.max_steps=300 "
+                               "progress_every_s=2 logger=none (docs/reproducing.md)")
     check_gpus_usable(cfg.trainer.accelerator)
     overrides = strategy_plan(cfg)  # a strategy's checks before any process starts (Trainer overrides)
     cuda = runs_on_cuda(cfg, overrides.get("accelerator"))
