@@ -1,13 +1,14 @@
 """What the papers trained with that PyTorch does not ship: LeNet-5's stochastic diagonal Levenberg-Marquardt
-(``sdlm.py``: the optimizer, its Gauss-Newton curvature estimate and the callback that renews it before each
-pass), its MAP criterion on the RBF outputs (``map_loss.py``) and its pass-wise learning rates
-(``schedules.py``). Plain PyTorch, used through the configs (``optim=sdlm``, ``schedule=lenet5_passes``,
-``model.loss=map``); the callback is the one Lightning piece.
+(``sdlm.py``: the optimizer and the callback that renews its curvature before each pass; ``curvature.py``: the
+paper's per-connection estimate of that curvature and the exact Gauss-Newton diagonal), its MAP criterion on the
+RBF outputs (``map_loss.py``) and its pass-wise learning rates (``schedules.py``). Plain PyTorch, used through the
+configs (``optim=sdlm``, ``schedule=lenet5_passes``, ``model.loss=map``); the callback is the one Lightning piece.
 """
 
+from .curvature import gauss_newton_diagonal, per_connection_diagonal
 from .map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
 from .schedules import PiecewiseConstantLR
-from .sdlm import SDLM, SDLMCurvature, gauss_newton_diagonal
+from .sdlm import SDLM, SDLMCurvature
 
-__all__ = ["SDLM", "SDLMCurvature", "gauss_newton_diagonal", "map_loss", "output_hessian_factor",
-           "rbf_hessian_factor", "PiecewiseConstantLR"]
+__all__ = ["SDLM", "SDLMCurvature", "gauss_newton_diagonal", "per_connection_diagonal", "map_loss",
+           "output_hessian_factor", "rbf_hessian_factor", "PiecewiseConstantLR"]

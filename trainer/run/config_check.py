@@ -83,6 +83,8 @@ RULES: dict[str, Rule] = {
     "optim.batch_size_for_lr": at_least(1, or_none=True),
     "optim.mu": positive(),
     "optim.samples": at_least(1),
+    "optim.curvature": Rule(lambda v: v in ("per_connection", "gauss_newton"), "per_connection (the paper's "
+                            "estimate) or gauss_newton (the exact diagonal)", "exact"),
     "model.map_j": Rule(lambda v: v is None or (_number(v) and v > 0), "null, or a number > 0", 0),
     "schedule.scheduler.values": Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and
                                       all(_number(x) and x > 0 for x in v), "a list of numbers > 0", [0.1, -1]),

@@ -8,7 +8,10 @@ import torch
 from torch import nn
 
 from conftest import make_cfg
-from trainer.optim import SDLM, PiecewiseConstantLR, gauss_newton_diagonal, map_loss, output_hessian_factor
+import torch.nn.functional as F
+
+from trainer.optim import (SDLM, PiecewiseConstantLR, gauss_newton_diagonal, map_loss, output_hessian_factor,
+                           per_connection_diagonal)
 
 
 def brute_force_diagonal(model: nn.Module, images: torch.Tensor, j: float | None) -> dict[str, torch.Tensor]:
@@ -56,6 +59,58 @@ def test_the_curvature_of_lenet5_is_exact_through_its_sparse_c3_and_rbf_output()
     assert set(found) == set(expected) and len(found) == 16
     for name in expected:
         torch.testing.assert_close(found[name], expected[name], rtol=1e-4, atol=1e-9)
+
+
+def test_the_papers_curvature_is_the_exact_diagonal_for_one_layer_without_shared_weights():
+    # w_ij reaches only output i through one connection: both estimates are sum_p H_ii x_j^2
+    torch.manual_seed(2)
+    layer, images = nn.Linear(5, 3), torch.randn(6, 5)
+    factor = lambda logits: output_hessian_factor(logits, 1.5)  # noqa: E731
+    paper, exact = per_connection_diagonal(layer, images, factor), gauss_newton_diagonal(layer, images, factor)
+    for name in exact:
+        torch.testing.assert_close(paper[name], exact[name], rtol=1e-5, atol=1e-9)
+
+
+def test_the_papers_curvature_adds_up_each_shared_weights_connections():
+    """LeCun et al. 1998, appendix C, by hand: d2 at a unit's input = f'(a)^2 sum_k w_k^2 d2_k (kept diagonal),
+    and a shared weight gets sum over its connections of d2_i x_j^2 (the convolution unrolled with unfold)."""
+    torch.manual_seed(3)
+    conv, fc = nn.Conv2d(2, 3, 3), nn.Linear(3 * 2 * 2, 4)
+    net = nn.Sequential(conv, nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(), fc)
+    x = torch.randn(5, 2, 6, 6)
+    found = per_connection_diagonal(net, x, lambda logits: output_hessian_factor(logits, None))
+
+    with torch.no_grad():
+        a = conv(x)
+        pooled, where = F.max_pool2d(torch.tanh(a), 2, return_indices=True)
+        flat = pooled.flatten(1)
+        d2_out = output_hessian_factor(fc(flat), None).pow(2).sum(-1)  # diag(H) per pattern
+        expected = {"4.weight": torch.einsum("no,nj->oj", d2_out, flat.pow(2)), "4.bias": d2_out.sum(0)}
+        d2_pooled = (d2_out @ fc.weight.pow(2)).view_as(pooled)
+        d2_tanh = torch.zeros_like(a).flatten(2).scatter_add_(2, where.flatten(2), d2_pooled.flatten(2)).view_as(a)
+        d2_a = d2_tanh * (1 - torch.tanh(a).pow(2)).pow(2)
+        patches = F.unfold(x, 3).pow(2)  # (N, 2*3*3, 16 positions): each connection's x_j^2
+        expected["0.weight"] = torch.einsum("nol,nkl->ok", d2_a.flatten(2), patches).view_as(conv.weight)
+        expected["0.bias"] = d2_a.sum((0, 2, 3))
+    assert set(found) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(found[name], expected[name] / len(x), rtol=1e-5, atol=1e-9)
+
+
+def test_the_papers_curvature_refuses_a_network_that_is_not_a_chain_of_known_layers():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return x + self.linear(x)
+
+    factor = lambda logits: output_hessian_factor(logits, None)  # noqa: E731
+    with pytest.raises(ValueError, match="one chain of layers.*optim.curvature=gauss_newton"):
+        per_connection_diagonal(Residual(), torch.randn(3, 4), factor)
+    with pytest.raises(ValueError, match="does not know BatchNorm1d's connections"):
+        per_connection_diagonal(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), torch.randn(3, 4), factor)
 
 
 def test_the_map_criterion_is_equation_9():
@@ -113,7 +168,7 @@ def test_the_papers_recipe_trains_with_its_curvature_and_schedule(tmp_path, digi
     optimizer = saved["optimizer_states"][0]
     assert len(optimizer["state"]) == 16 and all("curvature" in s for s in optimizer["state"].values())
     assert all(bool((s["curvature"] >= 0).all()) for s in optimizer["state"].values())  # Gauss-Newton: >= 0
-    assert optimizer["param_groups"][0]["lr"] == pytest.approx(2e-4 * 0.4)  # pass 3: 0.0002 per pattern x scale
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(2e-4 * 16)  # pass 3: 0.0002 per pattern x 16
     assert result["val/top1_err"] < 90  # it learned something in 60 steps
     from trainer.run.config_check import ConfigValueError
 
