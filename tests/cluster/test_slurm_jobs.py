@@ -1,101 +1,15 @@
-"""The Slurm scripts and sweeps, unchanged, on a real local Slurm (one node, or two nodes on this machine)."""
+"""The Slurm scripts and sweeps, unchanged, on a real local Slurm of one node (the two-node job:
+test_slurm_two_nodes.py, a file of its own so that another test worker can run it at the same time)."""
 
-import os
-import re
-import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from conftest import PROJECT, wandb_inspect
+from conftest import wandb_inspect
+from local_slurm import TINY, job_state, preempt_after_first_epoch, sbatch, wait_for, wait_for_file
+from local_slurm import slurm  # noqa: F401  (the fixture)
 from trainer.run.checkpoints import load_checkpoint
-
-# CPU and tiny-data overrides of the real scripts: ResNet-18 at 64 px, 4 steps of 8 images an epoch
-CPU = ["--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1", "--nodes=1", "--time=15"]
-TINY = ["model=resnet18", "data=digits", "model.input_size=64", "trainer.limit_train_batches=4",
-        "trainer.limit_val_batches=2", "data.batch_size=8", "trainer.enable_progress_bar=false",
-        "trainer.accelerator=cpu"]  # the scripts ask for GPUs (trainer.accelerator=gpu); these tests have none
-
-
-def local_slurm(*args: str):
-    """A running local Slurm (started when it can be), as the environment of its commands; skipped with the
-    reason where it cannot, never in CI."""
-    def unavailable(reason: str):
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Slurm tests, but {reason}")
-        pytest.skip(reason)
-
-    if not shutil.which("sbatch"):
-        unavailable("Slurm is not installed (apt-get install slurmctld slurmd slurm-client munge)")
-    script = str(PROJECT / "tests" / "cluster" / "local_slurm.sh")
-    started = subprocess.run(["bash", script, "start", *args], capture_output=True, text=True, timeout=120)
-    if started.returncode != 0:
-        unavailable(f"a local Slurm could not be started: {started.stderr.strip()}")
-    yield {**os.environ, "SLURM_CONF": started.stdout.strip().splitlines()[-1], "PYTHON": sys.executable}
-    if "started Slurm" in started.stderr:  # stop what this session started; leave a running cluster alone
-        subprocess.run(["bash", script, "stop", *args[:1]], timeout=60)
-
-
-@pytest.fixture(scope="session")
-def slurm():
-    """One node with this machine's CPUs."""
-    yield from local_slurm()
-
-
-@pytest.fixture(scope="session")
-def slurm_two_nodes():
-    """Two Slurm nodes on this machine (two slurmd daemons), a cluster of its own."""
-    yield from local_slurm("/tmp/convnet-slurm-two-nodes", "2")
-
-
-def sbatch(slurm_env: dict, folder: Path, script: str, *args: str, options: tuple = ()) -> str:
-    """Submits a script of slurm/ with the CPU options (then ``options``, which override them)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(["sbatch", "--parsable", *CPU, *options, str(PROJECT / "slurm" / script), *args], cwd=folder,
-                         env=slurm_env, capture_output=True, text=True, timeout=60, check=True)
-    return out.stdout.strip().split(";")[0]
-
-
-def job_state(slurm_env: dict, job: str) -> dict:
-    shown = subprocess.run(["scontrol", "show", "job", job], env=slurm_env, capture_output=True, text=True,
-                           timeout=30)
-    assert shown.returncode == 0, f"scontrol show job {job}: {shown.stderr.strip()}"  # e.g. the controller died
-    return dict(re.findall(r"(\w+)=(\S+)", shown.stdout))
-
-
-def wait_for_file(slurm_env: dict, job: str, path: Path, timeout: float = 300) -> None:
-    """Waits until the running job has written ``path``."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline and job_state(slurm_env, job)["JobState"] in ("PENDING", "RUNNING")
-        time.sleep(0.5)
-
-
-def preempt_after_first_epoch(slurm_env: dict, job: str, run: Path) -> dict:
-    """Sends USR2, as `#SBATCH --signal=USR2@120` does before the time limit, once the run has a
-    checkpoint; returns the job's state once it has completed."""
-    wait_for_file(slurm_env, job, run / "checkpoints" / "last.ckpt")
-    subprocess.run(["scancel", "--signal=USR2", job], env=slurm_env, check=True, timeout=30)
-    return wait_for(slurm_env, job)
-
-
-ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED")
-
-
-def wait_for(slurm_env: dict, job: str, states=("COMPLETED",), timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = job_state(slurm_env, job)
-        if state.get("JobState") in states:
-            return state
-        if state.get("JobState") in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
-            break
-        time.sleep(1)
-    raise AssertionError(f"job {job} is {state.get('JobState')}, not {states}")
 
 
 def test_resnet152_script_runs_ddp_over_two_tasks(slurm, tmp_path, digits_cache):
@@ -202,54 +116,3 @@ def test_a_sweep_is_one_slurm_job_per_point_and_a_preempted_point_resumes(slurm,
     assert report.returncode == 0, report.stderr[-2000:]
     rows = [line for line in (tmp_path / "r" / "report.md").read_text().splitlines() if line.startswith("| resnet18")]
     assert len(rows) == 2 and {r.split(" (")[0].lstrip("| ") for r in rows} == names  # told apart by their lr
-
-
-def test_a_two_node_job_survives_a_preemption_and_then_a_lost_process(slurm_two_nodes, tmp_path, digits_cache):
-    """resnet152.sh as a 2-node job (one task per node): one DDP run over both nodes. USR2 mid-run: both nodes
-    save at the same step, the job requeues and the 2-node run resumes. Then the training process on node 2 is
-    killed: the one on node 1 says so and requeues the job, which resumes from the newest checkpoint and ends."""
-    env = {**slurm_two_nodes, "CONVNET_CACHE": str(digits_cache)}
-    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=8",
-                 # the local nodes' names do not resolve: the processes meet at 127.0.0.1 (on a cluster, node 1)
-                 options=("--nodes=2", "--ntasks-per-node=1", "--export=ALL,MASTER_ADDR=127.0.0.1"))
-    run, log = tmp_path / "outputs" / "resnet18" / job, tmp_path / f"slurm-resnet152-{job}.out"
-    last = run / "checkpoints" / "last.ckpt"
-    wait_for_file(env, job, last)
-    subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True, timeout=30)
-    wait_for_file(env, job, run / "hpc_ckpt_1.ckpt")
-    hpc = run / "hpc_ckpt_1.ckpt"
-    deadline = time.monotonic() + 300  # the requeued run's own first checkpoint: it is training
-    while not (last.stat().st_mtime > hpc.stat().st_mtime and job_state(env, job).get("Restarts") == "1"):
-        state = job_state(env, job)["JobState"]  # (a requeue passes through COMPLETING and PENDING)
-        assert time.monotonic() < deadline and state != "COMPLETED" and state in ACTIVE, state
-        time.sleep(0.2)
-    pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
-    (victim,) = [pid for pid in pids if _environ(pid).get("SLURM_JOB_ID") == job and "trainer" in _cmdline(pid)
-                 and _environ(pid).get("SLURM_PROCID") == "1" and _environ(pid).get("SLURM_RESTART_COUNT") == "1"]
-    os.kill(victim, signal.SIGKILL)  # rank 1, on node 2
-    state = wait_for(env, job)
-    text = log.read_text()
-    assert "runs on: 2 process(es) = 2 node(s) x 1, one CPU device each (DDPStrategy)" in text
-    assert state["NodeList"] == "node[1-2]" and state["Restarts"] == "2"
-    assert f"Requeued SLURM job: {job}" in text and f"resuming from {hpc} at epoch" in text  # the preemption
-    assert "error: process 0 of 2 lost contact with another process of this run" in text  # the lost process
-    assert f"requeuing Slurm job {job} (restart 2 of at most 3): the requeued job resumes from it" in text
-    assert f"resuming from {last} at epoch" in text  # the newest checkpoint, not the older preemption one
-    assert load_checkpoint(last)["global_step"] == 32
-    folders = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(folders) == 3 and len({f.name.rsplit("-", 1)[1] for f in folders}) == 1  # one W&B run
-
-
-def _environ(pid: int) -> dict:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
-    except OSError:
-        return ""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from .peers import lost_peer, lost_peer_error, requeue, requeue_plan
+from .peers import LostPeerError, lost_peer, lost_peer_error, preempted, requeue, requeue_plan
 
 
 class RequeueOnLostPeer(pl.Callback):
@@ -24,6 +24,13 @@ class RequeueOnLostPeer(pl.Callback):
         # the other processes (a collective with the lost peer), which raises inside whatever runs then, the
         # requeue below included. The run is ending: that signal has nothing left to do.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if (saved := preempted()) is not None:  # Slurm ending the preempted job, one process first: no fault
+            self.error = LostPeerError(f"Slurm is stopping this job for its requeue after the preemption warning "
+                                       f"(another process of the run has stopped already); the requeued job "
+                                       f"resumes from {saved}")
+            self.error.printed = True
+            print(f"note: {self.error}", file=sys.stderr, flush=True)
+            return
         job, text = requeue_plan()
         if job:
             requeue(job)

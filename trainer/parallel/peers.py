@@ -28,6 +28,20 @@ class LostPeerError(RuntimeError):
     printed = False
 
 
+_preempted: list[Path] = []  # set once this job has answered Slurm's preemption warning (slurm_preemption.py)
+
+
+def note_preempted(checkpoint: Path) -> None:
+    """This process saved ``checkpoint`` after Slurm's warning and the job is requeued: Slurm stops it next, so a
+    peer lost from now on is that stop (the first process it ends), not a fault."""
+    _preempted[:] = [checkpoint]
+
+
+def preempted() -> Path | None:
+    """The preemption checkpoint this job saved before its requeue, or None."""
+    return _preempted[0] if _preempted else None
+
+
 def lost_peer(error: BaseException) -> bool:
     """Whether ``error`` (or what caused it) is a collective failing because another process of the run is gone."""
     import torch.distributed as dist

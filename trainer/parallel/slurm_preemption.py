@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.trainer.connectors.checkpoint_connector import _CheckpointConnector
 
 from ..run.steps import at_epochs_last_batch, is_logging_step
+from .peers import note_preempted
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class SlurmPreemption(pl.Callback):
         # Lightning's next hpc_ckpt_N name: the one its resume on Slurm (`_hpc_resume_path`) looks for
         path = _CheckpointConnector.hpc_save_path(trainer.default_root_dir)
         trainer.save_checkpoint(path)  # every process, at this same step
+        note_preempted(path)  # Slurm stops the job next: a peer lost then is no fault (lost_peer.py)
         if trainer.is_global_zero:
             job = os.environ["SLURM_JOB_ID"]
             result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
