@@ -28,10 +28,12 @@ $(STAMP): pyproject.toml constraints.txt
 train: $(STAMP)
 	$(PY) -m trainer $(ARGS)
 
-# On every core (pytest-xdist), a test file at a time per worker: a file's fixtures (a trained run, a local Slurm
-# cluster) are made once. Much of the suite waits (processes starting, a lost peer timing out, Slurm scheduling).
+# A test file at a time per worker (pytest-xdist), so that a file's fixtures (a trained run, a local Slurm cluster)
+# are made once; one worker more than the cores, because much of the suite waits (processes starting, a lost peer
+# timing out, Slurm scheduling): measured in docs/development.md.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: $(STAMP)
-	$(PY) -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
