@@ -7,8 +7,8 @@ and kept it fixed during the pass; so does ``SDLMCurvature`` here, before every 
 
 ``h`` is one of the two estimates in ``curvature.py`` (``optim.curvature``): the paper's, which back-propagates
 second derivatives connection by connection (``per_connection``, the default), or the exact Gauss-Newton
-diagonal (``gauss_newton``). They differ most for a convolution's shared weights, and only the paper's trains
-LeNet-5 at the paper's rates (docs/reproducing.md).
+diagonal (``gauss_newton``). They differ most for a convolution's shared weights (docs/reproducing.md measures
+both on LeNet-5).
 """
 
 import pytorch_lightning as pl
