@@ -78,6 +78,20 @@ def verify(root: str | Path, workers: int | None = None) -> dict:
     return report
 
 
+def note_lines(notes: list[tuple[str, str]], shown: int = 3) -> list[str]:
+    """The notes, a line each for the first ``shown`` files of each kind and one line for the rest of that kind
+    (a grey-scale data set would otherwise print a line per image)."""
+    by_kind: dict[str, list[str]] = {}
+    for path, note in notes:
+        by_kind.setdefault(note, []).append(path)
+    lines = []
+    for note, paths in by_kind.items():
+        lines += [f"note: {path}: {note} (usable)" for path in paths[:shown]]
+        if len(paths) > shown:
+            lines.append(f"note: and {len(paths) - shown:,} more images: {note} (usable)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_pipelines.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="dataset folder with train/<class>/* and val/<class>/*")
@@ -90,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path, problem in report["unusable"]:
         print(f"unusable: {path}: {problem}")
-    for path, note in report["notes"]:
-        print(f"note: {path}: {note} (usable)")
+    for line in note_lines(report["notes"]):
+        print(line)
     root = Path(args.root).expanduser()
     print(f"{report['usable']:,} usable images, {len(report['unusable']):,} unusable, {len(report['notes']):,} "
           f"notes; training reads {usable_list(root, 'train')} and {usable_list(root, 'val')}")

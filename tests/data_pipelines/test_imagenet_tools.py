@@ -128,6 +128,15 @@ def damaged(tmp_path):
     return root
 
 
+def test_verify_prints_a_few_notes_of_each_kind_and_counts_the_rest():
+    from data_pipelines.verify import note_lines
+
+    notes = [(f"/d/{i}.png", "grey") for i in range(5)] + [("/d/x.JPEG", "a PNG file named .JPEG")]
+    assert note_lines(notes) == ["note: /d/0.png: grey (usable)", "note: /d/1.png: grey (usable)",
+                                 "note: /d/2.png: grey (usable)", "note: and 2 more images: grey (usable)",
+                                 "note: /d/x.JPEG: a PNG file named .JPEG (usable)"]
+
+
 def test_verify_reports_unusable_files_and_lists_the_usable(damaged):
     from test_data_pipelines import snapshot
 
