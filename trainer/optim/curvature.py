@@ -10,8 +10,8 @@ the loss's Hessian in the outputs (positive semi-definite). The network is evalu
   ``V_k`` gets ``sum_{(i,j) in V_k} d2E/da_i^2 x_j^2``. Every term is >= 0, so a shared weight's curvature adds
   up over its connections. One batched pass for all the patterns. For networks that are one chain of layers.
 - ``gauss_newton_diagonal``: the exact diagonal of the Gauss-Newton matrix, ``diag(J^T L L^T J)``, any model.
-  For a convolution's shared weight the Jacobians of its connections add before they are squared and can
-  cancel: far smaller than the paper's estimate (docs/reproducing.md measures what that does to training).
+  For a convolution's shared weight the Jacobians of its connections add before they are squared (they can
+  cancel or add up), where the paper's estimate adds their squares (docs/reproducing.md measures both).
 """
 
 from collections.abc import Callable
