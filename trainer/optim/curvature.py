@@ -69,7 +69,7 @@ def _back(layer: nn.Module, x: torch.Tensor, d2: torch.Tensor, names: dict, tota
         with torch.enable_grad():
             out = functional_call(layer, squared, (x2,))
             grads = torch.autograd.grad(out, [x2, *squared.values()], grad_outputs=d2)
-        for (n, p), g in zip(own.items(), grads[1:]):
+        for p, g in zip(own.values(), grads[1:]):
             if p in names:
                 totals[names[p]] += g
         return grads[0]

@@ -27,10 +27,10 @@ sys.path.insert(0, str(PROJECT))
 from data_pipelines.augment import LENET_MEAN, LENET_STD  # noqa: E402
 from data_pipelines.prepare.mnist import FILES, IMAGES_MAGIC, LABELS_MAGIC, read_idx  # noqa: E402
 from models import create_model  # noqa: E402
-from trainer.optim import gauss_newton_diagonal, map_loss, per_connection_diagonal, rbf_hessian_factor  # noqa: E402
+from trainer.optim import SDLM, map_loss, rbf_hessian_factor  # noqa: E402
+from trainer.optim.sdlm import ESTIMATES  # noqa: E402
 
 ETA = [5e-4] * 2 + [2e-4] * 3 + [1e-4] * 3 + [5e-5] * 4 + [1e-5] * 8  # section III-C, by pass
-ESTIMATES = {"per_connection": per_connection_diagonal, "gauss_newton": gauss_newton_diagonal}
 
 
 def load(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,21 +75,21 @@ def main() -> None:
     (x_train, y_train), (x_test, y_test) = load(args.mnist, "train"), load(args.mnist, "val")
     torch.manual_seed(args.seed)
     net = create_model("lenet5", num_classes=10)
-    params = list(net.parameters())
+    optimizer = SDLM(net.parameters(), mu=args.mu, curvature=args.curvature)
     j, step, start, curve = 10.0, 0, time.perf_counter(), []
     for epoch in range(args.passes):
         order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(args.seed * 100 + epoch))
         h = ESTIMATES[args.curvature](Features(net), x_train[order[:500]],
                                       lambda z: rbf_hessian_factor(z, net.output.centres, j))
-        h = [h[f"net.{name}"] for name, _ in net.named_parameters()]
-        print(f"pass {epoch + 1}: mean h " + " ".join(f"{name}:{v.mean():.2g}" for (name, _), v in
-                                                       zip(net.named_parameters(), h) if "weight" in name), flush=True)
-        scales = [ETA[min(epoch, len(ETA) - 1)] * args.eta_factor * args.batch / (args.mu + v) for v in h]
+        print(f"pass {epoch + 1}: mean h " + " ".join(f"{name[4:]}:{v.mean():.2g}" for name, v in h.items()
+                                                       if "weight" in name), flush=True)
+        optimizer.set_curvature({p: h[f"net.{name}"] for name, p in net.named_parameters()})
+        optimizer.param_groups[0]["lr"] = ETA[min(epoch, len(ETA) - 1)] * args.eta_factor * args.batch
         for first in range(0, len(x_train), args.batch):
             batch = order[first:first + args.batch]
-            grads = torch.autograd.grad(map_loss(net(x_train[batch]), y_train[batch], j), params)
-            with torch.no_grad():
-                torch._foreach_addcmul_(params, list(grads), scales, value=-1.0)
+            optimizer.zero_grad()
+            map_loss(net(x_train[batch]), y_train[batch], j).backward()
+            optimizer.step()  # the trainer's own SDLM: p -= lr / (mu + h) * grad
             step += 1
             if step % args.every == 0:
                 with torch.no_grad():
