@@ -31,26 +31,14 @@ class StrategyConfigError(ValueError):
 
 
 def plan_processes(cfg: DictConfig) -> dict:
-    """Checks a ``two_gpu_split`` run before any process starts and picks where its processes run.
+    """Picks where a ``two_gpu_split`` run's processes run (its model and process count were checked before
+    it started, by ``trainer/run/config_check.py``).
 
     Returns:
         Trainer overrides: ``accelerator="cpu"`` when the machine has fewer GPUs than processes and
         the accelerator was left on ``auto`` (the run then says so in one line), else nothing.
-
-    Raises:
-        StrategyConfigError: for a model other than ``alexnet`` or an odd number of processes per node.
     """
-    if cfg.model.model_name != "alexnet":
-        raise StrategyConfigError(
-            f"strategy=two_gpu_split splits the 2012 two-GPU AlexNet between two processes, but model="
-            f"{cfg.model.model_name}; use model=alexnet, or strategy=ddp to train {cfg.model.model_name} on "
-            f"several GPUs")
     devices, nodes = cfg.trainer.devices, cfg.trainer.num_nodes
-    if not isinstance(devices, int) or devices < 2 or devices % 2:
-        raise StrategyConfigError(
-            f"strategy=two_gpu_split needs an even number of processes per node (each pair holds the two towers "
-            f"of one AlexNet), but trainer.devices={devices}; use trainer.devices=2 (one pair, as in the paper), "
-            f"4 or 8")
     if cfg.trainer.accelerator == "auto" and torch.cuda.device_count() < devices:
         if rank_zero_only.rank == 0:
             log.info("two_gpu_split: %d GPU(s) here, %d needed: running the towers as %d CPU processes (gloo)",

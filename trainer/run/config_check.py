@@ -157,7 +157,8 @@ def check_values(cfg: DictConfig) -> None:
 
 def check_layout(cfg: DictConfig) -> None:
     """The run's name and tags say its strategy: ``strategy=single`` is one process on one device, so several
-    devices or nodes under it (which Lightning would run as DDP, labelled ``single``) are refused."""
+    devices or nodes under it (which Lightning would run as DDP, labelled ``single``) are refused; so are a split
+    of another model than AlexNet and an odd number of tower processes per node."""
     strategy = OmegaConf.select(cfg, "strategy.name", default=None)
     devices, nodes = OmegaConf.select(cfg, "trainer.devices"), OmegaConf.select(cfg, "trainer.num_nodes")
     if _int(devices) and _int(nodes) and strategy in ("ddp", "two_gpu_split"):  # the replicas are known now
@@ -166,9 +167,24 @@ def check_layout(cfg: DictConfig) -> None:
         if replicas and _int(batch) and batch % replicas:
             raise ConfigValueError(f"data.batch_size={batch} is the global batch and must divide evenly over the "
                                    f"{replicas} data-parallel replicas; use a multiple of {replicas}")
-    refusal = several_under_single(strategy, devices, nodes)
+    refusal = several_under_single(strategy, devices, nodes) or split_refusal(strategy, cfg, devices)
     if refusal:
         raise ConfigValueError(refusal)
+
+
+def split_refusal(strategy: str | None, cfg: DictConfig, devices) -> str | None:
+    """Why ``strategy=two_gpu_split`` cannot run this model or this number of processes per node, or None."""
+    if strategy != "two_gpu_split":
+        return None
+    model = OmegaConf.select(cfg, "model.model_name")
+    if model != "alexnet":
+        return (f"strategy=two_gpu_split splits the 2012 two-GPU AlexNet between two processes, but model={model}; "
+                f"use model=alexnet, or strategy=ddp to train {model} on several GPUs")
+    if not _int(devices) or devices < 2 or devices % 2:
+        return (f"strategy=two_gpu_split needs an even number of processes per node (each pair holds the two towers "
+                f"of one AlexNet), but trainer.devices={devices}; use trainer.devices=2 (one pair, as in the paper), "
+                f"4 or 8")
+    return None
 
 
 def several_under_single(strategy: str | None, devices, nodes) -> str | None:

@@ -11,9 +11,12 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-# every composition a user can pick: each option of each group that brings numeric settings
+# every composition a user can pick: each option of each group that brings numeric settings (the split only
+# splits AlexNet: another model under it is refused, tested in tests/trainer/parallel/test_two_gpu_split.py)
+_PARTNER = {"two_gpu_split": ["model=alexnet"]}
 VARIANTS = [[], *([f"experiment={e}"] for e in _options("experiment")), *([f"schedule={s}"] for s in _options("schedule")),
-            *([f"strategy={s}"] for s in _options("strategy")), *([f"model={m}"] for m in _options("model")),
+            *([f"strategy={s}", *_PARTNER.get(s, [])] for s in _options("strategy")),
+            *([f"model={m}"] for m in _options("model")),
             ["data=imagenet", "data.root=/datasets/imagenet"], ["data=mnist"]]
 
 
