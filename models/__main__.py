@@ -16,20 +16,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128,
                         help="batch of the training-memory figures (default 128, AlexNet's)")
     args = parser.parse_args(argv)
+    names = sorted(CATALOGUE, key=natural_order)  # the registry's names (tests/models/test_models.py)
     if args.name is None:  # from the catalogue: no network is built, torch is not imported
-        for name in sorted(CATALOGUE, key=natural_order):
+        for name in names:
             entry = CATALOGUE[name]
             shape = " x ".join(map(str, entry.input_shape))
             print(f"{name:18s} input {shape:13s} {entry.params:>14,} params ({entry.classes} classes)  {entry.paper}")
         return 0
+    if args.name not in names:  # before torch is imported: a typo is answered at once
+        print(f"error: unknown model {args.name!r}; valid models: {', '.join(names)}", file=sys.stderr)
+        return 2
     import torch
 
-    from . import create_model, format_table, input_shape, layer_table, list_models
+    from . import create_model, format_table, input_shape, layer_table
     from .memory import format_memory, split_tower_memory, training_memory
 
-    if args.name not in list_models():
-        print(f"error: unknown model {args.name!r}; valid models: {', '.join(list_models())}", file=sys.stderr)
-        return 2
     num_classes = args.num_classes or (10 if args.name == "lenet5" else 1000)
     model = create_model(args.name, num_classes=num_classes)
     shape = input_shape(args.name)
