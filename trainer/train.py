@@ -136,8 +136,9 @@ def recipe(cfg: DictConfig) -> str:
 
 
 def strategy_plan(cfg: DictConfig) -> dict:
-    """The strategy's own check before any process starts (``strategy.plan``: a function of the config
-    that raises on settings it cannot run and returns Trainer overrides), or none."""
+    """The strategy's own plan before any process starts (``strategy.plan``: a function of the config that
+    returns Trainer overrides, such as the split's CPU processes on a machine without its GPUs), or none. What
+    a strategy cannot run at all is refused earlier, by ``run/config_check.py``."""
     return get_method(cfg.strategy.plan)(cfg) if cfg.strategy.get("plan") else {}
 
 

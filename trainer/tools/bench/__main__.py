@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ...cli import exit_on_user_error
-from ...run.config_check import ConfigValueError
+from ...run.config_check import ConfigValueError, check_values
 from ...parallel.devices import check_gpus_usable
 from ...parallel.fast_path import resolve, runs_on_cuda
 from ...train import strategy_plan
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         defaults += ["logger=wandb", "logger.offline=true"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*defaults, *args.overrides])
+    exit_on_user_error(check_values, cfg)  # what a run refuses (a split of another model than AlexNet, ...)
     if args.breakdown:
         exit_on_user_error(lambda cfg: run_breakdown(cfg, args.warmup, args.steps, args.repeats, args.tiny_net), cfg)
     else:
