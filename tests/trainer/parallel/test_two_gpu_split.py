@@ -49,18 +49,27 @@ def update_mismatch(a: dict, b: dict, start: dict) -> dict[str, float]:
     return out
 
 
+SPLIT_DEVICES = 4  # 2 pairs x 2 towers: each pair exchanges activations, the pairs average gradients as replicas do
+
+
 @pytest.fixture(scope="module")
 def split_run(tmp_path_factory, digits_cache):
-    """The paper's set-up: one pair, two processes; on this machine, CPU processes."""
-    return run(tmp_path_factory.mktemp("split"), digits_cache, "strategy=two_gpu_split")
+    """Two pairs of towers, four CPU processes here, dropout off (so that it is the same computation as DDP of
+    the grouped model). The paper's set-up, one pair, is the resume test's and the dead-tower test's."""
+    return run(tmp_path_factory.mktemp("split"), digits_cache, "strategy=two_gpu_split",
+               f"trainer.devices={SPLIT_DEVICES}", "model.dropout=0")
 
 
-def test_split_runs_as_two_cpu_processes_and_says_so_once(split_run):
-    result, ckpt = split_run
-    notices = re.findall(r"two_gpu_split: 0 GPU\(s\) here, 2 needed: running the towers as 2 CPU processes",
-                         result.stdout + result.stderr)
+def says_once_it_runs_on_cpu(result, processes: int) -> None:
+    notices = re.findall(rf"two_gpu_split: 0 GPU\(s\) here, {processes} needed: running the towers as {processes} "
+                         r"CPU processes", result.stdout + result.stderr)
     assert len(notices) == 1
     assert "alexnet / two_gpu_split / digits" in result.stdout
+
+
+def test_split_runs_as_cpu_processes_and_says_so_once(split_run):
+    result, ckpt = split_run
+    says_once_it_runs_on_cpu(result, SPLIT_DEVICES)
     assert ckpt["global_step"] == 2
 
 
@@ -82,20 +91,18 @@ def test_split_and_single_checkpoints_resume_in_each_other(split_run, tmp_path, 
                     "trainer.max_epochs=2", *extend)
     assert single["global_step"] == 4  # 2 restored + 2
     torch.save(single, path)
-    _, back = run(tmp_path / "back", digits_cache, "strategy=two_gpu_split", f"ckpt_path={path}",
-                  "trainer.max_epochs=3", *extend)
+    result, back = run(tmp_path / "back", digits_cache, "strategy=two_gpu_split", f"ckpt_path={path}",
+                       "trainer.max_epochs=3", *extend)  # one pair, as in the paper
+    says_once_it_runs_on_cpu(result, 2)
     assert back["global_step"] == 6
 
 
-def test_split_trains_exactly_like_data_parallel_alexnet(tmp_path, digits_cache):
+def test_split_trains_exactly_like_data_parallel_alexnet(split_run, tmp_path, digits_cache):
     """With dropout off, N pairs of towers and N DDP replicas of the grouped model are the same computation:
-    same shards, same augmentation, gradients averaged over N replicas. 4 processes = 2 pairs x 2 towers (each
-    pair exchanging activations as one pair does, and the pairs averaging gradients as replicas do)."""
-    split_devices = 4
-    replicas = split_devices // 2
+    same shards, same augmentation, gradients averaged over N replicas."""
+    replicas = SPLIT_DEVICES // 2
     _, ddp = run(tmp_path / "ddp", digits_cache, "strategy=ddp", f"trainer.devices={replicas}", "model.dropout=0")
-    _, split = run(tmp_path / "split", digits_cache, "strategy=two_gpu_split", f"trainer.devices={split_devices}",
-                   "model.dropout=0")
+    _, split = split_run
     mismatch = update_mismatch(split, ddp, initial_alexnet())
     worst = max(mismatch, key=mismatch.get)
     print(f"{replicas} pair(s) vs {replicas} DDP replica(s), 2 steps: worst {worst} at {mismatch[worst]:.2f} of "
