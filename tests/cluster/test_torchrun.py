@@ -13,20 +13,6 @@ from conftest import free_port as _free_port, PROJECT
 from trainer.run.checkpoints import load_checkpoint
 
 
-def test_torchrun_launches_ddp(tmp_path, digits_cache):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "trainer", "strategy=ddp",
-                             "trainer.devices=2", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
-                             "trainer.enable_progress_bar=false", "logger=none"], cwd=tmp_path,
-                            env={**os.environ, "CONVNET_CACHE": str(digits_cache)}, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout + result.stderr
-    assert "runs on: 2 process(es) = 1 node(s) x 2, one CPU device each (DDPStrategy)" in out
-    assert "lenet5 / ddp / digits" in out
-    assert out.count("val top-1 error (final)") == 1  # one summary, from rank 0
-
-
 def torchrun_node(rank: int, port: int, run: Path, cache: Path, *overrides: str) -> subprocess.Popen:
     """One node's torchrun agent of a 2-node x 2-process DDP run (both nodes on this machine, as on two hosts
     sharing a file system), rendezvous over c10d at 127.0.0.1:``port``."""
@@ -41,7 +27,7 @@ def torchrun_node(rank: int, port: int, run: Path, cache: Path, *overrides: str)
 
 def test_two_nodes_train_one_run_that_resumes_on_one_node(tmp_path, digits_cache):
     """torchrun on two nodes (two agents, two processes each): one DDP run of 4 processes, one W&B run; its
-    checkpoint then resumes on a single node with two processes."""
+    checkpoint then resumes under ``torchrun --standalone`` on a single node with two processes."""
     port, run = _free_port(), tmp_path / "run"
     nodes = [torchrun_node(rank, port, run, digits_cache, "trainer.max_epochs=2") for rank in (0, 1)]
     outs = [node.communicate(timeout=600)[0] for node in nodes]
@@ -54,14 +40,17 @@ def test_two_nodes_train_one_run_that_resumes_on_one_node(tmp_path, digits_cache
     assert steps == 2 * 45  # 1,437 training digits in global batches of 32: 45 steps an epoch, for all 4 replicas
     (wandb_run,) = (run / "wandb").glob("offline-run-*")
 
-    one_node = subprocess.run([sys.executable, "-m", "trainer", "strategy=ddp", "trainer.devices=2",
-                               f"ckpt_path={last}", "trainer.max_epochs=3", "schedule.restart_lr=0.01",
-                               "trainer.enable_progress_bar=false"],
+    torchrun = Path(sys.executable).with_name("torchrun")
+    one_node = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "trainer", "strategy=ddp",
+                               "trainer.devices=2", f"ckpt_path={last}", "trainer.max_epochs=3",
+                               "schedule.restart_lr=0.01", "trainer.enable_progress_bar=false"],
                               cwd=tmp_path, env={**os.environ, "CONVNET_CACHE": str(digits_cache)},
                               capture_output=True, text=True, timeout=600)
     assert one_node.returncode == 0, one_node.stderr[-3000:]
     out = one_node.stdout + one_node.stderr
-    assert "runs on: 2 process(es) = 1 node(s) x 2" in out and f"resuming from {last} at epoch 1, global step 90" in out
+    assert "runs on: 2 process(es) = 1 node(s) x 2, one CPU device each (DDPStrategy)" in out
+    assert f"resuming from {last} at epoch 1, global step 90" in out
+    assert out.count("val top-1 error (final)") == 1  # one summary, from rank 0
     wandb_id = wandb_run.name.rsplit("-", 1)[1]
     assert f"-{wandb_id}" in out  # the same W&B run goes on
     errors = [float(e) for e in re.findall(r"^epoch \d/3: val top-1 error ([\d.]+) %", out, re.M)]
