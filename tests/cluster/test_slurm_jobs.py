@@ -12,34 +12,29 @@ from local_slurm import slurm  # noqa: F401  (the fixture)
 from trainer.run.checkpoints import load_checkpoint
 
 
-def test_resnet152_script_runs_ddp_over_two_tasks(slurm, tmp_path, digits_cache):
-    env = {**slurm, "CONVNET_CACHE": str(digits_cache)}
-    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=2")
-    start = time.monotonic()
-    wait_for(env, job)
-    log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()
-    print(f"job {job}: completed in {time.monotonic() - start:.0f} s")
-    assert "runs on: 2 process(es) = 1 node(s) x 2, one CPU device each (DDPStrategy)" in log  # two tasks, one run
-    assert "resnet18 / ddp / digits" in log and "epochs / steps          │ 2 / 8" in log
-    run = tmp_path / "outputs" / "resnet18" / job  # keyed on the job id, not the time
-    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
-    (wandb_run,) = (run / "wandb").glob("offline-run-*")  # rank 0 only
-    assert wandb_inspect(wandb_run)["state"] == "finished"
-
-
-def test_a_task_gets_the_cpus_it_asked_for_and_the_activated_python(slurm, tmp_path, digits_cache):
-    """srun is given the job's --cpus-per-task (Slurm >= 22.05 does not pass it on), DALI sizes its threads
-    from the CPUs the task may use, and without .venv in the submit folder the exported environment's
-    python runs the job (an activated conda env or venv)."""
+def test_resnet152_script_runs_with_the_cpus_a_task_asked_for_and_the_activated_python(slurm, tmp_path,
+                                                                                        digits_cache):
+    """The script's job, its run folder keyed on the job id and its W&B run finished. srun is given the job's
+    --cpus-per-task (Slurm >= 22.05 does not pass it on), DALI sizes its threads from the CPUs the task may
+    use, and without .venv in the submit folder the exported environment's python runs the job (an activated
+    conda env or venv). (The script's DDP over several tasks: test_slurm_two_nodes.py, and the split's script
+    below.)"""
     env = {k: v for k, v in slurm.items() if k != "PYTHON"}
     env.update(CONVNET_CACHE=str(digits_cache), PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
-    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=1",
+    job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=2",
                  options=("--ntasks-per-node=1", "--cpus-per-task=2"))
+    start = time.monotonic()
     wait_for(env, job)
+    print(f"job {job}: completed in {time.monotonic() - start:.0f} s")
     log = (tmp_path / f"slurm-resnet152-{job}.out").read_text()
     assert f"python: {Path(sys.executable).parent / 'python'} ({sys.prefix})" in log
     assert "DALI 1 thread(s) per process (2 CPUs usable by this process)" in log
     assert "runs on: 1 process(es) = 1 node(s) x 1, one CPU device each" in log
+    assert "resnet18 / ddp / digits" in log and "epochs / steps          │ 2 / 8" in log
+    run = tmp_path / "outputs" / "resnet18" / job  # keyed on the job id, not the time
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
+    (wandb_run,) = (run / "wandb").glob("offline-run-*")
+    assert wandb_inspect(wandb_run)["state"] == "finished"
 
 
 def test_alexnet_two_gpu_script_runs_the_split_and_survives_preemption(slurm, tmp_path, digits_cache):
