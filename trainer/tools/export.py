@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"the files together" if beside else "; one self-contained file")
             print(f"{args.out}: {hparams['model_name']} as ONNX, input `images` (N, {hparams['in_channels']}, {size}, "
                   f"{size}), output `logits`; onnxruntime matches PyTorch to {error:.1e} of the largest logit{data}")
-    except (ExportError, CheckpointError) as e:
+    except (ExportError, CheckpointError) as e:  # exit 1, as every command on a mistake in its input (argparse: 2)
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1
     return 0
 
 
