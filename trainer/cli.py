@@ -29,8 +29,9 @@ def user_errors() -> tuple[type[Exception], ...]:
             LostPeerError, ConfigValueError, StorageError, RunFolderError)
 
 
-def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str]:
-    """ImageNet when ``IMAGENET_ROOT`` is set and no data set was chosen, else the embedded digits.
+def default_data_overrides(overrides: list[str], environ=os.environ, doing: str = "training") -> list[str]:
+    """ImageNet when ``IMAGENET_ROOT`` is set and no data set was chosen, else the embedded digits (said once, with
+    what the command is ``doing`` on them).
 
     Hydra's defaults list cannot read the environment, so the choice is made here, on the
     command line, before Hydra composes the config.
@@ -41,7 +42,7 @@ def default_data_overrides(overrides: list[str], environ=os.environ) -> list[str
         return [*overrides, "data=imagenet"]
     asks_for_help = any(o in ("--help", "-h", "--hydra-help") for o in overrides)
     if console.process_rank(environ) == 0 and not asks_for_help:  # once
-        console.say_before_folder("IMAGENET_ROOT is not set: training on the embedded digits sample (data=digits)")
+        console.say_before_folder(f"IMAGENET_ROOT is not set: {doing} on the embedded digits sample (data=digits)")
     return overrides
 
 

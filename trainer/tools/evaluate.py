@@ -126,7 +126,7 @@ def log_beside_the_run(overrides: list[str]) -> list[str]:
 
 
 def main() -> None:
-    sys.argv[1:] = log_beside_the_run(default_data_overrides(model_override(sys.argv[1:])))
+    sys.argv[1:] = log_beside_the_run(default_data_overrides(model_override(sys.argv[1:]), doing="evaluating"))
     _main()
 
 

@@ -38,6 +38,7 @@ def test_evaluate_scores_a_checkpoint_under_tencrop_into_its_wandb_run(runs):
     assert not [k for k in summary if k.startswith(("paper/", "gap/", "val/"))]  # training's record is not touched
     assert wandb_inspect(folders[0])["summary"]["paper/protocol"] == "center"
     assert "warning: protocol=tencrop on 32 px inputs" in result.stderr
+    assert "IMAGENET_ROOT is not set: evaluating on the embedded digits sample (data=digits)" in result.stderr
 
 
 def test_evaluate_under_center_reproduces_the_best_checkpoints_validation_score(runs, digits_cache):
