@@ -162,14 +162,14 @@ def test_the_papers_recipe_trains_with_its_curvature_and_schedule(tmp_path, digi
     from trainer.train import train
 
     result = train(make_cfg(tmp_path, digits_cache, "experiment=lenet5_1998", "trainer.max_epochs=3",
-                            "trainer.limit_train_batches=20", "trainer.limit_val_batches=5", "logger=none",
+                            "trainer.limit_train_batches=80", "trainer.limit_val_batches=20", "logger=none",
                             "trainer.num_sanity_val_steps=0", "optim.samples=48"))  # the paper's 500: 40 s a pass
     saved = load_checkpoint(result["last_ckpt"])
     optimizer = saved["optimizer_states"][0]
     assert len(optimizer["state"]) == 16 and all("curvature" in s for s in optimizer["state"].values())
     assert all(bool((s["curvature"] >= 0).all()) for s in optimizer["state"].values())  # Gauss-Newton: >= 0
-    assert optimizer["param_groups"][0]["lr"] == pytest.approx(2e-4 * 16)  # pass 3: 0.0002 per pattern x 16
-    assert result["val/top1_err"] < 90  # it learned something in 60 steps
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(2e-4 * 4)  # pass 3: 0.0002 per pattern x 4 a step
+    assert result["val/top1_err"] < 90  # it learned something in 240 steps of 4 (chance: 90 %)
     from trainer.run.config_check import ConfigValueError
 
     with pytest.raises(ConfigValueError, match="model.loss=map is LeNet-5's MAP criterion on RBF outputs"):

@@ -78,12 +78,12 @@ def test_experiments_compose_to_the_paper_recipes(tmp_path, digits_cache, experi
     recipe = {"alexnet_2012": ("alexnet", 0.01, 5e-4, 128, 90), "zfnet_2013": ("zfnet", 0.01, 5e-4, 128, 70),
               "vgg16_2014": ("vgg16", 0.01, 5e-4, 256, 74), "resnet50_2015": ("resnet50", 0.1, 1e-4, 256, 120),
               "resnet152_2015": ("resnet152", 0.1, 1e-4, 256, 120), "lenet5_sgd": ("lenet5", 0.001, 5e-4, 32, 30),
-              "lenet5_1998": ("lenet5", 0.0005, 0.0, 16, 20)}
+              "lenet5_1998": ("lenet5", 0.0005, 0.0, 4, 20)}
     assert (cfg.model.model_name, cfg.optim.lr, cfg.optim.weight_decay, cfg.data.batch_size,
             cfg.trainer.max_epochs) == recipe[experiment]
     if experiment == "lenet5_1998":  # the paper's SDLM with its own curvature estimate, at mu = 1 (the yaml says why)
         assert (cfg.optim.curvature, cfg.optim.mu, cfg.model.loss, cfg.schedule.scheduler.scale) == \
-            ("per_connection", 1.0, "map", 16)
+            ("per_connection", 1.0, "map", 4)
 
 
 def test_default_data_follows_imagenet_root():
