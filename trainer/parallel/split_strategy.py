@@ -27,7 +27,7 @@ NET = "net."  # the LightningModule holds the network as ``self.net``
 
 
 class StrategyConfigError(ValueError):
-    """A strategy that cannot run with this model or this number of processes."""
+    """A network the split cannot hold (a config made in code: the config check refuses the rest before a run)."""
 
 
 def plan_processes(cfg: DictConfig) -> dict:

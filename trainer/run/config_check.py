@@ -167,16 +167,16 @@ def check_layout(cfg: DictConfig) -> None:
         if replicas and _int(batch) and batch % replicas:
             raise ConfigValueError(f"data.batch_size={batch} is the global batch and must divide evenly over the "
                                    f"{replicas} data-parallel replicas; use a multiple of {replicas}")
-    refusal = several_under_single(strategy, devices, nodes) or split_refusal(strategy, cfg, devices)
+    model = OmegaConf.select(cfg, "model.model_name")
+    refusal = several_under_single(strategy, devices, nodes) or split_refusal(strategy, model, devices)
     if refusal:
         raise ConfigValueError(refusal)
 
 
-def split_refusal(strategy: str | None, cfg: DictConfig, devices) -> str | None:
+def split_refusal(strategy: str | None, model: str | None, devices) -> str | None:
     """Why ``strategy=two_gpu_split`` cannot run this model or this number of processes per node, or None."""
     if strategy != "two_gpu_split":
         return None
-    model = OmegaConf.select(cfg, "model.model_name")
     if model != "alexnet":
         return (f"strategy=two_gpu_split splits the 2012 two-GPU AlexNet between two processes, but model={model}; "
                 f"use model=alexnet, or strategy=ddp to train {model} on several GPUs")
