@@ -129,7 +129,7 @@ class DALILoader:
 
     def __init__(self, files: list[str], labels, *, file_root: str | None = None, mmap: bool = True,
                  batch_size: int, train: bool, preset: str,
-                 protocol: str, image_size: int, resize_size: int, channels: int, scale_range=(256, 480),
+                 protocol: str, image_size: int, resize_size: int, channels: int, scale_range=None,
                  seed: int = 0, epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, replicas: int = 1,
                  device_id: int | None = None, decoder: str = "cpu", num_threads: int = 2,
                  hw_decoder_load: float = HW_DECODER_LOAD, prepared_side: int | None = None,
@@ -145,7 +145,7 @@ class DALILoader:
         self.rank, self.replicas = rank, replicas
         self.device_id, self.decoder, self.num_threads = device_id, decoder, num_threads
         self.graph = dict(train=train, preset=preset, protocol=protocol, image_size=image_size,
-                          resize_size=resize_size, channels=channels, scale_range=tuple(scale_range), decoder=decoder,
+                          resize_size=resize_size, channels=channels, scale_range=tuple(scale_range) if scale_range else None, decoder=decoder,
                           hw_decoder_load=hw_decoder_load, prepared_side=prepared_side,
                           prepared_square=prepared_square)
         self._epoch, self._batches, self._resume_at, self._batches_iter = 0, 0, None, None

@@ -59,7 +59,7 @@ def prepared_copy(root: str, graph: dict) -> tuple[int | None, bool]:
     if not manifest or manifest.get("kind") != "resized":
         return None, False
     side = int(manifest["size"])
-    needs = {"evaluation": graph["resize_size"], "alexnet": graph["resize_size"], "resnet": max(graph["scale_range"]),
+    needs = {"evaluation": graph["resize_size"], "alexnet": graph["resize_size"], "resnet": max(graph["scale_range"] or (0,)),
              "inception": graph["image_size"]}
     for what in ("evaluation", graph["preset"]):
         if needs.get(what, 0) > side:
@@ -86,7 +86,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             (``augment.train_augment``).
         eval_protocol: ``center`` (one centre crop) or ``tencrop`` (4 corners + centre and their mirrors,
             softmax averaged), the protocol a paper figure was measured with.
-        scale_range: the random shorter side of the ``resnet`` preset.
+        scale_range: the random shorter side of the ``resnet`` preset (None for the others).
         decoder: ``auto`` (GPU decoding, ``mixed``, when the process trains on a GPU, else ``cpu``),
             ``cpu`` or ``mixed``.
         num_workers: DALI CPU threads per process, or ``auto``: the CPUs the process may use, less one
@@ -102,7 +102,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def __init__(self, root: str | None, num_classes: int, batch_size: int = 128, image_size: int = 224,
                  resize_size: int = 256, channels: int = 3, preset: str = "alexnet", eval_protocol: str = "center",
-                 scale_range: tuple[int, int] = (256, 480), decoder: str = "auto", num_workers: int | str = "auto",
+                 scale_range: tuple[int, int] | None = None, decoder: str = "auto", num_workers: int | str = "auto",
                  hw_decoder_load: float = HW_DECODER_LOAD, mmap: bool = True, name: str = "imagenet",
                  seed: int = 0, how_to_make: str | None = None) -> None:
         super().__init__()
@@ -115,7 +115,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.how_to_make = how_to_make
         self.decoder, self.num_workers, self.hw_decoder_load, self.mmap = decoder, num_workers, hw_decoder_load, mmap
         self.graph = dict(preset=preset, protocol=eval_protocol, image_size=image_size, resize_size=resize_size,
-                          channels=channels, scale_range=tuple(scale_range))
+                          channels=channels,
+                          scale_range=tuple(scale_range) if scale_range else None)
         self.threads, self.threads_how = 1, ""  # set in setup(), once the processes are known
         self.classes: list[str] = []
         self.listing: Listing | None = None

@@ -61,8 +61,8 @@ def batches_limit(minimum: int) -> Rule:
 
 
 def size_range() -> Rule:
-    return Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_int(x) and x > 0 for x in v)
-                and v[0] <= v[1], "two integers [low, high], 0 < low <= high", [480, 256])
+    return Rule(lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(_int(x) and x > 0 for x in v)
+                and v[0] <= v[1]), "null, or two integers [low, high], 0 < low <= high", [480, 256])
 
 
 RULES: dict[str, Rule] = {
@@ -72,7 +72,6 @@ RULES: dict[str, Rule] = {
     "data.image_size": at_least(8),
     "data.resize_size": at_least(1, or_none=True),
     "data.scale_range": size_range(),
-    "augment.scale_range": size_range(),
     "data.hw_decoder_load": between(0, 1),
     "model.input_size": at_least(8),
     "model.in_channels": Rule(lambda v: v in (1, 3) and _int(v), "1 (grey) or 3 (RGB)", 2),
@@ -137,6 +136,11 @@ def check_values(cfg: DictConfig) -> None:
             shown = "null" if value is None else value
             raise ConfigValueError(f"{key}={shown} is not allowed: {rule.text}")
     check_layout(cfg)
+    if OmegaConf.select(cfg, "data.preset", default=None) == "resnet" and not OmegaConf.select(
+            cfg, "data.scale_range", default=None):
+        raise ConfigValueError("data.preset=resnet draws the shorter side from data.scale_range, which is not set: "
+                               "use augment=resnet (He et al.'s [256, 480]) or augment=vgg ([256, 512]), or set "
+                               "data.scale_range=[256,480]")
     loss, model = OmegaConf.select(cfg, "model.loss", default=None), OmegaConf.select(cfg, "model.model_name")
     if loss not in (None, "cross_entropy", "map"):
         raise ConfigValueError(f"model.loss={loss} is not allowed: cross_entropy, or map (LeNet-5's criterion)")

@@ -4,6 +4,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from conftest import CONF, make_cfg, run_cli
 from models import input_shape, list_models
@@ -141,13 +142,24 @@ def test_two_gpu_split_strategy_config(tmp_path, digits_cache):
 
 
 @pytest.mark.parametrize("experiment, preset, scales", [
-    ("alexnet_2012", "alexnet", [256, 480]), ("zfnet_2013", "alexnet", [256, 480]),
+    ("alexnet_2012", "alexnet", None), ("zfnet_2013", "alexnet", None),
     ("vgg16_2014", "resnet", [256, 512]), ("resnet50_2015", "resnet", [256, 480]),
     ("resnet152_2015", "resnet", [256, 480])])
 def test_experiments_set_their_papers_imagenet_augmentation(tmp_path, digits_cache, experiment, preset, scales):
     cfg = make_cfg(tmp_path, digits_cache, f"experiment={experiment}", "data=imagenet", "data.root=/x")
-    assert (cfg.data.preset, list(cfg.data.scale_range)) == (preset, scales)
-    assert make_cfg(tmp_path, digits_cache, f"experiment={experiment}").data.preset == "digits"  # no ImageNet
+    assert (cfg.data.preset, OmegaConf.to_container(cfg.data).get("scale_range")) == (preset, scales)
+    # on the digits (no ImageNet) the config records the augmentation that runs, and no other under another name
+    digits = make_cfg(tmp_path, digits_cache, f"experiment={experiment}")
+    assert (digits.data.preset, digits.data.scale_range, "augment" in digits) == ("digits", None, False)
+
+
+def test_a_resnet_preset_without_its_scale_range_is_refused_before_the_run(tmp_path, digits_cache):
+    from trainer.run.config_check import ConfigValueError, check_values
+
+    cfg = make_cfg(tmp_path, digits_cache, "data=imagenet", "data.root=/x", "data.preset=resnet")
+    with pytest.raises(ConfigValueError, match=r"data.preset=resnet draws the shorter side from data.scale_range"):
+        check_values(cfg)
+    check_values(make_cfg(tmp_path, digits_cache, "data=imagenet", "data.root=/x", "augment=resnet"))
 
 
 def test_help_says_what_the_tool_is_lists_its_commands_and_imports_no_deep_learning_library(tmp_path):
