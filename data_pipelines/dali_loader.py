@@ -6,7 +6,9 @@ builds a fresh pipeline over exactly the samples that epoch's shard still has to
 read epoch is simply dropped with its pipeline. The shard reaches DALI as a file list made while the
 previous epoch trained: with 1.28 M files the first batch comes 0.45-0.6 s after ``iter()`` on one
 process (DALI parsing the list, 0.16 s, and snapshotting its reader for checkpoints, 0.24 s). The order
-is a permutation drawn from (seed, epoch), sharded by the data-parallel rank, so:
+is a permutation drawn from (seed, epoch), sharded by the data-parallel rank; evaluation reads one fixed
+order, the same for every run and every epoch, in which every class is spread evenly (``evaluation_order``), so
+that a validation cut short (``limit_val_batches``) is a fair sample of every class, not the first few. So:
 
 - every sample is read exactly once per epoch over all replicas: shards are padded to equal length
   (every replica must run the same number of steps) with entries labelled ``PAD_LABEL``, which
@@ -82,11 +84,27 @@ def _done(value) -> Future:
     return future
 
 
-def epoch_shard(num_samples: int, epoch: int, seed: int, shuffle: bool, rank: int, replicas: int) -> np.ndarray:
-    """Sample indices replica ``rank`` reads in ``epoch``, padded with -1 to ``ceil(num_samples / replicas)``."""
-    order = np.random.default_rng([seed, epoch]).permutation(num_samples) if shuffle else np.arange(num_samples)
+EVALUATION_ORDER_SEED = 2012  # fixed: every run, every epoch and every evaluation reads validation in one order
+
+
+def evaluation_order(labels) -> np.ndarray:
+    """The order validation reads its samples in: stratified, so that every prefix holds each class in its share
+    of the set (within one image), each class's images and the ties between classes in a fixed random order.
+    A sorted listing read in order would put the first classes alone in a shortened validation (two batches of
+    the digits: two classes, 100 % error)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(EVALUATION_ORDER_SEED)
+    position = np.empty(len(labels))
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        position[members] = (np.arange(len(members)) + rng.random()) / len(members)  # evenly spaced in [0, 1)
+    return np.lexsort((rng.random(len(labels)), position))
+
+
+def epoch_shard(order: np.ndarray, rank: int, replicas: int) -> np.ndarray:
+    """The sample indices replica ``rank`` reads of ``order``, padded with -1 to ``ceil(len(order) / replicas)``."""
     shard = order[rank::replicas]
-    padding = math.ceil(num_samples / replicas) - len(shard)
+    padding = math.ceil(len(order) / replicas) - len(shard)
     return np.concatenate([shard, np.full(padding, -1, dtype=shard.dtype)])
 
 
@@ -140,6 +158,7 @@ class DALILoader:
         # object array: an epoch's lines are gathered by numpy (0.14 s for 1.28 M, against 0.33 s from a list)
         self._lines = np.array([f"{f} {int(label)}\n" for f, label in zip(files, labels)] +
                                [f"{files[0]} {_PAD_IN_LIST}\n"], dtype=object)
+        self._evaluation_order = None if train else evaluation_order(labels)
         self.file_root, self.mmap = file_root, mmap
         self.batch_size, self.train, self.seed, self.epoch_fn = batch_size, train, seed, epoch_fn
         self.rank, self.replicas = rank, replicas
@@ -169,7 +188,11 @@ class DALILoader:
         self._resume_at = state
 
     def shard(self, epoch: int) -> np.ndarray:
-        return epoch_shard(self.num_samples, epoch, self.seed, self.train, self.rank, self.replicas)
+        """What this replica reads in ``epoch``: training, a permutation drawn from (seed, epoch); evaluation, the
+        one fixed ``evaluation_order``."""
+        order = (np.random.default_rng([self.seed, epoch]).permutation(self.num_samples) if self.train
+                 else self._evaluation_order)
+        return epoch_shard(order, self.rank, self.replicas)
 
     def _shard_lines(self, epoch: int) -> list[str]:
         """The lines of the epoch's file list: this replica's shard only; padding (-1) takes the last line."""

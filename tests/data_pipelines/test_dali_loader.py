@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data_pipelines import list_dataset
-from data_pipelines.dali_loader import PAD_LABEL, DALILoader, epoch_shard
+from data_pipelines.dali_loader import PAD_LABEL, DALILoader, epoch_shard, evaluation_order
 
 DIGITS = dict(preset="digits", protocol="center", image_size=32, resize_size=28, channels=1, num_threads=1)
 
@@ -29,13 +29,35 @@ def loader(samples, **kwargs) -> DALILoader:
 @pytest.mark.parametrize("num_samples", [1437, 360, 7])
 def test_shards_cover_every_sample_once_per_epoch(num_samples, replicas):
     for epoch in range(3):
-        shards = [epoch_shard(num_samples, epoch, 0, True, r, replicas) for r in range(replicas)]
+        order = np.random.default_rng([0, epoch]).permutation(num_samples)
+        shards = [epoch_shard(order, r, replicas) for r in range(replicas)]
         assert len({len(s) for s in shards}) == 1  # the same number of steps on every replica
         real = np.concatenate([s[s >= 0] for s in shards])
         assert sorted(real.tolist()) == list(range(num_samples))  # each sample once
         assert sum(int((s < 0).sum()) for s in shards) == -num_samples % replicas
-    assert not np.array_equal(epoch_shard(100, 0, 0, True, 0, 2), epoch_shard(100, 1, 0, True, 0, 2))
-    assert epoch_shard(10, 5, 0, False, 1, 2).tolist() == [1, 3, 5, 7, 9]  # evaluation: file order
+
+
+def test_the_evaluation_order_is_fixed_and_every_prefix_holds_each_class_in_its_share(digits):
+    labels = np.asarray(digits["val"][1])  # the listing is sorted by class: 36 of each of 10 classes
+    order = evaluation_order(labels)
+    assert sorted(order.tolist()) == list(range(len(labels))) and np.array_equal(order, evaluation_order(labels))
+    assert not np.array_equal(order, np.arange(len(labels)))
+    skewed = np.repeat([0, 1, 2], [300, 60, 15])  # unequal classes: shares of 80 %, 16 %, 4 %
+    for labels in (labels, skewed):
+        order = evaluation_order(labels)
+        for prefix in (10, 32, 50, 64, 200):
+            counts = np.bincount(labels[order[:prefix]], minlength=labels.max() + 1)
+            assert np.all(np.abs(counts - prefix * np.bincount(labels) / len(labels)) <= 1), (prefix, counts)
+
+
+def test_a_validation_cut_short_reads_every_class_in_every_epoch(digits):
+    first_two = {}
+    for epoch, seed in ((0, 0), (3, 0), (0, 7)):  # the order moves neither with the epoch nor with the seed
+        val = loader(digits["val"], train=False, batch_size=32, epoch_fn=lambda: epoch, seed=seed)
+        first_two[epoch, seed] = torch.cat([y for _, (_, y) in zip(range(2), val)])
+    seen = first_two[0, 0]
+    assert sorted(set(seen.tolist())) == list(range(10)) and seen.bincount().min() >= 6  # 64 images: 6-7 a class
+    assert all(torch.equal(seen, other) for other in first_two.values())
 
 
 @pytest.mark.parametrize("replicas", [2, 4])
