@@ -51,9 +51,11 @@ def build_logger(cfg: DictConfig, output_dir: Path, wandb_run_id: str | None = N
     return logger
 
 
-def sweep_labels(cfg: DictConfig) -> dict[str, str]:
-    """For a point of a sweep (``-m``): the W&B group names the sweep, and the run name adds the point's own
-    overrides, so the points of one sweep are told apart and kept together. Empty for a single run."""
+def sweep_labels(cfg: DictConfig) -> dict:
+    """For a point of a sweep (``-m``): the W&B group names the configuration less its seed (the experiment and
+    the point's overrides other than ``seed``), so that the seeds of one configuration are one group in W&B, as
+    they are one row in ``trainer.report``; the run name adds the point's swept values, and a tag names the
+    sweep. Empty for a single run."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -70,8 +72,14 @@ def sweep_labels(cfg: DictConfig) -> dict[str, str]:
     swept = {o.get_key_element() for o in OverridesParser.create().parse_overrides(list(command_line))
              if o.is_sweep_override()}
     point = ",".join(o for o in hydra_cfg.overrides.task if o.split("=", 1)[0] in swept)
-    return {"group": f"{cfg.experiment_name}-sweep-{sweep_dir.name}",
-            "name": f"{cfg.logger.name}-{point}" if point else cfg.logger.name}
+    configuration = " ".join([cfg.experiment_name, *(o for o in hydra_cfg.overrides.task
+                                                     if o.split("=", 1)[0].lstrip("+~") not in ("seed", "experiment"))])
+    if len(configuration) > 128:  # W&B's limit for a group name
+        import hashlib
+
+        configuration = f"{configuration[:119]}~{hashlib.sha1(configuration.encode()).hexdigest()[:8]}"
+    return {"group": configuration, "name": f"{cfg.logger.name}-{point}" if point else cfg.logger.name,
+            "tags": [*cfg.logger.get("tags", []), f"sweep-{sweep_dir.name}"]}
 
 
 def build_optimizer(cfg: DictConfig):

@@ -5,13 +5,15 @@ from functools import partial
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from data_pipelines.sharding import PAD_LABEL
+from data_pipelines.sharding import PAD_LABEL, data_parallel_rank_and_size
 from models import create_model
 from models.weights import load_weights
 
 from ..optim.map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
+from .steps import epoch_number
 
 
 class _Features(torch.nn.Module):
@@ -94,6 +96,7 @@ class ClassifierModule(pl.LightningModule):
         # PAD_LABEL marks the entries that pad a replica's shard: never counted
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=PAD_LABEL)
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro", ignore_index=PAD_LABEL)
+        self.val_images = SumMetric()  # the images a validation covered: all of the set, or a part (limit_val_batches)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -152,14 +155,24 @@ class ClassifierModule(pl.LightningModule):
         self.log("val/loss", self._loss(scores, labels), on_epoch=True, sync_dist=True)
         self.val_top1.update(scores, labels)
         self.val_top5.update(scores, labels)
+        self.val_images.update((labels != PAD_LABEL).sum())
 
     def on_validation_epoch_end(self) -> None:
         # compute() syncs the counts over processes, so every rank holds the same global error
         # (sync_dist then averages equal values: it only tells Lightning the value is global).
         self.log("val/top1_err", 100.0 * (1.0 - self.val_top1.compute()), prog_bar=True, sync_dist=True)
         self.log("val/top5_err", 100.0 * (1.0 - self.val_top5.compute()), prog_bar=True, sync_dist=True)
-        self.val_top1.reset()
-        self.val_top5.reset()
+        # the images scored, against the validation set's: a validation cut short (limit_val_batches) says so
+        # wherever its result is shown (the processes of a split pair read the same images: counted once)
+        _, replicas = data_parallel_rank_and_size(self.trainer)
+        self.log("val/images", self.val_images.compute() * replicas / self.trainer.world_size, sync_dist=True)
+        total = getattr(self.trainer.val_dataloaders, "num_samples", None)
+        if total:
+            self.log("val/set_images", float(total), sync_dist=True)
+        # Lightning adds ``epoch`` counted from 0 to what it logs unless it is there: counted from 1, as everywhere
+        self.log("epoch", float(epoch_number(self.trainer)), sync_dist=True)
+        for metric in (self.val_top1, self.val_top5, self.val_images):
+            metric.reset()
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)

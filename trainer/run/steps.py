@@ -2,6 +2,12 @@
 epoch's ends. Shared by the callbacks, the checkpoints and the fast path."""
 
 
+def epoch_number(trainer) -> int:
+    """The epoch in progress (or just ended) counted from 1, as the console, W&B's ``epoch``, the report and the
+    stop and resume messages count them; Lightning's ``current_epoch`` counts from 0."""
+    return trainer.current_epoch + 1
+
+
 def is_logging_step(trainer) -> bool:
     """After the optimizer step of this batch: the steps on which the logger writes (and may read the device)."""
     return trainer.global_step % trainer.log_every_n_steps == 0

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from ..steps import is_logging_step
+from ..steps import epoch_number, is_logging_step
 
 
 class NonFiniteLossError(RuntimeError):
@@ -58,4 +58,4 @@ class NonFiniteLossGuard(pl.Callback):
             kept = (f"The last good checkpoint is kept: {last}; resume from it with ckpt_path={last} after "
                     f"lowering optim.lr." if last else "No checkpoint had been written yet; lower optim.lr.")
             raise NonFiniteLossError(f"the training loss became NaN/inf at global step {step} (epoch "
-                                     f"{trainer.current_epoch + 1}); training stopped. {kept}")
+                                     f"{epoch_number(trainer)}); training stopped. {kept}")

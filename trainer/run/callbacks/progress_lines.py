@@ -4,7 +4,7 @@ import time
 
 import pytorch_lightning as pl
 
-from ..steps import at_epochs_last_batch, is_logging_step
+from ..steps import epoch_number, at_epochs_last_batch, is_logging_step
 from .step_metrics import StepMetrics
 
 
@@ -51,7 +51,7 @@ class ProgressLines(pl.Callback):
         if left is not None:
             items.append(f"{_duration(left)} left in the epoch")
         share = f"[{100 * done / total:3.0f} %] " if total != float("inf") else ""
-        return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} {share}" + ", ".join(items)
+        return f"epoch {epoch_number(trainer)}/{trainer.max_epochs} {share}" + ", ".join(items)
 
 
 def _duration(seconds: float) -> str:

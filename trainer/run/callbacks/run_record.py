@@ -7,6 +7,8 @@ import pytorch_lightning as pl
 
 from data_pipelines.sharding import data_parallel_rank_and_size
 
+from ..steps import epoch_number
+
 log = logging.getLogger(__name__)
 
 
@@ -50,14 +52,14 @@ class RunRecord(pl.Callback):
             if missing:
                 log.info("W&B: %d validation result(s) of the checkpoint were missing from the run's files "
                          "(epochs %s) and are logged again", len(missing),
-                         ", ".join(str(h["epoch"] + 1) for h in missing))
+                         ", ".join(str(h["epoch"]) for h in missing))
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if metrics:  # the step Lightning logs epoch-end results at (_LoggerConnector.log_metrics)
-            self.val_history.append({**metrics, "epoch": trainer.current_epoch,
+            self.val_history.append({**metrics, "epoch": epoch_number(trainer),
                                      "trainer/global_step": trainer.fit_loop.epoch_loop._batches_that_stepped})
 
     def state_dict(self) -> dict:

@@ -7,7 +7,7 @@ import torch
 
 from data_pipelines.sharding import data_parallel_rank_and_size
 
-from ..steps import is_logging_step, logs_after_this_step
+from ..steps import epoch_number, is_logging_step, logs_after_this_step
 
 
 class StepMetrics(pl.Callback):
@@ -66,13 +66,15 @@ class StepMetrics(pl.Callback):
         self.loss = float(loss)  # the logging step's host read
         self.lr, self.img_per_s = self._lr, self._images * replicas / max(now - self._t0, 1e-9)
         metrics = {"train/loss": self.loss, "train/lr": self.lr, "train/img_per_s": self.img_per_s,
-                   "epoch": trainer.current_epoch}
+                   "epoch": epoch_number(trainer)}
         for logger in trainer.loggers:  # rank 0 only: Lightning's loggers log from global rank 0
             logger.log_metrics(metrics, step=trainer.global_step - 1)  # Lightning's step: optimizer steps before
         self._t0, self._images = now, 0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         seconds = time.perf_counter() - self._epoch_t0
+        # Lightning adds ``epoch`` from 0 to what it logs unless it is there: counted from 1, as everywhere
+        pl_module.log("epoch", float(epoch_number(trainer)), on_step=False, on_epoch=True)
         if not self._resumed_mid_epoch:  # the mean over processes
             pl_module.log("train/epoch_time_s", seconds, on_step=False, on_epoch=True, sync_dist=True)
         if trainer.is_global_zero:
@@ -93,4 +95,4 @@ class StepMetrics(pl.Callback):
             items.append(f"train loss {float(self._loss_sum) / self._epoch_steps:.4g}")
         since = " since the resume" if self._resumed_mid_epoch else ""
         items += [f"lr {self._epoch_lr:.3g}", f"{seconds:.0f} s{since}"]  # the epoch's first lr
-        return f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(items)
+        return f"epoch {epoch_number(trainer)}/{trainer.max_epochs}: " + ", ".join(items)
