@@ -18,14 +18,14 @@ from .parallel.fast_path import NoProfiler, check_sigterm_on_logging_steps, reso
 from .parallel.lost_peer import RequeueOnLostPeer
 from .parallel.peers import lost_peer, lost_peer_error, requeue_plan
 from .parallel.slurm_preemption import SlurmPreemption
-from .results.paper_comparison import print_comparison, references_for, summary_fields
+from .results.paper_comparison import coverage, print_comparison, references_for, summary_fields
 from .results.summary import print_summary, run_title
 from .results.tracking import environment, git_state, wandb_offline
 from .run import interrupt
 from .run.callbacks import NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord, StepMetrics, StopOnSignal
 from .run.checkpoints import (AtomicCheckpointIO, LastCheckpoint, RunCheckpoint, check_compatible,
                               remove_stale_temporaries)
-from .run.resume import resume_plan
+from .run.resume import position, resume_plan
 from .run.config_check import check_values
 from .run.console import drop_anonymous, quiet_known_noise
 
@@ -167,7 +167,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Trains one run as the config says.
 
     Returns:
-        ``val/top1_err``, ``val/top5_err``, ``epochs``, ``global_step``, ``wall_s`` and the paths of the
+        ``val/top1_err``, ``val/top5_err``, ``val/images`` (the images the last validation scored, of
+        ``val/set_images``), ``epochs``, ``global_step``, ``wall_s`` and the paths of the
         checkpoints and the W&B run.
     """
     start = time.perf_counter()
@@ -203,7 +204,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("schedule %s from here: %s", "restarted at lr %g" % change["lr"] if change.get("lr") else
                      "re-planned", {k: v for k, v in change.get("scheduler", {}).items() if v is not None})
         if rank_zero_only.rank == 0:
-            log.info("resuming from %s at epoch %d, global step %d", ckpt_path, resumed["epoch"], resumed["global_step"])
+            log.info("resuming from %s %s (global step %d)", ckpt_path, position(resumed), resumed["global_step"])
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))  # a typo fails before training
 
     logger = build_logger(cfg, output_dir, wandb_run_id=resumed.get("wandb_run_id"))
@@ -213,6 +214,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         with interrupt.noted_signals():  # Ctrl-C / SIGTERM: a checkpoint at the next step (StopOnSignal)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except interrupt.RunInterrupted as e:  # stopped cleanly, its checkpoint written: not a failed run
+        if trainer.is_global_zero and _wandb_dir(logger):
+            logger.experiment.summary["stopped"] = str(e).splitlines()[0]
+        _finish_wandb(logger, exit_code=0)
+        raise
     except BaseException as e:
         if not lost_peer(e):
             _finish_wandb(logger, exit_code=1)
@@ -226,6 +232,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     result = {
         "val/top1_err": metrics.get("val/top1_err"),
         "val/top5_err": metrics.get("val/top5_err"),
+        "val/images": metrics.get("val/images"),
+        "val/set_images": metrics.get("val/set_images"),
         "best/top1_err": _best_score(trainer.checkpoint_callback),  # the first one: best
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
@@ -234,19 +242,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_ckpt": trainer.checkpoint_callback.best_model_path,
         "last_ckpt": str(output_dir / "checkpoints" / "last.ckpt"),
         "wandb_dir": _wandb_dir(logger) if trainer.is_global_zero else None,  # W&B runs on rank 0 only
+        "wandb_parts": _wandb_parts(logger) if trainer.is_global_zero else [],
         "wandb_url": (getattr(logger.experiment, "url", None) if trainer.is_global_zero and _wandb_dir(logger)
                       else None),
     }
     protocol = cfg.data.get("eval_protocol", "center")
     preset = cfg.data.get("preset")
+    partial = coverage(result["val/images"], result["val/set_images"])  # limit_val_batches: part of the set
     comparison = summary_fields(result["val/top1_err"], result["val/top5_err"], protocol, references, cfg.data.name,
-                                preset)
+                                preset, partial)
     if trainer.is_global_zero and _wandb_dir(logger):
         logger.experiment.summary.update(comparison)
     _finish_wandb(logger, exit_code=0)  # close the run here, not at exit: train() may run again in-process
     if trainer.is_global_zero:
         print_summary(cfg, result)
-        print_comparison(result["val/top1_err"], result["val/top5_err"], protocol, cfg.data.name, references, preset)
+        print_comparison(result["val/top1_err"], result["val/top5_err"], protocol, cfg.data.name, references, preset,
+                         partial=partial)
     return {**result, **comparison}
 
 
@@ -262,6 +273,14 @@ def _finish_wandb(logger, exit_code: int) -> None:
 
 def _best_score(checkpoint: RunCheckpoint) -> float | None:
     return float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+
+
+def _wandb_parts(logger) -> list[str]:
+    """Every folder of this W&B run: a run resumed offline has one per start (W&B joins them on upload)."""
+    if not _wandb_dir(logger):
+        return []
+    current = Path(_wandb_dir(logger))
+    return [str(p) for p in sorted(current.parent.glob(f"*run-*-{logger.experiment.id}"))] or [str(current)]
 
 
 def _wandb_dir(logger) -> str | None:

@@ -49,7 +49,7 @@ def test_two_nodes_train_one_run_that_resumes_on_one_node(tmp_path, digits_cache
     assert one_node.returncode == 0, one_node.stderr[-3000:]
     out = one_node.stdout + one_node.stderr
     assert "runs on: 2 process(es) = 1 node(s) x 2, one CPU device each (DDPStrategy)" in out
-    assert f"resuming from {last} at epoch 1, global step 90" in out
+    assert f"resuming from {last} after epoch 2 (global step 90)" in out  # 2 epochs of 45 steps, as the stop said
     assert out.count("val top-1 error (final)") == 1  # one summary, from rank 0
     wandb_id = wandb_run.name.rsplit("-", 1)[1]
     assert f"-{wandb_id}" in out  # the same W&B run goes on
@@ -87,7 +87,7 @@ def test_a_lost_node_stops_the_other_with_a_message_and_its_checkpoint_resumes(t
                               "trainer.max_steps=135", "trainer.enable_progress_bar=false", "logger=none"],
                              cwd=tmp_path, env={**os.environ, "CONVNET_CACHE": str(digits_cache)},
                              capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0 and f"resuming from {last} at epoch" in resumed.stdout, resumed.stderr[-3000:]
+    assert resumed.returncode == 0 and f"resuming from {last} after epoch" in resumed.stdout, resumed.stderr[-3000:]
     assert step >= 45 and re.search(r"epochs / steps +│ \d+ / 135 ", resumed.stdout)  # went on to step 135
 
 

@@ -69,17 +69,32 @@ def target(references: list[Reference], protocol: str, data_name: str | None = N
     return single[0] if single else None
 
 
+def coverage(images: float | None, set_images: float | None) -> str | None:
+    """``"64 of 360 images"`` for a validation that scored part of its set (``trainer.limit_val_batches``), else
+    None: such a result is never put against a paper's figure, which is the whole set's."""
+    if images is None or not set_images or int(images) >= int(set_images):
+        return None
+    return f"{int(images):,} of {int(set_images):,} images"
+
+
+PARTIAL_NOTE = ("validated on {part} (trainer.limit_val_batches): not comparable with the papers' "
+                "figures, which are the whole set's; no gap is given")
+
+
 def summary_fields(top1: float | None, top5: float | None, protocol: str, references: list[Reference],
-                   data_name: str | None = None, preset: str | None = None) -> dict:
-    """``paper/*`` and ``gap/*`` (run minus paper, percentage points) for the W&B summary."""
+                   data_name: str | None = None, preset: str | None = None, partial: str | None = None) -> dict:
+    """``paper/*`` and ``gap/*`` (run minus paper, percentage points) for the W&B summary; for a validation of part
+    of the set (``partial``: ``coverage``'s words), ``val/partial`` and no gap."""
     fields: dict = {"paper/protocol": protocol}
+    if partial:
+        fields["val/partial"] = partial
     ref = target(references, protocol, data_name, preset)
     if ref is None:
         return fields
     fields.update({"paper/reference": f"{ref.paper}, {ref.data}, {ref.protocol}", "paper/top1_err": ref.top1,
                    "paper/top5_err": ref.top5})
     for k, run, paper in (("top1_err", top1, ref.top1), ("top5_err", top5, ref.top5)):
-        if run is not None and paper is not None:
+        if run is not None and paper is not None and not partial:
             fields[f"gap/{k}"] = run - paper
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -90,29 +105,34 @@ def percent(value: float | None, unit: str = "") -> str:
 
 
 def print_comparison(top1: float | None, top5: float | None, protocol: str, data_name: str,
-                     references: list[Reference], preset: str | None = None, console: Console | None = None) -> None:
-    """The run and the papers side by side; ensembles are shown as such, never as the run's target."""
+                     references: list[Reference], preset: str | None = None, console: Console | None = None,
+                     partial: str | None = None) -> None:
+    """The run and the papers side by side; ensembles are shown as such, never as the run's target; a validation
+    of part of the set (``partial``) gets no gap."""
     console = console or Console(width=None if sys.stdout.isatty() else 100)  # logs keep whole rows
     if not references:
         console.print("no published figure for this model in trainer/results/papers.yaml")
         return
     ref = target(references, protocol, data_name, preset)
     table = Table(title="this run and the papers (error %)", title_justify="left",
-                  caption="* the single-model figure this run is measured against (gap = run - paper)",
+                  caption=None if partial else "* the single-model figure this run is measured against (gap = run - paper)",
                   caption_justify="left")
     for column in ("", "data", "protocol", "top-1", "top-5", "gap top-1", "gap top-5"):
         table.add_column(column, justify="right" if column.startswith(("top", "gap")) else "left")
-    table.add_row("this run", data_label(data_name), protocol, percent(top1), percent(top5), "", "")
+    table.add_row("this run", data_label(data_name) + (f" ({partial})" if partial else ""), protocol, percent(top1),
+                  percent(top5), "", "")
     for r in references:
         label = f"{r.paper}" + ("" if r.single_model else f", ensemble of {r.models}")
         label += f", {r.preset} training" if r.preset else ""
         gaps = ("", "")
-        if r is ref:
+        if r is ref and not partial:
             label += " *"
             gaps = tuple("-" if run is None or paper is None else f"{run - paper:+.2f}"
                          for run, paper in ((top1, r.top1), (top5, r.top5)))
         table.add_row(label, r.data, r.protocol, percent(r.top1), percent(r.top5), *gaps)
     console.print(table)
-    if ref is not None and data_label(data_name) != ref.data:
+    if partial:
+        console.print(f"note: this run was {PARTIAL_NOTE.format(part=partial)}")
+    elif ref is not None and data_label(data_name) != ref.data:
         console.print(f"note: this run's data ({data_label(data_name)}) is not the paper's "
                       f"({ref.data}): the reference is shown for orientation, not as a like-for-like target")

@@ -1,12 +1,13 @@
 """The one-screen summary printed at the end of a run."""
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from .paper_comparison import percent
+from .paper_comparison import coverage, percent
 
 
 def run_title(cfg: DictConfig) -> str:
@@ -22,6 +23,8 @@ def print_summary(cfg: DictConfig, result: dict[str, Any]) -> None:
         ("val top-1 error (final)", percent(result["val/top1_err"], " %")),
         ("val top-5 error (final)", percent(result["val/top5_err"], " %")),
         ("val top-1 error (best)", percent(result["best/top1_err"], " %")),
+        *([("validated on", f"{coverage(result.get('val/images'), result.get('val/set_images'))} (partial)")]
+          if coverage(result.get("val/images"), result.get("val/set_images")) else []),
         ("epochs / steps", f"{result['epochs']} / {result['global_step']}"),
         ("wall time", f"{int(minutes)} min {seconds:.0f} s"),
     ]:
@@ -33,6 +36,14 @@ def print_summary(cfg: DictConfig, result: dict[str, Any]) -> None:
     if result.get("wandb_url"):
         lines.append(f"W&B run:         {result['wandb_url']}")
     elif result["wandb_dir"]:
-        lines.append(f"W&B run:         {result['wandb_dir']}   (offline; browse: wandb leet {result['wandb_dir']}; "
-                     f"upload: wandb sync {result['wandb_dir']})")
+        parts = result.get("wandb_parts") or [result["wandb_dir"]]
+        wandb_dir = Path(result["wandb_dir"]).parent
+        if len(parts) > 1:  # a resumed run: one folder per start, one run id; the upload joins them
+            run_id = Path(parts[-1]).name.rsplit("-", 1)[-1]
+            upload = f"wandb sync --id {run_id} {' '.join(parts)}"
+            lines.append(f"W&B run:         {result['wandb_dir']}   (offline, {len(parts)} parts, one per start; "
+                         f"browse: wandb leet {wandb_dir}; upload: {upload})")
+        else:
+            lines.append(f"W&B run:         {result['wandb_dir']}   (offline; browse: wandb leet {wandb_dir}; "
+                         f"upload: wandb sync {result['wandb_dir']})")
     print("\n".join(lines), flush=True)

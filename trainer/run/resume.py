@@ -25,6 +25,15 @@ def mid_epoch(resumed: dict[str, Any]) -> bool:
     return bool(progress.get("current", {}).get("processed")) and not progress.get("is_last_batch")
 
 
+def position(resumed: dict[str, Any]) -> str:
+    """Where the checkpoint stands, in the words the stop message used (epochs counted from 1):
+    ``after epoch 2`` or ``in epoch 3, after 5 of its batches``."""
+    if not mid_epoch(resumed):
+        return f"after epoch {epochs_done(resumed)}"
+    batches = resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
+    return f"in epoch {int(resumed.get('epoch', 0)) + 1}, after {batches} of its batches"
+
+
 def check_batch_size(resumed: dict[str, Any], path, batch_size: int) -> None:
     """A checkpoint written in mid-epoch resumes at its own global batch only.
 

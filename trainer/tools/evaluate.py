@@ -25,7 +25,7 @@ from ..run import console
 from ..run.checkpoints import CheckpointError, check_compatible, load_checkpoint
 from models.weights import torchvision_weights
 
-from ..results.paper_comparison import print_comparison, references_for, summary_fields
+from ..results.paper_comparison import coverage, print_comparison, references_for, summary_fields
 from ..results.tracking import wandb_offline
 
 
@@ -79,13 +79,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     top1, top5 = float(metrics["val/top1_err"]), float(metrics["val/top5_err"])
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))
+    images, set_images = metrics.get("val/images"), metrics.get("val/set_images")
+    partial = coverage(images, set_images)  # trainer.limit_val_batches: part of the set, never against a paper
     fields = {f"eval/{cfg.protocol}/top1_err": top1, f"eval/{cfg.protocol}/top5_err": top5,
-              **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name, cfg.data.get("preset"))}
+              f"eval/{cfg.protocol}/images": images, f"eval/{cfg.protocol}/set_images": set_images,
+              **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name, cfg.data.get("preset"), partial)}
+    fields = {k: v for k, v in fields.items() if v is not None}
     if ckpt.get("wandb_run_id") and str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
         import wandb
 
-        run_folder = Path(cfg.ckpt_path).expanduser().resolve().parent.parent
-        run = wandb.init(id=ckpt["wandb_run_id"], resume="allow", project=cfg.logger.project, dir=str(run_folder),
+        # its own part of the training's W&B run, in the evaluation's folder (<run>/evaluate/<protocol>_<time>/):
+        # <run>/wandb and its latest-run stay the training's, which is what a user opens first
+        here = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+        run = wandb.init(id=ckpt["wandb_run_id"], resume="allow", project=cfg.logger.project, dir=str(here),
                          mode="offline" if wandb_offline(cfg.logger) else "online")
         # under eval/<protocol>/ only: training's own paper/*, gap/* and val/* stay as training wrote them
         run.summary.update({k if k.startswith("eval/") else f"eval/{cfg.protocol}/{k.replace('/', '_')}": v
@@ -93,7 +99,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         run.finish()
         fields["wandb_dir"] = str(Path(run.dir).parent)
     source = cfg.get("ckpt_path") or f"model.weights={weights}"
-    print(f"{cfg.model.model_name} from {source}, {cfg.protocol}: val top-1 error {top1:.2f} %, top-5 {top5:.2f} %")
+    part = f" (on {partial}: partial)" if partial else ""
+    print(f"{cfg.model.model_name} from {source}, {cfg.protocol}: val top-1 error {top1:.2f} %, top-5 {top5:.2f} %{part}")
     if weights == "torchvision" and not ckpt:
         published = torchvision_weights(cfg.model.model_name)
         acc = published.meta["_metrics"]["ImageNet-1K"]
@@ -102,7 +109,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
               f"{published.transforms().resize_size[0]}, centre {published.transforms().crop_size[0]}): top-1 error "
               f"{100 - acc['acc@1']:.2f} %, top-5 {100 - acc['acc@5']:.2f} % (this run: gap {top1 - 100 + acc['acc@1']:+.2f},"
               f" {top5 - 100 + acc['acc@5']:+.2f})")
-    print_comparison(top1, top5, cfg.protocol, cfg.data.name, references, cfg.data.get("preset"))
+    print_comparison(top1, top5, cfg.protocol, cfg.data.name, references, cfg.data.get("preset"), partial=partial)
     return {"val/top1_err": top1, "val/top5_err": top5, **fields}
 
 

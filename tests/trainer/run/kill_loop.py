@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"kills": len([k for k in kills if k.get("after_s") is not None]), "epochs": args.epochs,
                "largest_weight_difference": worst, "weights_equal": worst <= 1e-6,
                "wandb_parts": len(parts), "validated_epochs": sorted(validated),
-               "every_epoch_in_wandb": sorted(validated) == list(range(args.epochs)),
+               "every_epoch_in_wandb": sorted(validated) == list(range(1, args.epochs + 1)),
                "unreadable_checkpoints": unreadable, "kill_moments": kills,
                "wall_s": round(time.monotonic() - t0)}
     print(json.dumps(figures))

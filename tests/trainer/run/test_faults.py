@@ -138,7 +138,7 @@ def test_a_kill_right_after_a_validation_loses_nothing_of_it_in_wandb(tmp_path, 
     assert code == 0, out
     assert "validation result(s) of the checkpoint were missing from the run's files" in out
     found = validations_in(tmp_path / "run" / "wandb")
-    assert sorted(found) == [0, 1, 2], found  # every epoch's validation is in the W&B run
+    assert sorted(found) == [1, 2, 3], found  # every epoch's validation is in the W&B run (counted from 1)
     parts = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(parts) == 2 and len({p.name.rsplit("-", 1)[1] for p in parts}) == 1  # two starts, one run id
 
@@ -200,14 +200,14 @@ def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(t
         return built
 
     monkeypatch.setattr(train_module, "build_trainer", with_ctrl_c)
-    with pytest.raises(RunInterrupted, match=r"at global step 45 \(epoch 1 of 2\)"):
+    with pytest.raises(RunInterrupted, match=r"at global step 45 \(at the end of epoch 1 of 2\)"):
         train(make_cfg(tmp_path / "last-batch", digits_cache, *common))
     monkeypatch.setattr(train_module, "build_trainer", real_build)
     last = tmp_path / "last-batch" / "run" / "checkpoints" / "last.ckpt"
     from trainer.run.checkpoints import load_checkpoint
 
     history = load_checkpoint(last)["callbacks"]["RunRecord"]["val_history"]
-    assert [h["epoch"] for h in history] == [0]  # epoch 1 was validated before the stop
+    assert [h["epoch"] for h in history] == [1]  # epoch 1 was validated before the stop
     capsys.readouterr()
     resumed = train(make_cfg(tmp_path / "last-batch", digits_cache, *common, f"ckpt_path={last}"))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]

@@ -251,7 +251,7 @@ def test_the_main_job_learns_and_is_compared_with_the_paper(main_job):
     assert summary["gap/top1_err"] == pytest.approx(top1 - 0.95, abs=1e-3)
     assert "this run and the papers" in result.stdout and "MNIST test" in result.stdout
     assert "this run's data (embedded digits) is not the paper's (MNIST test)" in " ".join(result.stdout.split())
-    assert summary["epoch"] == 7 and (run / "checkpoints" / "best.ckpt").is_file()
+    assert summary["epoch"] == 8 and (run / "checkpoints" / "best.ckpt").is_file()  # 8 epochs: epoch 8, from 1
     assert "val top-1 error (final)" in result.stdout and str(run / "checkpoints" / "best.ckpt") in result.stdout
 
 
@@ -345,7 +345,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly_like_an_uninterrupted_run(tm
 
     real_build = train_module.build_trainer
     monkeypatch.setattr(train_module, "build_trainer", lambda *a, **k: _with_callback(real_build(*a, **k)))
-    with pytest.raises(RunInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at global step 14 \(epoch 1 of 1\)") as stop:
+    with pytest.raises(RunInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at global step 14 \(in epoch 1 of 1, after 14 of its 45 batches\)") as stop:
         train(make_cfg(tmp_path / "stopped", digits_cache, *common))
     monkeypatch.setattr(train_module, "build_trainer", real_build)
     assert stop.value.exit_status == 130 and signal.getsignal(signal.SIGINT) is before  # the handler given back

@@ -19,7 +19,7 @@ def runs(tmp_path_factory, digits_cache):
                             "experiment=lenet5_1998", "optim.samples=48", *TINY))
     train(make_cfg(root / "c", digits_cache, "trainer.max_epochs=1", *TINY, "trainer.limit_val_batches=0"))
     evaluation = run_cli("trainer.evaluate", f"ckpt_path={first['best_ckpt']}", "protocol=tencrop",
-                         "trainer.enable_progress_bar=false", "trainer.limit_val_batches=4", cwd=root,
+                         "trainer.enable_progress_bar=false", cwd=root,
                          env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
     return root, first, second, evaluation
 
@@ -30,11 +30,19 @@ def test_evaluate_scores_a_checkpoint_under_tencrop_into_its_wandb_run(runs):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lenet5 from" in result.stdout and "tencrop: val top-1 error" in result.stdout
     assert "this run and the papers" in result.stdout
-    folders = sorted((root / "a" / "run" / "wandb").glob(f"offline-run-*-{run_id}"))
+    training = root / "a" / "run" / "wandb"
+    # (in the evaluation's own folder: <run>/evaluate/<protocol>_<time>/ beside a run folder Hydra made; this test's
+    # run folder was made in-process, without .hydra/, so the evaluation's went to outputs/evaluate/<time>/)
+    evaluations = sorted(root.glob(f"outputs/evaluate/*/wandb/offline-run-*-{run_id}"))
+    folders = [*sorted(training.glob(f"offline-run-*-{run_id}")), *evaluations]
     assert len(folders) == 2  # the training run and its evaluation: one W&B run id (wandb sync --id joins them)
+    # the evaluation's part is in its own folder: W&B's latest-run in the run's folder stays the training's
+    latest = wandb_inspect(training / "latest-run")
+    assert latest["summary"]["val/top1_err"]["last"] == pytest.approx(first["val/top1_err"]) and latest["config"]
     summary = wandb_inspect(folders[-1])["summary"]  # evaluation's fields, all under eval/tencrop/
     assert summary["eval/tencrop/paper_protocol"] == "tencrop" and summary["eval/tencrop/paper_top1_err"] == 0.95
     assert summary["eval/tencrop/gap_top1_err"] == pytest.approx(summary["eval/tencrop/top1_err"] - 0.95, abs=1e-3)
+    assert (summary["eval/tencrop/images"], summary["eval/tencrop/set_images"]) == (360, 360)  # the whole set
     assert not [k for k in summary if k.startswith(("paper/", "gap/", "val/"))]  # training's record is not touched
     assert wandb_inspect(folders[0])["summary"]["paper/protocol"] == "center"
     assert "warning: protocol=tencrop on 32 px inputs" in result.stderr
@@ -73,8 +81,10 @@ def test_report_has_a_row_per_run_and_protocol_marks_unfinished_runs_and_leaves_
     first_id, second_id = (wandb_inspect(r["wandb_dir"])["run_id"] for r in (first, second))
     assert set(rows) == {(first_id, "center"), (first_id, "tencrop"), (second_id, "center")}
     complete, evaluation, stopped = rows[(first_id, "center")], rows[(first_id, "tencrop")], rows[(second_id, "center")]
-    assert complete[1:4] == ["lenet5", "single", "digits"] and complete[6:8] == ["complete", "3"]  # what it trained on
-    assert stopped[6:8] == ["stopped at epoch 2 of 3", "2"]  # max_steps ended it before max_epochs
+    assert complete[1:4] == ["lenet5", "single", "digits"] and complete[6:8] == ["complete; partial: 128 of 360 images", "3"]
+    # limit_val_batches=4: 4 batches of 32 and of 4 (the experiment's) of the 360 digits, so no gap to the paper
+    assert stopped[6:8] == ["stopped after epoch 2 of 3; partial: 16 of 360 images", "2"]  # max_steps ended it
+    assert complete[11] == "- / -" and stopped[11] == "- / -"
     assert evaluation[6] == "evaluation"
     assert f"{first['val/top1_err']:.2f} ({first['best/top1_err']:.2f})" == complete[8]
     # the settings the runs do not share: the experiment's recipe against the default's
@@ -113,11 +123,11 @@ def test_the_plot_has_a_panel_per_model_and_data_set_draws_0_percent_and_whole_e
     from trainer.results.report.table import Row
 
     mnist = Reference("x", "resnet18", "He et al. 2015", 1, "MNIST test", "center", 0.95, 0.2)
-    history = [{"epoch": e, "val/top1_err": 10.0 / (e + 1), "val/top5_err": 0.0 if e else 1.0} for e in range(30)]
+    history = [{"epoch": e, "val/top1_err": 10.0 / e, "val/top5_err": 0.0 if e > 1 else 1.0} for e in range(1, 31)]
     rows = [Row("long (a)", "resnet18", "single", "digits", [], "center", "complete", 30, 0.3, 0.0, 0.3, mnist,
                 history),
             Row("one (b)", "resnet18", "single", "mnist", ["optim.lr=0.1"], "center", "complete", 1, 5.0, 1.0, 5.0,
-                mnist, [{"epoch": 0, "val/top1_err": 5.0, "val/top5_err": 1.0}])]
+                mnist, [{"epoch": 1, "val/top1_err": 5.0, "val/top5_err": 1.0}])]
     fig = make_figure(rows)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["resnet18 on digits: val top-1 error", "resnet18 on mnist: val top-1 error",

@@ -11,6 +11,7 @@ panel, where it hides no curve.
 
 from pathlib import Path
 
+from .seeds import SeedGroup, epoch_band
 from .table import Row
 
 MARKERS = "osD^vP<>Xh"
@@ -27,16 +28,17 @@ def _some_minor(value: float, _) -> str:
     return f"{value:g}" if mantissa in "235" else ""
 
 
-def write_plot(rows: list[Row], path: Path) -> None:
+def write_plot(rows: list[Row], path: Path, groups: list[SeedGroup] = ()) -> None:
     import matplotlib.pyplot as plt
 
-    fig = make_figure(rows)
+    fig = make_figure(rows, groups)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def make_figure(rows: list[Row]):
-    """The figure (matplotlib's, for ``write_plot`` and the tests)."""
+def make_figure(rows: list[Row], groups: list[SeedGroup] = ()):
+    """The figure (matplotlib's, for ``write_plot`` and the tests); each group of seeds adds its mean per epoch
+    and the 95 % interval of it as a band."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -60,13 +62,23 @@ def make_figure(rows: list[Row]):
             values, epochs = [], [1]
             for r in (r for r in mine if r.history):
                 colour, marker, size = style[r.run]
-                points = [(h.get("epoch", 0) + 1, h[f"val/{error}_err"]) for h in r.history
+                points = [(h["epoch"], h[f"val/{error}_err"]) for h in r.history
                           if h.get(f"val/{error}_err") is not None]
                 epochs += [e for e, _ in points]
                 if points:
                     ax.plot(*zip(*points), color=colour, marker=marker, markersize=size, markerfacecolor="none",
-                            linewidth=1.2, alpha=0.9, label=f"{_label(r)} [{r.status}]")
+                            linewidth=1.2, alpha=0.9,
+                            label=f"{_label(r)} [{r.status}{', partial: ' + r.partial if r.partial else ''}]")
                     values += [v for _, v in points]
+            for group in (g for g in groups if (g.rows[0].model, g.rows[0].data.split(",")[0]) == (model, data)):
+                band = epoch_band(group, error)
+                if band:
+                    epoch, mean, low, high = zip(*band)
+                    low = [max(v, 0.0) for v in low]  # an error is never below 0: the interval is cut there
+                    ax.fill_between(epoch, low, high, color="grey", alpha=0.3, linewidth=0)
+                    ax.plot(epoch, mean, color="black", linewidth=1.6,
+                            label=f"mean of {group.final.n} seeds, 95 % interval shaded: {group.label}")
+                    values += [*low, *high]
             for r in (r for r in mine if r.status == "evaluation"):
                 value = getattr(r, error)
                 if value:

@@ -79,6 +79,20 @@ def followers() -> set[str]:
     return found
 
 
+def settings(config: dict, copies: set[str]) -> dict[str, object]:
+    """A run's settings as ``key: value``: its resolved config less the bookkeeping (``NOT_SETTINGS``) and the keys
+    that only copy another (``copies``: ``followers()``)."""
+    every = {k: v for k, v in _flatten(config).items() if k not in copies}
+    # the module's hyperparameters repeat model.* at the top level (model_name, num_classes, ...): once is enough
+    return {k: v for k, v in every.items() if _setting(k) and f"model.{k}" not in every}
+
+
+def configuration(config: dict, copies: set[str]) -> tuple:
+    """What a run is, less its seed: runs with the same configuration are seeds of one experiment, which the
+    report takes together (``seeds.py``). Hashable."""
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in settings(config, copies).items() if k != "seed"))
+
+
 def settings_that_differ(configs: list[dict]) -> list[dict[str, object]]:
     """For each run, the settings that not every run shares (as ``key: value``).
 
@@ -86,11 +100,7 @@ def settings_that_differ(configs: list[dict]) -> list[dict[str, object]]:
     learning rate, schedule and epochs it set, which is what differs between the runs.
     """
     copies = followers()
-    flat = []
-    for config in configs:
-        every = {k: v for k, v in _flatten(config).items() if k not in copies}
-        # the module's hyperparameters repeat model.* at the top level (model_name, num_classes, ...): once is enough
-        flat.append({k: v for k, v in every.items() if _setting(k) and f"model.{k}" not in every})
+    flat = [settings(config, copies) for config in configs]
     # a key some runs lack came with a newer version of the code: those runs had its default, not another value
     keys = set.intersection(*(set(f) for f in flat)) if flat else set()
     differ = sorted(k for k in keys if any(f[k] != flat[0][k] for f in flat))

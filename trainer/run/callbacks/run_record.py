@@ -4,8 +4,11 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 from data_pipelines.sharding import data_parallel_rank_and_size
+from models import create_model
+from models.alexnet_split import AlexNetTower
 
 from ..steps import epoch_number
 
@@ -81,11 +84,16 @@ class RunRecord(pl.Callback):
         data, module = trainer.datamodule, trainer.lightning_module
         hparams = getattr(module, "hparams", {})
         name = hparams.get("model_name", "")
-        params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        params = _trainable(module)
+        if isinstance(getattr(module, "net", None), AlexNetTower):  # this process holds one tower: say the whole
+            whole = _whole_network(hparams)
+            params = f"{whole:,} trainable parameters (tower 0: {params:,}, tower 1: {whole - params:,})"
+        else:
+            params = f"{params:,} trainable parameters"
         paper = f" ({CATALOGUE[name].paper})" if name in CATALOGUE else ""
         shape = f"{hparams.get('in_channels', '?')} x {hparams.get('input_size', '?')} x {hparams.get('input_size', '?')}"
         lines = [self.title or name,
-                 f"  model: {name}{paper}, {params:,} trainable parameters, input {shape}, "
+                 f"  model: {name}{paper}, {params}, input {shape}, "
                  f"{hparams.get('num_classes', '?')} classes",
                  f"  runs on: {trainer.world_size} process(es) = {trainer.num_nodes} node(s) x {trainer.num_devices}, "
                  f"one {device.type.upper()} device each ({type(trainer.strategy).__name__}), precision "
@@ -109,3 +117,14 @@ class RunRecord(pl.Callback):
             run = self.wandb.experiment
             lines.append(f"  W&B: {getattr(run, 'url', None) or f'offline, {Path(run.dir).parent}'}")
         return lines
+
+
+def _trainable(module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _whole_network(hparams) -> int:
+    """The trainable parameters of the whole network, built on the meta device (no memory, milliseconds)."""
+    with torch.device("meta"):
+        return _trainable(create_model(hparams["model_name"], num_classes=hparams["num_classes"],
+                                       in_channels=hparams["in_channels"]))

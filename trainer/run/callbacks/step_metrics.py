@@ -7,6 +7,7 @@ import torch
 
 from data_pipelines.sharding import data_parallel_rank_and_size
 
+from ...results.paper_comparison import coverage
 from ..steps import epoch_number, is_logging_step, logs_after_this_step
 
 
@@ -74,7 +75,7 @@ class StepMetrics(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         seconds = time.perf_counter() - self._epoch_t0
         # Lightning adds ``epoch`` from 0 to what it logs unless it is there: counted from 1, as everywhere
-        pl_module.log("epoch", float(epoch_number(trainer)), on_step=False, on_epoch=True)
+        pl_module.log("epoch", float(epoch_number(trainer)), on_step=False, on_epoch=True, sync_dist=True)
         if not self._resumed_mid_epoch:  # the mean over processes
             pl_module.log("train/epoch_time_s", seconds, on_step=False, on_epoch=True, sync_dist=True)
         if trainer.is_global_zero:
@@ -89,6 +90,8 @@ class StepMetrics(pl.Callback):
         if "val/top1_err" in metrics:
             top1 = float(metrics["val/top1_err"])  # the checkpoint callbacks run after this one (Lightning's order):
             best = f" (best {min(float(score), top1):.2f} %)" if score is not None else ""  # this epoch counts too
+            part = coverage(metrics.get("val/images"), metrics.get("val/set_images"))
+            best += f" on {part}" if part else ""
             items += [f"val top-1 error {top1:.2f} %{best}",
                       f"top-5 {float(metrics['val/top5_err']):.2f} %", f"val loss {float(metrics['val/loss']):.4g}"]
         if self._loss_sum is not None and self._epoch_steps:

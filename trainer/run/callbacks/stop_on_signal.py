@@ -6,7 +6,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from .. import interrupt
-from ..steps import at_epochs_last_batch, is_logging_step
+from ..steps import epoch_number, at_epochs_last_batch, is_logging_step
 
 
 class StopOnSignal(pl.Callback):
@@ -36,7 +36,10 @@ class StopOnSignal(pl.Callback):
     def _stop(self, trainer) -> None:
         trainer.save_checkpoint(self.last_ckpt)  # every process, at this same step (a split pair gathers)
         signum = interrupt.received[0] if interrupt.received else signal.SIGINT  # else a peer got it
+        where = (f"at the end of epoch {epoch_number(trainer)} of {trainer.max_epochs}" if self._at_epoch_end else
+                 f"in epoch {epoch_number(trainer)} of {trainer.max_epochs}, after "
+                 f"{trainer.fit_loop.epoch_loop.batch_progress.current.processed} of its {trainer.num_training_batches} batches")
         raise interrupt.RunInterrupted(
-            f"stopped by {interrupt.NAMES[signum]} at global step {trainer.global_step} (epoch "
-            f"{trainer.current_epoch + 1} of {trainer.max_epochs}); checkpoint: {self.last_ckpt}\n"
+            f"stopped by {interrupt.NAMES[signum]} at global step {trainer.global_step} ({where}); checkpoint: "
+            f"{self.last_ckpt}\n"
             f"resume with: {interrupt.resume_command(self.last_ckpt)}", signum)
