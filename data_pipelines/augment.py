@@ -33,7 +33,11 @@ DIGIT_PRESETS = ("digits", "mnist", "mnist_distorted")  # a digit placed in a la
 # vertical translations, scaling, squeezing and horizontal shearing"); the paper gives no ranges, these
 # are ours: shifts of up to 2 px, scale +-10 %, squeeze +-10 %, shear +-0.15
 DISTORTION = dict(shift=2.0, scale=0.1, squeeze=0.1, shear=0.15)
-EVAL_PROTOCOLS = ("center", "tencrop")
+EVAL_PROTOCOLS = ("center", "tencrop", "dense", "multiscale")
+# the whole image at one test scale (dense) or several (multiscale), the network applied fully convolutionally
+# (models/dense.py); the views differ in size from image to image, so each batch is padded to its largest and
+# the loader cuts every image back out (dali_loader.py)
+DENSE_PROTOCOLS = ("dense", "multiscale")
 # tencrop: the four corners and the centre (crop_pos x, y), each also mirrored (AlexNet section 4.1)
 TEN_CROP_POSITIONS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))
 
@@ -179,13 +183,16 @@ def train_images(encoded, decode: dict, preset: str, image_size: int, resize_siz
 
 
 def eval_images(encoded, decode: dict, protocol: str, preset: str, image_size: int, resize_size: int,
-                channels: int, prepared_side: int | None = None):
+                channels: int, prepared_side: int | None = None, scales: tuple[int, ...] = ()):
     """Evaluation views: ``center`` gives one CHW image (shorter side ``resize_size``, centre crop), ``tencrop``
     a stack of 10 (NCHW: the 4 corners and the centre of the centre ``resize_size`` square, and their mirrors).
-    On a copy prepared at shorter side ``resize_size`` they are crops only (``prepared_side``)."""
+    On a copy prepared at shorter side ``resize_size`` they are crops only (``prepared_side``). The dense
+    protocols give ``dense_views``'s list instead."""
     mean, std = normalization(preset, channels)
     if protocol not in EVAL_PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {protocol!r}; valid: {', '.join(EVAL_PROTOCOLS)}")
+    if protocol in DENSE_PROTOCOLS:
+        return dense_views(encoded, decode, preset, image_size, resize_size, channels, scales)
     if preset in DIGIT_PRESETS:  # the field is larger than the digit: centred in it
         square = _digit_in_field(encoded, decode, image_size, resize_size, 0.5, 0.5)
     else:  # the centre square, at resize_size
@@ -199,3 +206,24 @@ def eval_images(encoded, decode: dict, protocol: str, preset: str, image_size: i
     if protocol == "center":
         return view(0.5, 0.5, 0)
     return fn.stack(*[view(x, y, m) for m in (0, 1) for x, y in TEN_CROP_POSITIONS])
+
+
+def dense_views(encoded, decode: dict, preset: str, image_size: int, resize_size: int, channels: int,
+                scales: tuple[int, ...]) -> list:
+    """The whole image rescaled so that its shorter side is each of ``scales`` (VGG's Q; ResNet's multi-scale
+    sides), normalised, each padded with zeros to the largest of its batch: ``[view, shape, view, shape, ...]``,
+    ``shape`` being the view's own (C, H, W) before padding. For the digit presets the whole image is the field
+    the digit sits in (``image_size``)."""
+    mean, std = normalization(preset, channels)
+    if not scales:
+        raise ValueError("the dense protocols need the test scales (shorter sides in px), e.g. (256,)")
+    if preset in DIGIT_PRESETS:
+        whole = _digit_in_field(encoded, decode, image_size, resize_size, 0.5, 0.5)
+    else:
+        whole = fn.decoders.image(encoded, **decode)
+    views = []
+    for side in scales:
+        view = fn.crop_mirror_normalize(fn.resize(whole, resize_shorter=side), dtype=types.FLOAT,
+                                        output_layout="CHW", mean=mean, std=std)
+        views += [fn.pad(view, axes=(1, 2), fill_value=0), view.shape(dtype=types.INT32)]
+    return views

@@ -34,7 +34,7 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from .augment import eval_images, train_images
+from .augment import DENSE_PROTOCOLS, eval_images, train_images
 from .layout import DataConfigError
 from .sharding import PAD_LABEL
 from .verify import inspect_image
@@ -111,7 +111,7 @@ def epoch_shard(order: np.ndarray, rank: int, replicas: int) -> np.ndarray:
 @pipeline_def
 def _image_pipeline(file_list: str, file_root: str, mmap: bool, train: bool, preset: str, protocol: str, image_size: int, resize_size: int,
                     channels: int, scale_range, decoder: str, hw_decoder_load: float, prepared_side: int | None,
-                    prepared_square: bool):
+                    prepared_square: bool, scales: tuple[int, ...] = ()):
     # the epoch's shard as a file list (DALI reads it in C++: 0.4 s for 1.28 M files, against 1.5 s for
     # the same list passed as a Python argument); mmap off on network file systems (DALI's advice)
     encoded, label = fn.readers.file(file_list=file_list, file_root=file_root, dont_use_mmap=not mmap, name=READER)
@@ -122,8 +122,19 @@ def _image_pipeline(file_list: str, file_root: str, mmap: bool, train: bool, pre
         images = train_images(encoded, decode, preset, image_size, resize_size, channels, scale_range, prepared_side,
                               prepared_square)
     else:
-        images = eval_images(encoded, decode, protocol, preset, image_size, resize_size, channels, prepared_side)
-    return images, (label.gpu() if decoder == "mixed" else label)
+        images = eval_images(encoded, decode, protocol, preset, image_size, resize_size, channels, prepared_side,
+                             scales)
+    label = label.gpu() if decoder == "mixed" else label
+    return (*images, label) if isinstance(images, list) else (images, label)  # dense: a view and shape per scale
+
+
+def _cut_out(out: dict, scales) -> list[tuple[torch.Tensor, ...]]:
+    """Each image's views out of their padded batches: one tuple per image, one view of its own size per scale."""
+    per_scale = []
+    for s in scales:
+        sizes = out[f"shape{s}"].tolist()  # (C, H, W) before padding
+        per_scale.append([out[f"view{s}"][i, :, :h, :w] for i, (_, h, w) in enumerate(sizes)])
+    return list(zip(*per_scale))
 
 
 class DALILoader:
@@ -142,6 +153,9 @@ class DALILoader:
         hw_decoder_load: the share of JPEGs the GPU's hardware decoder takes (``mixed`` on A100/H100).
         prepared_side, prepared_square: the shorter side of every image of a prepared copy (``prepare resize``),
             else None; and whether the copy kept the centre square.
+        scales: the test scales of the dense protocols (``protocol=dense|multiscale``); their batches are
+            ``(views, labels)`` with ``views`` a list with one tuple per image of its whole-image views, one per
+            scale, each of its own size (``augment.dense_views``).
         The rest: see ``augment.train_augment`` and ``augment.eval_crops``.
     """
 
@@ -151,7 +165,7 @@ class DALILoader:
                  seed: int = 0, epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, replicas: int = 1,
                  device_id: int | None = None, decoder: str = "cpu", num_threads: int = 2,
                  hw_decoder_load: float = HW_DECODER_LOAD, prepared_side: int | None = None,
-                 prepared_square: bool = False) -> None:
+                 prepared_square: bool = False, scales: tuple[int, ...] = ()) -> None:
         if not files:
             raise ValueError("no images to read")
         # one line of DALI's file list per sample, and a last one for the padding entries (the first file); an
@@ -166,7 +180,8 @@ class DALILoader:
         self.graph = dict(train=train, preset=preset, protocol=protocol, image_size=image_size,
                           resize_size=resize_size, channels=channels, scale_range=tuple(scale_range) if scale_range else None, decoder=decoder,
                           hw_decoder_load=hw_decoder_load, prepared_side=prepared_side,
-                          prepared_square=prepared_square)
+                          prepared_square=prepared_square, scales=tuple(scales))
+        self.dense = not train and protocol in DENSE_PROTOCOLS
         self._epoch, self._batches, self._resume_at, self._batches_iter = 0, 0, None, None
         self._ahead: tuple[int, Future] | None = None  # an epoch's file list, made ahead of time
 
@@ -233,12 +248,15 @@ class DALILoader:
                                    checkpoint=resume["dali"] if resume else None)
             pipe.build()  # reads the list; the file goes when this block ends
         try:  # a broken file stops the run with its name, not a DALI stack dump (the iterator reads ahead)
-            self._batches_iter = DALIGenericIterator(pipe, ["images", "labels"], reader_name=READER,
+            scales = range(len(self.graph["scales"])) if self.dense else ()
+            outputs = [name for s in scales for name in (f"view{s}", f"shape{s}")] or ["images"]
+            self._batches_iter = DALIGenericIterator(pipe, [*outputs, "labels"], reader_name=READER,
                                                      auto_reset=False, last_batch_policy=LastBatchPolicy.PARTIAL)
             for out in self._batches_iter:
                 self._batches += 1
                 labels = out[0]["labels"].squeeze(-1).long()
-                yield out[0]["images"], labels.masked_fill(labels == _PAD_IN_LIST, PAD_LABEL)
+                images = _cut_out(out[0], scales) if self.dense else out[0]["images"]
+                yield images, labels.masked_fill(labels == _PAD_IN_LIST, PAD_LABEL)
             # the epoch is read: release its pipeline (and its decoder's memory pools) before the next
             # one, or validation's, is built; the batches handed out stay valid while referenced
             self._batches_iter = pipe = None

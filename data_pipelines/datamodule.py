@@ -7,7 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from .augment import EVAL_PROTOCOLS, PRESETS
+from .augment import DENSE_PROTOCOLS, DIGIT_PRESETS, EVAL_PROTOCOLS, PRESETS
 from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
 from .layout import DataConfigError, DataLayoutError, Listing, list_dataset, take_listed_before_start
@@ -59,7 +59,7 @@ def prepared_copy(root: str, graph: dict) -> tuple[int | None, bool]:
     if not manifest or manifest.get("kind") != "resized":
         return None, False
     side = int(manifest["size"])
-    needs = {"evaluation": graph["resize_size"], "alexnet": graph["resize_size"], "resnet": max(graph["scale_range"] or (0,)),
+    needs = {"evaluation": max(graph["resize_size"], *graph["scales"]), "alexnet": graph["resize_size"], "resnet": max(graph["scale_range"] or (0,)),
              "inception": graph["image_size"]}
     for what in ("evaluation", graph["preset"]):
         if needs.get(what, 0) > side:
@@ -84,8 +84,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         channels: 3 for RGB, 1 for grey models (LeNet-5).
         preset: the training augmentation: ``alexnet``, ``resnet``, ``inception`` or ``digits``
             (``augment.train_augment``).
-        eval_protocol: ``center`` (one centre crop) or ``tencrop`` (4 corners + centre and their mirrors,
-            softmax averaged), the protocol a paper figure was measured with.
+        eval_protocol: ``center`` (one centre crop), ``tencrop`` (4 corners + centre and their mirrors,
+            softmax averaged), ``dense`` (the whole image at shorter side ``resize_size``, or ``eval_scales``'s one,
+            the network fully convolutional) or ``multiscale`` (the same at each of ``eval_scales``): the protocol
+            a paper figure was measured with.
+        eval_scales: the test scales (shorter sides) of the dense protocols; None: ``resize_size`` for ``dense``
+            (``image_size`` for the digit presets, whose whole image is the field the digit sits in).
         scale_range: the random shorter side of the ``resnet`` preset (None for the others).
         decoder: ``auto`` (GPU decoding, ``mixed``, when the process trains on a GPU, else ``cpu``),
             ``cpu`` or ``mixed``.
@@ -104,7 +108,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                  resize_size: int = 256, channels: int = 3, preset: str = "alexnet", eval_protocol: str = "center",
                  scale_range: tuple[int, int] | None = None, decoder: str = "auto", num_workers: int | str = "auto",
                  hw_decoder_load: float = HW_DECODER_LOAD, mmap: bool = True, name: str = "imagenet",
-                 seed: int = 0, how_to_make: str | None = None) -> None:
+                 seed: int = 0, how_to_make: str | None = None, eval_scales: list[int] | None = None) -> None:
         super().__init__()
         for value, valid, key in ((preset, PRESETS, "preset"), (eval_protocol, EVAL_PROTOCOLS, "eval_protocol"),
                                   (decoder, DECODERS, "decoder")):
@@ -114,9 +118,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.num_classes, self.batch_size, self.name, self.seed = num_classes, batch_size, name, seed
         self.how_to_make = how_to_make
         self.decoder, self.num_workers, self.hw_decoder_load, self.mmap = decoder, num_workers, hw_decoder_load, mmap
+        whole = image_size if preset in DIGIT_PRESETS else resize_size  # a digit's whole image is its field
+        scales = tuple(eval_scales or ((whole,) if eval_protocol == "dense" else ()))
+        if eval_protocol == "multiscale" and len(scales) < 2:
+            raise DataConfigError(f"data.eval_protocol=multiscale averages over several test scales, but "
+                                  f"data.eval_scales={list(scales) or None}; give them, e.g. "
+                                  f"data.eval_scales=[224,256,384,480,640] (ResNet's)")
         self.graph = dict(preset=preset, protocol=eval_protocol, image_size=image_size, resize_size=resize_size,
-                          channels=channels,
-                          scale_range=tuple(scale_range) if scale_range else None)
+                          channels=channels, scale_range=tuple(scale_range) if scale_range else None,
+                          scales=scales if eval_protocol in DENSE_PROTOCOLS else ())
         self.threads, self.threads_how = 1, ""  # set in setup(), once the processes are known
         self.classes: list[str] = []
         self.listing: Listing | None = None

@@ -26,6 +26,7 @@ from .run.callbacks import NonFiniteLossGuard, ProgressBar, ProgressLines, RunRe
 from .run.checkpoints import (AtomicCheckpointIO, LastCheckpoint, RunCheckpoint, check_compatible,
                               remove_stale_temporaries)
 from .run.resume import position, resume_plan
+from .run.steps import epoch_number
 from .run.config_check import check_values
 from .run.console import drop_anonymous, quiet_known_noise
 
@@ -215,8 +216,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         with interrupt.noted_signals():  # Ctrl-C / SIGTERM: a checkpoint at the next step (StopOnSignal)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except interrupt.RunInterrupted as e:  # stopped cleanly, its checkpoint written: not a failed run
-        if trainer.is_global_zero and _wandb_dir(logger):
-            logger.experiment.summary["stopped"] = str(e).splitlines()[0]
+        if trainer.is_global_zero and _wandb_dir(logger):  # where, as the message says it: the report reads it
+            logger.experiment.summary.update({"stopped": str(e).splitlines()[0], "epoch": epoch_number(trainer)})
         _finish_wandb(logger, exit_code=0)
         raise
     except BaseException as e:

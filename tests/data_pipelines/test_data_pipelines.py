@@ -125,6 +125,29 @@ def test_imagenet_layout_batches(tmp_path):
     assert x.shape == (2, 3, 24, 24) and sorted(y.tolist()) == [0, 1]
 
 
+def test_dense_views_are_each_whole_image_at_each_test_scale(tmp_path):
+    """protocol=dense|multiscale: every image whole, its shorter side at each scale, each of its own size (not the
+    padded batch's), normalised as the centre crop is."""
+    root = tmp_path / "d"
+    for split in ("train", "val"):
+        for name, size in (("a", (60, 40)), ("b", (30, 50))):  # (width, height): landscape and portrait
+            (root / split / name).mkdir(parents=True)
+            Image.new("RGB", size, (200, 100, 50)).save(root / split / name / "x.png")
+    dm = ImageFolderDataModule(root=str(root), num_classes=2, batch_size=2, image_size=24, resize_size=28,
+                               num_workers=1, eval_protocol="multiscale", eval_scales=[20, 32])
+    dm.setup()
+    views, labels = next(iter(dm.val_dataloader()))
+    shapes = {int(y): [tuple(v.shape) for v in image] for image, y in zip(views, labels)}
+    assert shapes == {0: [(3, 20, 30), (3, 32, 48)], 1: [(3, 33, 20), (3, 53, 32)]}  # (C, H, W)
+    centre = ImageFolderDataModule(root=str(root), num_classes=2, batch_size=2, image_size=24, resize_size=28,
+                                   num_workers=1)
+    centre.setup()
+    crop = next(iter(centre.val_dataloader()))[0][0]
+    assert torch.allclose(views[0][0][:, 5, 5], crop[:, 5, 5], atol=1e-4)  # the same normalisation
+    with pytest.raises(Exception, match=r"data.eval_protocol=multiscale averages over several test scales"):
+        ImageFolderDataModule(root=str(root), num_classes=2, eval_protocol="multiscale")
+
+
 def test_bench_quick_mode_prints_its_json_last(tmp_path):
     result = run_cli("data_pipelines.bench", "--images", "24", "--runs", "1", "--batch-size", "8", "--pass-images",
                      "40", cwd=tmp_path, timeout=600)

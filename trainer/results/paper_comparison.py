@@ -24,6 +24,7 @@ class Reference:
     top1: float | None
     top5: float | None
     preset: str | None = None  # set on a figure of a particular training recipe (MNIST's distortions)
+    scales: tuple[int, ...] | None = None  # a dense or multiscale figure's test scales (shorter sides)
 
     @property
     def single_model(self) -> bool:
@@ -31,7 +32,8 @@ class Reference:
 
 
 def load_references() -> dict[str, Reference]:
-    return {key: Reference(id=key, **row) for key, row in yaml.safe_load(PAPERS.read_text()).items()}
+    return {key: Reference(id=key, **{**row, "scales": tuple(row["scales"]) if row.get("scales") else None})
+            for key, row in yaml.safe_load(PAPERS.read_text()).items()}
 
 
 def references_for(model: str, ids: list[str] | None = None) -> list[Reference]:
@@ -133,6 +135,14 @@ def print_comparison(top1: float | None, top5: float | None, protocol: str, data
     console.print(table)
     if partial:
         console.print(f"note: this run was {PARTIAL_NOTE.format(part=partial)}")
-    elif ref is not None and data_label(data_name) != ref.data:
+        return
+    if ref is not None and ref.protocol != protocol:
+        from data_pipelines.augment import EVAL_PROTOCOLS
+
+        how = (f"python -m trainer.evaluate ckpt_path=... protocol={ref.protocol} scores it under the paper's"
+               if ref.protocol in EVAL_PROTOCOLS else f"{ref.protocol} is not reproduced here")
+        console.print(f"note: this run's protocol ({protocol}) is not the paper's ({ref.protocol}): the gap mixes "
+                      f"the two; {how}")
+    if ref is not None and data_label(data_name) != ref.data:
         console.print(f"note: this run's data ({data_label(data_name)}) is not the paper's "
                       f"({ref.data}): the reference is shown for orientation, not as a like-for-like target")

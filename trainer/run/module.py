@@ -10,6 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from data_pipelines.sharding import PAD_LABEL, data_parallel_rank_and_size
 from models import create_model
+from models.dense import fully_convolutional
 from models.weights import load_weights
 
 from ..optim.map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
@@ -141,18 +142,35 @@ class ClassifierModule(pl.LightningModule):
         # read per step.)
         return self.training_loss(self(images), labels)
 
-    def evaluation_scores(self, images: torch.Tensor) -> torch.Tensor:
+    def evaluation_scores(self, images: torch.Tensor | list) -> torch.Tensor:
         """Log-probabilities; for a stack of views per image (N, V, C, H, W), of the averaged softmax
-        (AlexNet section 4.1: the ten patches' softmax outputs are averaged)."""
+        (AlexNet section 4.1: the ten patches' softmax outputs are averaged); for the dense protocols (a list of
+        each image's whole-image views, one per test scale), ``dense_scores``'s."""
+        if isinstance(images, list):
+            return torch.stack([self.dense_scores(views) for views in images]).log()
         if images.dim() == 5:
             n, views = images.shape[:2]
             return self(images.flatten(0, 1)).softmax(-1).view(n, views, -1).mean(1).log()
         return self(images).log_softmax(-1)
 
+    def dense_scores(self, views) -> torch.Tensor:
+        """Dense evaluation of one image (Simonyan & Zisserman 2014, section 3.2): at each test scale the network,
+        fully convolutional (``models.dense``), gives a class score map, averaged over its positions; the
+        softmax posteriors of the image and of its mirror image are averaged, and those of every scale (the
+        multi-scale protocol; He et al. 2015, section 3.4). Returns the class probabilities."""
+        dense = fully_convolutional(self.net)
+        posteriors = []
+        for view in views:
+            both = torch.stack([view, view.flip(-1)])
+            if self.channels_last:
+                both = both.contiguous(memory_format=torch.channels_last)
+            posteriors.append(dense(both).mean((2, 3)).softmax(-1))
+        return torch.cat(posteriors).mean(0)
+
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         scores = self.evaluation_scores(images)
-        self.log("val/loss", self._loss(scores, labels), on_epoch=True, sync_dist=True)
+        self.log("val/loss", self._loss(scores, labels), on_epoch=True, sync_dist=True, batch_size=len(labels))
         self.val_top1.update(scores, labels)
         self.val_top5.update(scores, labels)
         self.val_images.update((labels != PAD_LABEL).sum())

@@ -1,4 +1,6 @@
-"""``python -m trainer.evaluate ckpt_path=PATH [protocol=tencrop]``: score a checkpoint under a paper's protocol.
+"""``python -m trainer.evaluate ckpt_path=PATH [protocol=center|tencrop|dense|multiscale]``: score a checkpoint
+under a paper's protocol (``dense``/``multiscale``: the whole image at the paper's test scales, the network fully
+convolutional, ``models/dense.py``).
 
 The result goes next to the papers' figures on the console, and into the W&B run that trained the
 checkpoint (its id is in the checkpoint): ``eval/<protocol>/top1_err``, ``paper/*`` and ``gap/*``.
@@ -18,15 +20,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from models.weights import torchvision_weights
+
 from ..cli import default_data_overrides, exit_on_user_error, override_value, run_folder_of
 from ..parallel.devices import check_gpus_usable
 from ..parallel.fast_path import resolve, runs_on_cuda
+from ..results.paper_comparison import coverage, print_comparison, references_for, summary_fields, target
+from ..results.tracking import wandb_offline
 from ..run import console
 from ..run.checkpoints import CheckpointError, check_compatible, load_checkpoint
-from models.weights import torchvision_weights
-
-from ..results.paper_comparison import coverage, print_comparison, references_for, summary_fields
-from ..results.tracking import wandb_offline
+from ..run.config_check import ConfigValueError
 
 
 def model_override(overrides: list[str]) -> list[str]:
@@ -43,6 +46,30 @@ def model_override(overrides: list[str]) -> list[str]:
     return [*overrides, f"model={name}"] if name else overrides
 
 
+def test_scales(cfg: DictConfig, references) -> list[int] | None:
+    """The dense protocols' test scales: ``scales=[...]`` when given, else those of the paper row the run is
+    compared with under this protocol (VGG's Q, ResNet's five sides), else None: for ``dense`` the data module's
+    own (``data.resize_size``; the whole field for the digits).
+
+    Raises:
+        ConfigValueError: ``multiscale`` with no scales given and none in the model's rows.
+    """
+    from data_pipelines.augment import DENSE_PROTOCOLS
+
+    if cfg.protocol not in DENSE_PROTOCOLS:
+        return None
+    if cfg.get("scales"):
+        return [int(s) for s in cfg.scales]
+    row = target(references, cfg.protocol, cfg.data.name, cfg.data.get("preset"))
+    if row is not None and row.protocol == cfg.protocol and row.scales:
+        return list(row.scales)
+    if cfg.protocol == "dense":
+        return None
+    raise ConfigValueError(f"protocol=multiscale averages over several test scales and the papers' rows of "
+                           f"{cfg.model.model_name} give none: pass them, e.g. scales=[224,256,384,480,640] "
+                           f"(ResNet's, He et al. 2015 section 3.4)")
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Validates ``cfg.ckpt_path`` (or the network with ``model.weights``) under ``cfg.protocol``; returns the
     errors and the paper fields."""
@@ -53,7 +80,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes) if cfg.get("ckpt_path") else {}
     check_gpus_usable(cfg.trainer.accelerator)
     cfg = resolve(cfg, cuda=runs_on_cuda(cfg))
+    references = references_for(cfg.model.model_name, cfg.get("compare_with"))
     cfg.data.eval_protocol = cfg.protocol
+    cfg.data.eval_scales = test_scales(cfg, references)
     from data_pipelines.augment import DIGIT_PRESETS
 
     if cfg.protocol == "tencrop" and cfg.data.get("preset") in DIGIT_PRESETS:
@@ -78,11 +107,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                          limit_val_batches=cfg.trainer.limit_val_batches, enable_model_summary=False)
     metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     top1, top5 = float(metrics["val/top1_err"]), float(metrics["val/top5_err"])
-    references = references_for(cfg.model.model_name, cfg.get("compare_with"))
     images, set_images = metrics.get("val/images"), metrics.get("val/set_images")
     partial = coverage(images, set_images)  # trainer.limit_val_batches: part of the set, never against a paper
     fields = {f"eval/{cfg.protocol}/top1_err": top1, f"eval/{cfg.protocol}/top5_err": top5,
               f"eval/{cfg.protocol}/images": images, f"eval/{cfg.protocol}/set_images": set_images,
+              f"eval/{cfg.protocol}/scales": list(datamodule.graph["scales"]) or None,
               **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name, cfg.data.get("preset"), partial)}
     fields = {k: v for k, v in fields.items() if v is not None}
     if ckpt.get("wandb_run_id") and str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
@@ -100,7 +129,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         fields["wandb_dir"] = str(Path(run.dir).parent)
     source = cfg.get("ckpt_path") or f"model.weights={weights}"
     part = f" (on {partial}: partial)" if partial else ""
-    print(f"{cfg.model.model_name} from {source}, {cfg.protocol}: val top-1 error {top1:.2f} %, top-5 {top5:.2f} %{part}")
+    scales = list(datamodule.graph["scales"])
+    at = f" at shorter side {', '.join(map(str, scales))}" if scales else ""
+    print(f"{cfg.model.model_name} from {source}, {cfg.protocol}{at}: val top-1 error {top1:.2f} %, top-5 {top5:.2f} %"
+          f"{part}")
     if weights == "torchvision" and not ckpt:
         published = torchvision_weights(cfg.model.model_name)
         acc = published.meta["_metrics"]["ImageNet-1K"]

@@ -24,7 +24,12 @@ def test_each_experiment_names_rows_of_its_model(tmp_path, digits_cache, experim
 def test_a_single_model_is_measured_against_a_single_model_under_its_protocol():
     resnet152 = references_for("resnet152")
     assert target(resnet152, "tencrop").id == "resnet152_2015_val_10crop"
-    assert target(resnet152, "multi-scale").id == "resnet152_2015_val_multiscale"  # not the 6-model ensemble
+    assert target(resnet152, "multiscale").id == "resnet152_2015_val_multiscale"  # not the 6-model ensemble
+    assert target(resnet152, "multiscale").scales == (224, 256, 384, 480, 640)  # He et al. section 3.4
+    # VGG's Table 3 and 4 figures are dense evaluations (section 3.2), none a centre crop
+    vgg = references_for("vgg16")
+    assert {r.protocol for r in vgg} == {"dense", "multiscale", "multi-crop+dense"}
+    assert target(vgg, "dense").id == "vgg16_2014_val_jittered_dense" and target(vgg, "dense").scales == (384,)
     alexnet = references_for("alexnet")
     assert target(alexnet, "center").id == "alexnet_2010_test_center"  # the only centre-crop row
     # the run's data set first: an ILSVRC-2012 val run under 10 crops is measured against the 2012 val row,
@@ -41,6 +46,11 @@ def test_a_single_model_is_measured_against_a_single_model_under_its_protocol():
     assert fields["gap/top5_err"] == pytest.approx(1.8) and fields["paper/protocol"] == "tencrop"
     assert "gap/top5_err" not in summary_fields(1.0, 0.0, "center", references_for("lenet5"))  # not reported
     assert summary_fields(1.0, 0.0, "center", references_for("alexnet_onetower")) == {"paper/protocol": "center"}
+    # a validation of part of the set: said, and never a gap to the paper's whole-set figure
+    partial = summary_fields(42.0, 20.0, "tencrop", [load_references()["alexnet_2012_val_10crop"]],
+                             partial="64 of 360 images")
+    assert partial["val/partial"] == "64 of 360 images" and partial["paper/top1_err"] == 40.7
+    assert not [k for k in partial if k.startswith("gap/")]
 
 
 def test_an_unknown_row_lists_the_valid_ones():

@@ -372,7 +372,8 @@ def _with_callback(trainer):
 def test_a_signal_stops_the_command_with_a_checkpoint_and_the_command_that_resumes(tmp_path, digits_cache, signum,
                                                                                   status):
     env = {**os.environ, "CONVNET_CACHE": str(digits_cache)}
-    job = subprocess.Popen([sys.executable, "-m", "trainer", "trainer.enable_progress_bar=false", "logger=none"],
+    logger = [] if signum == signal.SIGINT else ["logger=none"]  # Ctrl-C: with W&B, and read back by the report
+    job = subprocess.Popen([sys.executable, "-m", "trainer", "trainer.enable_progress_bar=false", *logger],
                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not list(tmp_path.glob("outputs/lenet5/*/checkpoints/last.ckpt")):  # an epoch in: mid-run
@@ -381,17 +382,26 @@ def test_a_signal_stops_the_command_with_a_checkpoint_and_the_command_that_resum
     job.send_signal(signum)
     _, err = job.communicate(timeout=120)
     assert job.returncode == status, err[-3000:]
-    stopped = re.search(r"stopped by \S+(?: \(SIGINT\))? at global step (\d+) \(epoch \d+ of \d+\); checkpoint: (\S+)\n"
-                        r"resume with: (.+)", err)
+    stopped = re.search(r"stopped by \S+(?: \(SIGINT\))? at global step (\d+) \((in epoch (\d+) of 30, after \d+ of its "
+                        r"45 batches|at the end of epoch (\d+) of 30)\); checkpoint: (\S+)\nresume with: (.+)", err)
     assert stopped and "Traceback" not in err
-    step, ckpt, command = int(stopped.group(1)), stopped.group(2), stopped.group(3)
+    step, ckpt, command = int(stopped.group(1)), stopped.group(5), stopped.group(6)
     assert load_checkpoint(ckpt)["global_step"] == step and command.endswith(f"ckpt_path={ckpt}")
-    if signum == signal.SIGINT:  # the printed command resumes the run and ends it
+    if signum == signal.SIGINT:  # the same epoch in W&B, the report and the resume; the printed command resumes
+        mid_epoch, epoch = stopped.group(3) is not None, int(stopped.group(3) or stopped.group(4))
+        (part,) = tmp_path.glob("outputs/lenet5/*/wandb/offline-run-*")
+        record = wandb_inspect(part)
+        assert record["state"] == "finished" and record["summary"]["stopped"].startswith("stopped by Ctrl-C")
+        assert record["summary"]["epoch"] == epoch  # counted from 1, as the message counts
+        report = run_cli("trainer.report", "outputs", "--out", "report", cwd=tmp_path, env=env, timeout=300)
+        where = f"stopped in epoch {epoch} of 30" if mid_epoch else f"stopped after epoch {epoch} of 30"
+        assert report.returncode == 0 and f"| {where} |" in (tmp_path / "report" / "report.md").read_text()
         args = shlex.split(command)[3:]  # after "python -m trainer"
         resumed = subprocess.run([sys.executable, "-m", "trainer", *args, f"trainer.max_steps={step + 5}"],
                                  cwd=tmp_path,
                                  env=env, capture_output=True, text=True, timeout=600)
-        assert resumed.returncode == 0 and f"resuming from {ckpt}" in resumed.stdout, resumed.stderr[-3000:]
+        said = f"in epoch {epoch}, after" if mid_epoch else f"after epoch {epoch} ("
+        assert resumed.returncode == 0 and f"resuming from {ckpt} {said}" in resumed.stdout, resumed.stderr[-3000:]
 
 
 def test_a_second_ctrl_c_stops_at_once(tmp_path, digits_cache):
