@@ -161,7 +161,7 @@ class DALILoader:
 
     def __init__(self, files: list[str], labels, *, file_root: str | None = None, mmap: bool = True,
                  batch_size: int, train: bool, preset: str,
-                 protocol: str, image_size: int, resize_size: int, channels: int, scale_range=None,
+                 protocol: str, image_size: int, resize_size: int, channels: int, scale_range=(256, 480),
                  seed: int = 0, epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, replicas: int = 1,
                  device_id: int | None = None, decoder: str = "cpu", num_threads: int = 2,
                  hw_decoder_load: float = HW_DECODER_LOAD, prepared_side: int | None = None,

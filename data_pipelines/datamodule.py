@@ -59,7 +59,8 @@ def prepared_copy(root: str, graph: dict) -> tuple[int | None, bool]:
     if not manifest or manifest.get("kind") != "resized":
         return None, False
     side = int(manifest["size"])
-    needs = {"evaluation": max(graph["resize_size"], *graph["scales"]), "alexnet": graph["resize_size"], "resnet": max(graph["scale_range"] or (0,)),
+    needs = {"evaluation": max((graph["resize_size"], *graph["scales"])), "alexnet": graph["resize_size"],
+             "resnet": max(graph["scale_range"] or (0,)),
              "inception": graph["image_size"]}
     for what in ("evaluation", graph["preset"]):
         if needs.get(what, 0) > side:
@@ -90,7 +91,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             a paper figure was measured with.
         eval_scales: the test scales (shorter sides) of the dense protocols; None: ``resize_size`` for ``dense``
             (``image_size`` for the digit presets, whose whole image is the field the digit sits in).
-        scale_range: the random shorter side of the ``resnet`` preset (None for the others).
+        scale_range: the random shorter side of the ``resnet`` preset (He et al.'s [256, 480] by default; None
+            where no preset uses it: the digit sets' configs).
         decoder: ``auto`` (GPU decoding, ``mixed``, when the process trains on a GPU, else ``cpu``),
             ``cpu`` or ``mixed``.
         num_workers: DALI CPU threads per process, or ``auto``: the CPUs the process may use, less one
@@ -106,7 +108,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def __init__(self, root: str | None, num_classes: int, batch_size: int = 128, image_size: int = 224,
                  resize_size: int = 256, channels: int = 3, preset: str = "alexnet", eval_protocol: str = "center",
-                 scale_range: tuple[int, int] | None = None, decoder: str = "auto", num_workers: int | str = "auto",
+                 scale_range: tuple[int, int] | None = (256, 480), decoder: str = "auto", num_workers: int | str = "auto",
                  hw_decoder_load: float = HW_DECODER_LOAD, mmap: bool = True, name: str = "imagenet",
                  seed: int = 0, how_to_make: str | None = None, eval_scales: list[int] | None = None) -> None:
         super().__init__()
