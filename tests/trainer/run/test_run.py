@@ -432,15 +432,19 @@ def test_validation_mid_epoch_and_the_sanity_check_leave_the_epoch_whole(tmp_pat
         assert abs(err * 3.6 - round(err * 3.6)) < 1e-3, err
 
 
-def test_a_resumed_run_keeps_its_wandb_run_id(tmp_path, digits_cache):
+def test_a_resumed_run_keeps_its_wandb_run_id(tmp_path, digits_cache, capsys):
     first = train(make_cfg(tmp_path / "a", digits_cache, "trainer.max_epochs=1", "schedule=constant", *TINY))
     run_id = wandb_inspect(run_dir(first))["run_id"]
     assert load_checkpoint(first["last_ckpt"])["wandb_run_id"] == run_id
-    second = train(make_cfg(tmp_path / "b", digits_cache, "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}",
-                            "schedule=constant", *TINY))
+    second = train(make_cfg(tmp_path / "a", digits_cache, "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}",
+                            "schedule=constant", *TINY))  # in its own folder, as the printed resume command does
     resumed = wandb_inspect(run_dir(second))
     assert resumed["run_id"] == run_id and resumed["summary"]["trainer/global_step"] == 9
     assert resumed["tags"] == ["lenet5", "single", "digits"]
+    # the closing line names both parts of the W&B run, joined on upload under its id
+    parts = second["wandb_parts"]
+    assert len(parts) == 2 and parts[-1] == second["wandb_dir"] and all(p.endswith(f"-{run_id}") for p in parts)
+    assert f"upload: wandb sync --id {run_id} {parts[0]} {parts[1]})" in " ".join(capsys.readouterr().out.split())
 
 
 def test_the_wandb_api_key_never_leaks(tmp_path, digits_cache):
