@@ -65,3 +65,21 @@ def test_a_seed_sweep_is_one_wandb_group_and_one_row_with_its_interval_and_band(
     (mean,) = [line for line in top1.get_lines() if line.get_label().startswith("mean of 3 seeds")]
     assert list(mean.get_xdata()) == [1, 2] and mean.get_ydata()[-1] == pytest.approx(spread.mean)
     assert len(top1.collections) == 1  # the band: the interval of the mean at each epoch
+
+
+def test_seeds_of_older_code_join_their_group_and_other_settings_do_not():
+    """A setting one run lacks came with newer code (the run had its default); any other difference is another
+    configuration, and so is another protocol."""
+    from trainer.results.report.seeds import seed_groups
+    from trainer.results.report.table import Row
+
+    def row(seed, top1, protocol="center", **settings):
+        configuration = {"optim.lr": "0.1", **settings}
+        return Row(f"r{seed}", "lenet5", "single", "mnist", [f"seed={seed}"], protocol, "complete", 20, top1, 0.0,
+                   top1, None, seed=seed, configuration=configuration)
+
+    rows = [row(1, 1.0), row(2, 1.2, **{"data.eval_scales": "null"}), row(3, 1.1), row(4, 0.5, **{"optim.lr": "0.2"}),
+            row(5, 0.6, **{"optim.lr": "0.2"}), row(6, 2.0, protocol="tencrop")]
+    groups = seed_groups(rows)
+    assert [g.seeds for g in groups] == [[1, 2, 3], [4, 5]]
+    assert groups[0].final.mean == pytest.approx(1.1) and groups[0].label == "lenet5 / single / mnist"

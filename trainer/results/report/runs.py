@@ -87,10 +87,10 @@ def settings(config: dict, copies: set[str]) -> dict[str, object]:
     return {k: v for k, v in every.items() if _setting(k) and f"model.{k}" not in every}
 
 
-def configuration(config: dict, copies: set[str]) -> tuple:
-    """What a run is, less its seed: runs with the same configuration are seeds of one experiment, which the
-    report takes together (``seeds.py``). Hashable."""
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in settings(config, copies).items() if k != "seed"))
+def configuration(config: dict, copies: set[str]) -> dict[str, str]:
+    """What a run is, less its seed (``key: value as JSON``): runs of the same configuration are seeds of one
+    experiment, which the report takes together (``seeds.same_configuration``)."""
+    return {k: json.dumps(v, sort_keys=True) for k, v in settings(config, copies).items() if k != "seed"}
 
 
 def settings_that_differ(configs: list[dict]) -> list[dict[str, object]]:

@@ -93,15 +93,28 @@ class SeedGroup:
         return "\n".join(lines)
 
 
+def same_configuration(a: Row, b: Row) -> bool:
+    """Whether two rows are seeds of one configuration: the same protocol and the same value of every setting
+    both runs have (a setting one run lacks came with newer code: that run had its default, as
+    ``runs.settings_that_differ`` takes it)."""
+    return a.protocol == b.protocol and all(a.configuration[k] == b.configuration[k]
+                                            for k in a.configuration.keys() & b.configuration.keys())
+
+
 def seed_groups(rows: list[Row]) -> list[SeedGroup]:
     """The complete training rows, validated on their whole set, grouped by configuration (less the seed) and
     protocol; groups of two runs or more, in the order of their first run."""
-    groups: dict[tuple, list[Row]] = {}
+    groups: list[list[Row]] = []
     for row in rows:
-        if row.status == "complete" and not row.partial and row.top1 is not None and row.best_top1 is not None:
-            groups.setdefault((row.configuration, row.protocol), []).append(row)
+        if row.status != "complete" or row.partial or row.top1 is None or row.best_top1 is None:
+            continue
+        group = next((g for g in groups if all(same_configuration(row, other) for other in g)), None)
+        if group is None:
+            groups.append([row])
+        else:
+            group.append(row)
     return [SeedGroup(members, Spread.of([r.top1 for r in members]), Spread.of([r.best_top1 for r in members]))
-            for members in groups.values() if len(members) > 1]
+            for members in groups if len(members) > 1]
 
 
 def epoch_band(group: SeedGroup, error: str = "top1") -> list[tuple[int, float, float, float]]:

@@ -24,7 +24,7 @@ class Row:
     history: list[dict] = field(default_factory=list, repr=False)  # per-epoch validation records (plot)
     partial: str | None = None        # "64 of 360 images": validated on part of the set, never against a paper
     seed: int | None = None
-    configuration: tuple = field(default=(), repr=False)  # the settings less the seed (runs.configuration)
+    configuration: dict = field(default_factory=dict, repr=False)  # the settings less the seed (runs.configuration)
 
     def gap(self, key: str) -> float | None:
         run, paper = getattr(self, key), getattr(self.paper, key, None)
