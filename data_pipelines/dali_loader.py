@@ -178,7 +178,8 @@ class DALILoader:
         self.rank, self.replicas = rank, replicas
         self.device_id, self.decoder, self.num_threads = device_id, decoder, num_threads
         self.graph = dict(train=train, preset=preset, protocol=protocol, image_size=image_size,
-                          resize_size=resize_size, channels=channels, scale_range=tuple(scale_range) if scale_range else None, decoder=decoder,
+                          resize_size=resize_size, channels=channels,
+                          scale_range=tuple(scale_range) if scale_range else None, decoder=decoder,
                           hw_decoder_load=hw_decoder_load, prepared_side=prepared_side,
                           prepared_square=prepared_square, scales=tuple(scales))
         self.dense = not train and protocol in DENSE_PROTOCOLS

@@ -59,6 +59,10 @@ def prepared_copy(root: str, graph: dict) -> tuple[int | None, bool]:
     if not manifest or manifest.get("kind") != "resized":
         return None, False
     side = int(manifest["size"])
+    if manifest.get("square") and graph["protocol"] in DENSE_PROTOCOLS:
+        raise DataConfigError(f"{root} keeps only the centre square of each image (prepare resize --square), but "
+                              f"data.eval_protocol={graph['protocol']} scores the whole image; evaluate on the "
+                              f"originals, or on a copy prepared without --square")
     needs = {"evaluation": max((graph["resize_size"], *graph["scales"])), "alexnet": graph["resize_size"],
              "resnet": max(graph["scale_range"] or (0,)),
              "inception": graph["image_size"]}

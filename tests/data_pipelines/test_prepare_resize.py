@@ -136,4 +136,12 @@ def test_a_preset_that_needs_more_pixels_than_were_kept_is_refused(originals, tm
     with pytest.raises(DataConfigError, match=r"was prepared at shorter side 256 .* the resnet preset needs 480 px "
                                               r"\(data.scale_range\); prepare a copy with --size 480"):
         _module(out, preset="resnet", scale_range=(256, 480))
+    with pytest.raises(DataConfigError, match=r"keeps only the centre square of each image .* "
+                                              r"data.eval_protocol=dense scores the whole image"):
+        _module(out, protocol="dense")
+    whole = tmp_path / "imagenet-256-whole"
+    resize(originals, whole)  # (exit 1: the originals hold one unusable file, left out)
+    with pytest.raises(DataConfigError, match=r"was prepared at shorter side 256 .* the evaluation protocol needs "
+                                              r"384 px"):
+        _module(whole, protocol="dense", eval_scales=[384])
     assert _module(originals, preset="resnet").graph["prepared_side"] is None  # the originals: as before
