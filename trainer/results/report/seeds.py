@@ -14,6 +14,7 @@ from ..paper_comparison import percent
 from .table import Row
 
 CONFIDENCE = 0.95
+LEVEL = f"{CONFIDENCE * 100:.0f} %"  # "95 %", as the house writes percentages
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Spread:
 
     def text(self) -> str:
         """``0.85 ± 0.05 % (95 % interval 0.73 to 0.97; min 0.80, max 0.90)``."""
-        return (f"{self.mean:.2f} ± {self.std:.2f} % ({CONFIDENCE:.0%} interval {self.low:.2f} to {self.high:.2f}; "
+        return (f"{self.mean:.2f} ± {self.std:.2f} % ({LEVEL} interval {self.low:.2f} to {self.high:.2f}; "
                 f"min {self.minimum:.2f}, max {self.maximum:.2f})")
 
 
@@ -62,7 +63,8 @@ class SeedGroup:
     def label(self) -> str:
         """``lenet5 / single / mnist: optim.lr=0.1``: the configuration, without the seed."""
         first = self.rows[0]
-        differs = [d for d in first.differs if not d.startswith("seed=")]
+        # the seeds' own values, and the commits they ran (the group may span versions of the code), are not it
+        differs = [d for d in first.differs if not d.startswith(("seed=", "code="))]
         return f"{first.model} / {first.strategy} / {first.data}" + (f": {' '.join(differs)}" if differs else "")
 
     @property
@@ -135,7 +137,7 @@ def markdown(groups: list[SeedGroup]) -> list[str]:
         return []
     lines = ["", "## Seeds", "",
              f"Runs that differ only in their seed, taken together: mean ± standard deviation of the final and the "
-             f"best top-1 error, the {CONFIDENCE:.0%} interval of the mean (Student's t, n - 1 degrees of freedom), "
+             f"best top-1 error, the {LEVEL} interval of the mean (Student's t, n - 1 degrees of freedom), "
              f"min and max; the gap is the mean's (run - paper), with its interval. A claim against the paper is "
              f"\"matches\" when the paper's figure lies inside the interval.", "",
              "| configuration | protocol | n | seeds | final top-1 err % | best top-1 err % | paper top-1 "
