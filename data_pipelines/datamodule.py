@@ -12,7 +12,7 @@ from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
 from .layout import DataConfigError, DataLayoutError, Listing, list_dataset, take_listed_before_start
 from .manifest import read_manifest
-from .sharding import data_parallel_rank_and_size
+from .sharding import cpu_share, data_parallel_rank_and_size
 
 DECODERS = ("auto", "cpu", "mixed")
 # Folders whose images this project encoded itself (decoded and written whole): nothing in them is truncated
@@ -33,17 +33,11 @@ def unverified_warning(root: str, listing: Listing) -> str | None:
 def dali_threads(num_workers: int | str, processes_on_node: int = 1) -> tuple[int, str]:
     """DALI's CPU threads for this process, and how they were chosen (for the start-up line).
 
-    ``auto``: the CPUs this process may run on (``os.sched_getaffinity``: what Slurm's binding, a
-    container or ``taskset`` leave it, not what the machine has), less one for the training loop
-    itself. When the process may use every CPU of the machine, nothing pinned it, and the node's
-    processes share them, so each takes its share.
+    ``auto``: this process's share of the CPUs (``cpu_share``), less one for the training loop itself.
     """
-    cpus = len(os.sched_getaffinity(0))
     if num_workers != "auto":
         return max(1, int(num_workers)), f"data.num_workers={num_workers}"  # DALI always has a thread of its own
-    shared = processes_on_node > 1 and cpus == os.cpu_count()
-    share = cpus // processes_on_node if shared else cpus
-    how = f"{cpus} CPUs usable" + (f", shared by {processes_on_node} processes" if shared else " by this process")
+    share, how = cpu_share(processes_on_node)
     return max(1, share - 1), how
 
 

@@ -1,8 +1,10 @@
-"""What the trainer needs to know of how data is split over processes, without importing DALI.
+"""What the trainer needs to know of how data and CPUs are split over processes, without importing DALI.
 
 The training loop, the LightningModule and the callbacks use these; keeping them apart from the DALI
 pipelines lets the run loop load (and run on in-memory batches) where DALI is not installed.
 """
+
+import os
 
 # The label of the entries that pad a data-parallel replica's shard to the common length (every replica must
 # run the same number of steps): the loss and the metrics ignore it.
@@ -17,3 +19,14 @@ def data_parallel_rank_and_size(trainer) -> tuple[int, int]:
     """
     kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
     return (kwargs["rank"], kwargs["num_replicas"]) if kwargs else (0, 1)
+
+
+def cpu_share(processes_on_node: int = 1) -> tuple[int, str]:
+    """The CPUs this process may use, and how they were counted (for the start-up line): those of its affinity
+    mask (``os.sched_getaffinity``: what Slurm's binding, a container or ``taskset`` leave it, not what the
+    machine has); when it may use every CPU of the machine, nothing pinned it, and the node's processes share
+    them, so each takes its share (Lightning's rule for DDP)."""
+    cpus = len(os.sched_getaffinity(0))
+    shared = processes_on_node > 1 and cpus == os.cpu_count()
+    how = f"{cpus} CPUs usable" + (f", shared by {processes_on_node} processes" if shared else " by this process")
+    return max(1, cpus // processes_on_node if shared else cpus), how

@@ -87,3 +87,24 @@ def format_table(rows: list[LayerRow], model: nn.Module) -> str:
         lines.append(f"Fixed (not trained) values: {fixed:,}")
     lines.append(f"Total params: {trainable_params(model):,}")
     return "\n".join(lines)
+
+
+def training_flops(name: str, num_classes: int, in_channels: int, input_size: int) -> int:
+    """FLOPs of training the registered model ``name`` on one image: 3x the forward pass (the usual convention
+    for MFU: the backward pass computes the gradients of both the inputs and the weights, each costing about
+    one forward).
+
+    The forward pass is counted by PyTorch's FLOP counter on the meta device (no memory, no compute; LeNet-5:
+    651,360, the multiply-adds of its layers, twice). Its backward count is not used: it over-counts grouped
+    convolutions (the weight gradient is not divided by the groups), which AlexNet has.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from . import create_model  # the package's: registers the builders
+
+    with torch.device("meta"):
+        net = create_model(name, num_classes=num_classes, in_channels=in_channels).eval()  # batch norm on 1 image
+        image = torch.empty(1, in_channels, input_size, input_size)
+    with FlopCounterMode(display=False) as counter:
+        net(image)
+    return 3 * counter.get_total_flops()

@@ -6,13 +6,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from data_pipelines.sharding import cpu_share
+from trainer.parallel.cpu_threads import openmp_wait
+
+openmp_wait()  # the suite's processes wait for OpenMP as python -m trainer's do (before torch is loaded)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONF = PROJECT / "conf"
+
+# The test workers (pytest-xdist) are processes sharing the machine, as a run's processes on a node are: each
+# takes its share of the CPUs (trainer/parallel/cpu_threads.py's rule), for its own torch and, through
+# OMP_NUM_THREADS, for every training process a test starts. Two workers on 2 cores, each with torch's
+# default of 2 threads and its runs' DALI threads, stalled each other (docs/development.md, "The suite").
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(cpu_share(WORKERS)[0])
+    torch.set_num_threads(cpu_share(WORKERS)[0])
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import CONF
+from .parallel.cpu_threads import openmp_wait
 from .cli import default_data_overrides, exit_on_user_error, override_value, run_folder_of
 from .run import console
 from .run.config_check import ConfigValueError, check_data_root, check_values
@@ -178,6 +179,7 @@ def main() -> None:
     # where an earlier start of the same run that was killed may still hold the run id: the resume then fails
     # with "run ID ... is in use". Every run owns its own W&B service.
     os.environ.pop("WANDB_SERVICE", None)
+    openmp_wait()  # before torch is loaded (trainer/parallel/cpu_threads.py)
     sys.argv[1:] = check_before_start(resume_in_place(default_data_overrides(sys.argv[1:])))
     _main()
 

@@ -2,7 +2,11 @@
 
 import sys
 
-from .tools.bench.__main__ import main
+from .parallel.cpu_threads import openmp_wait
+
+openmp_wait()  # as python -m trainer runs, before torch is loaded
+
+from .tools.bench.__main__ import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

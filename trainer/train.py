@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
+from .parallel import cpu_threads
 from .parallel.devices import check_gpus_usable
 from .parallel.fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
 from .parallel.lost_peer import RequeueOnLostPeer
@@ -210,6 +211,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     logger = build_logger(cfg, output_dir, wandb_run_id=resumed.get("wandb_run_id"))
     trainer = build_trainer(cfg, output_dir, logger, **trainer_overrides)
+    threads, threads_how = cpu_threads.for_run(cfg, trainer)
+    cpu_threads.apply(threads)
+    next(c for c in trainer.callbacks if isinstance(c, RunRecord)).cpu_threads = (threads, threads_how)
     if logger:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **git_state(), **environment()})
     try:

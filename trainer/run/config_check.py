@@ -68,7 +68,8 @@ def size_range() -> Rule:
 RULES: dict[str, Rule] = {
     "data.batch_size": at_least(1),
     "data.num_classes": at_least(2),
-    "data.num_workers": at_least(1, or_auto=True),  # DALI threads: it always has one (not DataLoader's 0)
+    "data.num_workers": at_least(1, or_auto=True),
+    "cpu_threads": at_least(1, or_auto=True),  # DALI threads: it always has one (not DataLoader's 0)
     "data.image_size": at_least(8),
     "data.resize_size": at_least(1, or_none=True),
     "data.scale_range": size_range(),

@@ -183,6 +183,9 @@ def test_the_console_says_only_what_the_user_can_act_on(main_job):
                  "CosineAnnealingLR, 8 epochs; augmentation digits; seed 42", f"  run folder: {run}",
                  "  W&B: offline, "):
         assert line in console, line
+    # torch's threads and why (trainer/parallel/cpu_threads.py): the suite's workers give theirs in OMP_NUM_THREADS
+    why = "OMP_NUM_THREADS from the environment" if "OMP_NUM_THREADS" in os.environ else "CPUs usable by this process"
+    assert re.search(rf"^  CPU threads: torch \d+ per process \({why}", console, re.M), console[:3000]
     assert not re.search(r"^\[\d{4}-\d\d-\d\d ", console, re.M)  # no library's log line
     assert not re.search(r"^wandb:", console, re.M) and "Multiclass" not in console
     assert "GPU available: False" in (run / "run.log").read_text()  # kept there, for whoever needs them

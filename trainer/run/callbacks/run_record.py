@@ -34,6 +34,7 @@ class RunRecord(pl.Callback):
         self.val_history: list[dict] = []
         self.batch_size = batch_size  # the global batch: a mid-epoch checkpoint resumes at it only
         self.title, self.recipe = title, recipe
+        self.cpu_threads: tuple[int, str] | None = None  # torch's threads and how they were chosen (train.py)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -98,6 +99,8 @@ class RunRecord(pl.Callback):
                  f"  runs on: {trainer.world_size} process(es) = {trainer.num_nodes} node(s) x {trainer.num_devices}, "
                  f"one {device.type.upper()} device each ({type(trainer.strategy).__name__}), precision "
                  f"{trainer.precision}"]
+        if self.cpu_threads:
+            lines.append(f"  CPU threads: torch {self.cpu_threads[0]} per process ({self.cpu_threads[1]})")
         if data is not None and hasattr(data, "threads"):
             sizes = (f" ({len(data.listing.files['train']):,} train / {len(data.listing.files['val']):,} val images "
                      f"in {data.listing.root})" if getattr(data, "listing", None) else "")

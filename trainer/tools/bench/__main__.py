@@ -35,21 +35,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --breakdown: a single linear layer in place of the network, so that the step "
                              "computes next to nothing and the loop's fixed cost per step is what is timed")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch's CPU threads (default: torch's own, all cores)")
+                        help="torch's CPU threads, as cpu_threads=N (default: the run's own choice, cpu_threads=auto)")
     parser.add_argument("--breakdown", action="store_true",
                         help="time the trainer's parts added one at a time, from a bare PyTorch loop to the whole "
                              "trainer (one process), and print where the time per step goes")
+    parser.add_argument("--beside", type=int, default=None, metavar="N",
+                        help="the same short training (real data) as one process alone and as N processes at once, "
+                             "each one's img/s and the ratio to alone: what runs sharing this machine's CPUs get")
+    parser.add_argument("--trainer-only", action="store_true", help=argparse.SUPPRESS)  # a --beside process
     args = parser.parse_intermixed_args(argv)  # options and overrides in any order
     if args.threads:
-        torch.set_num_threads(args.threads)
+        args.overrides.append(f"cpu_threads={args.threads}")
+    if args.beside:
+        if args.beside < 2:
+            parser.error(f"--beside {args.beside}: give the number of processes to run at once, 2 or more")
+        from .beside import bench_beside
+
+        print(json.dumps(bench_beside(args.beside, args.overrides, args.warmup, args.steps, args.repeats)))
+        return 0
     # a short step by default (LeNet-5 at batch 32: about 10 ms on 2 CPU cores, a fast GPU's step length), so
     # that the trainer's fixed cost per step shows
-    defaults = ["model=lenet5", "data.batch_size=32", "trainer.limit_val_batches=0",
-                "trainer.num_sanity_val_steps=0", "trainer.max_epochs=1", "paths.output_dir=.", "trainer.devices=1"]
+    defaults = ["model=lenet5", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
+                "trainer.max_epochs=1", "paths.output_dir=.", "trainer.devices=1"]
+    given = {o.split("=", 1)[0] for o in args.overrides}
+    if not given & {"experiment", "data.batch_size"}:  # an experiment's own batch is kept (lenet5_1998: 4)
+        defaults.append("data.batch_size=32")
     # a constant lr (the schedule does not change a step's time), unless an experiment brings its own: on the
     # command line schedule=constant would win over the experiment's schedule and leave its settings (lenet5_1998's
     # schedule.scheduler.scale) without a scheduler
-    if not any(o.split("=", 1)[0] in ("experiment", "schedule") for o in args.overrides):
+    if not given & {"experiment", "schedule"}:
         defaults.append("schedule=constant")
     if not any(o.startswith("logger=") for o in args.overrides):  # W&B as a user has it, but never uploaded
         defaults += ["logger=wandb", "logger.offline=true"]
@@ -59,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.breakdown:
         exit_on_user_error(lambda cfg: run_breakdown(cfg, args.warmup, args.steps, args.repeats, args.tiny_net), cfg)
     else:
-        exit_on_user_error(lambda cfg: bench(cfg, args.warmup, args.steps, args.repeats, args.real_data), cfg)
+        exit_on_user_error(lambda cfg: bench(cfg, args.warmup, args.steps, args.repeats, args.real_data,
+                                             args.trainer_only), cfg)
     return 0
 
 
@@ -77,12 +92,13 @@ def run_breakdown(cfg, warmup: int, steps: int, repeats: int, tiny: bool = False
                       "steps": steps, "repeats": repeats, **result}))
 
 
-def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False) -> None:
+def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False, trainer_only: bool = False) -> None:
     """Measures and prints (the first process only), the JSON line last."""
-    if str(cfg.optim.get("_target_", "")).endswith("SDLM"):  # its step needs the curvature the bare loop never makes
+    if str(cfg.optim.get("_target_", "")).endswith("SDLM") and not trainer_only:  # the bare loop has no curvature
         raise ConfigValueError("trainer.bench times the step against a bare PyTorch loop, which has no curvature "
-                               "estimate for optim=sdlm; time SDLM with the trainer's own progress lines instead: "
-                               "python -m trainer experiment=lenet5_1998 data=mnist trainer.max_steps=300 "
+                               "estimate for optim=sdlm; time SDLM with --beside (the trainer alone and beside others: "
+                               "python -m trainer.bench --beside 2 experiment=lenet5_1998 data=mnist) or with the "
+                               "trainer's own progress lines: python -m trainer experiment=lenet5_1998 data=mnist trainer.max_steps=300 "
                                "progress_every_s=2 logger=none (docs/reproducing.md)")
     check_gpus_usable(cfg.trainer.accelerator)
     overrides = strategy_plan(cfg)  # a strategy's checks before any process starts (Trainer overrides)
@@ -100,6 +116,9 @@ def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False) -
         peaks["trainer"] = peak_gpu_mb(device)
         trainer_rates.append(rate)
         first_steps.append(first)
+        if trainer_only:  # one process of --beside: its rate and threads, nothing else
+            print(json.dumps({"trainer_img_s": rate, "cpu_threads": torch.get_num_threads()}))
+            return
         bare_rates.append(bench_bare(cfg, warmup, steps, device))
         peaks["bare"] = peak_gpu_mb(device)
         print(f"repeat {repeat + 1}: trainer {rate:8.1f} img/s, bare loop {bare_rates[-1]:8.1f} img/s", flush=True)

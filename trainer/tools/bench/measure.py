@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 
 from models import create_model
 
+from ...parallel import cpu_threads
 from ...train import build_logger, build_optimizer, build_trainer
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -23,10 +24,13 @@ class StepTimer(pl.Callback):
 
     Epoch ends are left out (their checkpoint and, with real data, the next epoch's pipeline are not
     part of a step): the clock stops at an epoch's last step and restarts at the next one's first.
+
+    ``together`` (``--beside``): the processes of one measurement start timing at once, after their warm-up,
+    and each trains on, untimed, until the last one has timed its steps.
     """
 
-    def __init__(self, warmup: int, steps: int, start: float) -> None:
-        self.warmup, self.steps, self.start = warmup, steps, start
+    def __init__(self, warmup: int, steps: int, start: float, together=None) -> None:
+        self.warmup, self.steps, self.start, self.together = warmup, steps, start, together
         self.first_step_s, self.t0, self.elapsed, self.done = None, None, 0.0, 0
         self.cpu0, self.cpu_elapsed = 0.0, 0.0
 
@@ -34,6 +38,8 @@ class StepTimer(pl.Callback):
         if self.first_step_s is None:
             self.first_step_s = time.perf_counter() - self.start
         if self.warmup <= self.done < self.warmup + self.steps and self.t0 is None:
+            if self.together and self.done == self.warmup:
+                self.together.wait_all("start")
             _sync(pl_module.device)
             self.t0, self.cpu0 = time.perf_counter(), time.thread_time()
 
@@ -45,7 +51,10 @@ class StepTimer(pl.Callback):
             self.elapsed += time.perf_counter() - self.t0
             self.cpu_elapsed += time.thread_time() - self.cpu0
             self.t0 = None
-        if finished:
+        if finished and self.together:
+            self.together.reached("done")
+        if self.done >= self.warmup + self.steps and (not self.together or
+                                                      self.together.count("done") >= self.together.processes):
             trainer.should_stop = True
 
 
@@ -88,14 +97,18 @@ def bench_trainer(cfg, warmup: int, steps: int, overrides: dict, real_data: bool
     step; with ``real_data``, what the data config reads, through DALI), the seconds from start to its
     first step, and whether this is the first process (a multi-process strategy runs this in every
     process)."""
+    from .beside import from_environment
+
     start = time.perf_counter()
+    together = from_environment()
     module = instantiate(cfg.model, optimizer=build_optimizer(cfg), scheduler=None)
     reset_peak_memory()
     with tempfile.TemporaryDirectory() as folder:
         if real_data:  # as many epochs as the steps need
-            overrides = {**overrides, "max_epochs": -1, "max_steps": warmup + steps}
+            overrides = {**overrides, "max_epochs": -1, "max_steps": -1 if together else warmup + steps}
         trainer = build_trainer(cfg, Path(folder), build_logger(cfg, Path(folder)), **overrides)
-        timer = StepTimer(warmup, steps, start)
+        cpu_threads.apply(cpu_threads.for_run(cfg, trainer)[0])  # as a run chooses them
+        timer = StepTimer(warmup, steps, start, together)
         trainer.callbacks.append(timer)
         if real_data:
             trainer.fit(module, datamodule=instantiate(cfg.data))
