@@ -26,9 +26,11 @@ command -v slurmctld >/dev/null || { echo "slurmctld is not installed" >&2; exit
 rm -rf "$DIR/state" "$DIR/spool"  # a fresh controller: no jobs restored from an earlier run
 mkdir -p "$DIR/state" "$DIR/spool"
 NODE=$(hostname -s)
+# the machine's CPUs: nproc alone answers OMP_NUM_THREADS where it is set (the suite's workers set it)
+MACHINE_CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 if [ "$NODES" = 2 ]; then
   # node names that do not resolve: a job's processes meet at MASTER_ADDR=127.0.0.1 (the tests export it)
-  CPUS=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+  CPUS=$(( MACHINE_CPUS / 2 > 0 ? MACHINE_CPUS / 2 : 1 ))
   PORTS="SlurmctldPort=6917"
   NODE_LINES="NodeName=node1 NodeHostname=$NODE NodeAddr=127.0.0.1 Port=17001 CPUs=$CPUS RealMemory=1000 State=UNKNOWN
 NodeName=node2 NodeHostname=$NODE NodeAddr=127.0.0.1 Port=17002 CPUs=$CPUS RealMemory=1000 State=UNKNOWN"
@@ -36,7 +38,7 @@ NodeName=node2 NodeHostname=$NODE NodeAddr=127.0.0.1 Port=17002 CPUs=$CPUS RealM
   SUFFIX=-%n
 else
   PORTS=""
-  NODE_LINES="NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=1000 State=UNKNOWN"
+  NODE_LINES="NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$MACHINE_CPUS RealMemory=1000 State=UNKNOWN"
   DAEMONS=""
   SUFFIX=""
 fi
