@@ -117,3 +117,27 @@ def test_a_command_that_names_nothing_is_caught():
     assert check("python -m trainer model=alexnett")
     assert check("make gpu-chek") and check("python -m trainer.evaluat") and check("sbatch slurm/nope.sh")
     assert not check("python -m trainer model=alexnet strategy=two_gpu_split trainer.devices=8")
+
+
+def test_the_built_manual_works_opened_from_its_files(tmp_path):
+    """`make docs` names build/docs/index.html: opened from disk (file://), every link and asset of every page must
+    be a file that exists (with directory URLs a link opened a folder listing in the browser)."""
+    import subprocess
+    import sys
+    from urllib.parse import unquote
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(site)],
+                   cwd=PROJECT, check=True, env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"}, timeout=300)
+    # 404.html is a server's page for a missing address (its links are absolute on purpose), never opened from disk
+    pages = sorted(p for p in site.rglob("*.html") if p.name != "404.html")
+    assert len(pages) > 10 and (site / "index.html").exists()
+    broken = []
+    for page in pages:
+        for target in re.findall(r'(?:href|src)="([^"]+)"', page.read_text()):
+            if re.match(r"^(?:[a-z]+:|#|//)", target):  # another site, an anchor, mailto:
+                continue
+            path = (page.parent / unquote(target.split("#")[0].split("?")[0])).resolve()
+            if not path.is_file():
+                broken.append(f"{page.relative_to(site)} -> {target}")
+    assert broken == [], broken[:20]
