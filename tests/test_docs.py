@@ -141,3 +141,19 @@ def test_the_built_manual_works_opened_from_its_files(tmp_path):
             if not path.is_file():
                 broken.append(f"{page.relative_to(site)} -> {target}")
     assert broken == [], broken[:20]
+
+
+def test_every_list_in_the_manual_is_set_off_from_the_paragraph_before_it():
+    """Python-Markdown (MkDocs) renders a list that follows a paragraph line without a blank line as that
+    paragraph's text ("writes: - report.md ..." on one line): seen on "Reproducing the papers"."""
+    glued = []
+    for page in sorted((PROJECT / "docs").glob("*.md")):
+        previous, fence = "", False
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            if line.startswith("```"):
+                fence = not fence
+            if (not fence and re.match(r"^(- |\d+\. )", line) and previous.strip()
+                    and not re.match(r"^(\s*- |\s*\d+\. |\s+\S|\||#)", previous)):
+                glued.append(f"{page.name}:{number}")
+            previous = line
+    assert glued == []
