@@ -5,14 +5,14 @@ torch starts as many intra-op (OpenMP) threads as the machine has cores, whateve
 libgomp's waiting threads spin (300,000 rounds) before they sleep. Two training processes on one machine
 then ask for twice its cores, and a thread spins on a core while the sibling it waits for is not
 scheduled: a step made of many small operations pays a scheduler time slice per operation. Measured on 2
-cores with ``python -m trainer.bench --beside 2`` (docs/speed.md, "CPU threads"): LeNet-5 trained at 0.15
+cores with ``python -m trainer.bench --beside 2`` (docs/speed.md, "CPU threads"): LeNet-5 trained at 0.14
 (4 images a step, SDLM) and 0.19 (32 a step) of its speed alone as soon as a second run started beside it.
 
 Two remedies, both measured there:
 
 - ``openmp_wait``: ``python -m trainer`` sets ``GOMP_SPINCOUNT=1000`` for its own process tree (libgomp's
   own value when a process has more threads than CPUs) unless the user set a wait policy: beside another
-  run, LeNet-5 at 32 a step went from 0.19 to 0.54 of alone, and alone it stays within the machine's noise.
+  run, LeNet-5 at 32 a step went from 0.19 to 0.54 of alone; alone it costs about 6 % at that step size.
   It must be in the environment before torch is loaded.
 - ``cpu_threads: auto``: this process's share of the CPUs it may run on (the affinity mask that Slurm, a
   container or ``taskset`` set; divided among the run's processes on the node when nothing pinned them, as
@@ -34,11 +34,11 @@ SPIN_COUNT = "1000"  # libgomp's GOMP_SPINCOUNT for a process with more threads 
 CHOSEN_HERE = "CONVNET_OMP_NUM_THREADS_CHOSEN"
 
 
-def openmp_wait(environ=os.environ) -> None:
+def openmp_wait() -> None:
     """A short OpenMP spin before a waiting thread sleeps, unless the user chose a wait policy. Before torch is
     imported: libgomp reads it once, when it is loaded."""
-    if "OMP_WAIT_POLICY" not in environ and "GOMP_SPINCOUNT" not in environ:
-        environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
 
 
 def choose(setting, processes_on_node: int, dali_busy: int, flops_per_step: float | None) -> tuple[int, str]:
