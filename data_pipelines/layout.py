@@ -4,6 +4,7 @@
     ROOT/val/<class>/<image>     val images sorted into the same class folders
 """
 
+import errno
 import hashlib
 import os
 from dataclasses import dataclass
@@ -39,12 +40,42 @@ class Listing:
         return sum(len(f) for f in self.files.values())
 
 
+def _link_problem(entry: os.DirEntry) -> str | None:
+    """For a symbolic link in a data folder, why it cannot be read: a loop (to itself, or to a folder that holds
+    it: a walk would never end) or a target that does not exist; None for a link to a file or folder elsewhere."""
+    path = Path(entry.path)
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError) as e:  # ELOOP (RuntimeError "Symlink loop" before Python 3.13), ENOENT
+        looped = isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP
+        return (f"is a symbolic link that loops ({os.readlink(path)})" if looped else
+                f"is a symbolic link to {os.readlink(path)}, which does not exist")
+    if target.is_dir() and path.parent.resolve().is_relative_to(target):
+        return f"is a symbolic link to {target}, a folder that holds it: a loop"
+    return None
+
+
+def _check_entry(folder: Path, entry: os.DirEntry) -> None:
+    """A link that loops or leads nowhere, and a name with a line break, named in one line (the readers' file
+    lists hold one path a line)."""
+    if "\n" in entry.name or "\r" in entry.name:
+        raise DataLayoutError(f"{str(folder / entry.name)!r}: its name holds a line break, which the readers' file "
+                              f"lists (one path a line) cannot hold; rename it")
+    problem = _link_problem(entry) if entry.is_symlink() else None
+    if problem:
+        raise DataLayoutError(f"{folder / entry.name} {problem}; remove it, or make it lead to a class folder or an "
+                              f"image")
+
+
 def _classes(split_dir: Path) -> list[str]:
     """The class folders of a split, sorted (hidden folders, an interrupted prepare's, are not classes)."""
     if not split_dir.is_dir():
         raise DataLayoutError(f"{split_dir} does not exist; {EXPECTED}")
     with os.scandir(split_dir) as entries:
-        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+        entries = [e for e in entries if not e.name.startswith(".")]
+    for entry in entries:
+        _check_entry(split_dir, entry)
+    classes = sorted(e.name for e in entries if e.is_dir())
     if not classes:
         raise DataLayoutError(f"{split_dir} has no class folders; {EXPECTED}")
     return classes
@@ -53,7 +84,10 @@ def _classes(split_dir: Path) -> list[str]:
 def _images(folder: Path) -> list[str]:
     """The image files of a class folder, sorted."""
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES))
+        images = [e for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) or "\n" in e.name]
+    for entry in images:
+        _check_entry(folder, entry)
+    return sorted(e.name for e in images)
 
 
 def _no_images(split_dir: Path, empty: list[str]) -> DataLayoutError:
@@ -114,6 +148,8 @@ def list_dataset(root: str | Path | None, use_lists: bool = True) -> Listing:
         raise DataLayoutError("no data root given: set data.root=/path/to/imagenet or the IMAGENET_ROOT "
                               "environment variable, or train on the embedded sample with data=digits")
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataLayoutError(f"data root {root} is a file, not a folder; {EXPECTED}")
     if not root.is_dir():
         raise DataLayoutError(f"data root {root} does not exist; {EXPECTED}")
     lists = {split: usable_list(root, split) for split in ("train", "val")}

@@ -1,6 +1,7 @@
 """A data set is listed once per job: every process of a multi-process run reads the first one's listing."""
 
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -70,3 +71,32 @@ def test_with_usable_lists_no_folder_is_listed(tmp_path, small_imagenet):
     per_process = listings_in_a_two_process_run(tmp_path, small_imagenet)
     assert [path for seen in per_process for path in seen] == []
     assert list_dataset(small_imagenet).source == "usable lists"
+
+
+def test_links_that_loop_or_lead_nowhere_and_names_with_line_breaks_are_named_in_one_line(tmp_path, small_imagenet):
+    from data_pipelines.layout import DataLayoutError
+
+    train = small_imagenet / "train"
+    cases = [  # (the entry made, what the one line says); each removed before the next
+        (train / "ring", "ring", f"{train / 'ring'} is a symbolic link that loops (ring)"),
+        (train / "up", "..", f"{train / 'up'} is a symbolic link to {small_imagenet}, a folder that holds it: a loop"),
+        (train / "n00" / "self.JPEG", "self.JPEG", f"{train / 'n00' / 'self.JPEG'} is a symbolic link that loops"),
+        (train / "n00" / "gone.JPEG", "/nowhere/x.JPEG", f"{train / 'n00' / 'gone.JPEG'} is a symbolic link to "
+                                                         f"/nowhere/x.JPEG, which does not exist"),
+    ]
+    for link, target, said in cases:
+        link.symlink_to(target)
+        with pytest.raises(DataLayoutError, match="^" + re.escape(said)):
+            list_dataset(small_imagenet, use_lists=False)
+        link.unlink()
+    (train / "n00" / "a\nb.JPEG").write_bytes(b"")
+    with pytest.raises(DataLayoutError, match=re.escape(repr(str(train / "n00" / "a\nb.JPEG")) + ": its name holds a "
+                                                        "line break")):
+        list_dataset(small_imagenet, use_lists=False)
+    (train / "n00" / "a\nb.JPEG").unlink()
+    (train / "n00" / "elsewhere.JPEG").symlink_to(train / "n01" / "n01_0.JPEG")  # a good link is an image
+    assert "train/n00/elsewhere.JPEG" in list_dataset(small_imagenet, use_lists=False).files["train"]
+
+    verify = run_cli("data_pipelines.verify", str(train / "n00" / "n00_0.JPEG"), cwd=tmp_path, timeout=120)
+    assert verify.returncode == 2 and "Traceback" not in verify.stderr
+    assert f"error: data root {train / 'n00' / 'n00_0.JPEG'} is a file, not a folder" in verify.stderr

@@ -213,6 +213,7 @@ def check_data_root(cfg: DictConfig, first_process: bool = True) -> None:
     from data_pipelines.layout import DataLayoutError, list_before_start
 
     if OmegaConf.select(cfg, "data.name", default=None) == "digits":
+        check_digits_root(cfg)
         return
     root = OmegaConf.select(cfg, "data.root", default=None)
     if root is None:
@@ -228,3 +229,27 @@ def check_data_root(cfg: DictConfig, first_process: bool = True) -> None:
             list_before_start(str(root))
         except DataLayoutError as e:
             raise ConfigValueError(f"data.root={root}: {e}") from None
+
+
+def check_digits_root(cfg: DictConfig) -> None:
+    """``data.root=<folder>`` with the embedded digits (``data=digits``, the default without ``IMAGENET_ROOT``):
+    almost always ImageNet was meant. The digits' own folder (``paths.cache_dir``/digits, or one the digits were
+    written to before) is accepted; anything else is refused before anything is written, with the fix."""
+    from pathlib import Path
+
+    root = Path(str(cfg.data.root)).expanduser()
+    if root == Path(str(cfg.paths.cache_dir)).expanduser() / "digits" or (root / "convnet-classics.json").is_file():
+        return
+    if root.is_file():
+        what = "is a file"
+    elif root.is_dir() and (root / "train").is_dir() and (root / "val").is_dir():
+        what = "holds a data set in ImageNet's layout (train/, val/)"
+    elif root.exists():
+        what = "is a folder that does not hold the digits"
+    else:
+        what = "does not exist"
+    raise ConfigValueError(
+        f"data.root={cfg.data.root} {what}, but the data set is the embedded digits (data=digits: no data set was "
+        f"named and IMAGENET_ROOT is not set, or data=digits was given), which keep their images in "
+        f"{cfg.paths.cache_dir}/digits. For ImageNet or a data set in its layout: data=imagenet data.root="
+        f"{cfg.data.root}; for the digits in another place: CONVNET_CACHE=<folder>")

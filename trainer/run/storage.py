@@ -32,10 +32,18 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK | os.X_OK) if path.is_dir() else os.access(path, os.W_OK)
 
 
+HOME_FREE = ("CONVNET_CACHE", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")  # all set: HOME is not read
+
+
 def check_home(environ=os.environ) -> None:
-    """``HOME`` set (the cache and W&B's settings live under it unless told otherwise)."""
-    if not environ.get("HOME"):
-        raise StorageError("HOME is not set: this tool's cache (~/.cache/convnet-classics) and W&B's settings "
+    """``HOME`` set, or every place that lives under it by default given elsewhere (``HOME_FREE``)."""
+    missing = [variable for variable in HOME_FREE if not environ.get(variable)]
+    if not environ.get("HOME") and missing:
+        raise StorageError(f"HOME is not set: this tool's cache (~/.cache/convnet-classics) and W&B's settings "
+                           f"(~/.config/wandb) live under it. Set HOME to your home folder, or set "
+                           f"{', '.join(missing)} (as well as {', '.join(v for v in HOME_FREE if v not in missing)})"
+                           if len(missing) < len(HOME_FREE) else
+                           "HOME is not set: this tool's cache (~/.cache/convnet-classics) and W&B's settings "
                            "(~/.config/wandb) live under it. Set HOME to your home folder (or CONVNET_CACHE, and "
                            "W&B's WANDB_CONFIG_DIR, WANDB_CACHE_DIR and WANDB_DATA_DIR)")
 
