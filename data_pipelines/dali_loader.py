@@ -194,8 +194,9 @@ class DALILoader:
         return math.ceil(math.ceil(self.num_samples / self.replicas) / self.batch_size)
 
     def state_dict(self) -> dict:
-        """The position in the epoch; Lightning stores it in its checkpoints."""
-        state = {"epoch": self._epoch, "batches": self._batches}
+        """The position in the epoch, and what the epoch's order is drawn from (the seed, the replicas: a resume
+        with others is refused, ``trainer/run/resume.py``); Lightning stores it in its checkpoints."""
+        state = {"epoch": self._epoch, "batches": self._batches, "seed": self.seed, "replicas": self.replicas}
         if self._batches_iter is not None and self._batches < len(self):
             state["dali"] = self._batches_iter.checkpoints()[0]  # DALI's reader position and random state
         return state

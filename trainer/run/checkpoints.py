@@ -1,5 +1,6 @@
 """Checkpoint files: written atomically, loaded without running code, checked against the run."""
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from .steps import at_epochs_last_batch, stops_mid_epoch
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -50,6 +53,18 @@ class RunCheckpoint(ModelCheckpoint):
         saved_in, now_in = Path(state_dict["dirpath"]), Path(self.dirpath)
         return bool(named) and all(Path(p).parent == saved_in and (now_in / Path(p).name).is_file() for p in named)
 
+    def _save_topk_checkpoint(self, trainer, monitor_candidates: dict[str, Any]) -> None:
+        # A run stopped (trainer.max_steps) before its first validation has no score to keep a best checkpoint by:
+        # said once in our words, not as Lightning's hint that the user's code forgot to log the metric.
+        if self.monitor and self.monitor not in monitor_candidates and \
+                not trainer.fit_loop.epoch_loop.val_loop._has_run:
+            if not self.__dict__.get("_said_no_best") and trainer.is_global_zero:
+                log.info("no best checkpoint: the run stopped before its first validation (best.ckpt follows %s); "
+                         "last.ckpt holds the run", self.monitor)
+            self.__dict__["_said_no_best"] = True
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
     @property
     def state_key(self) -> str:
         key = self.__dict__.get("_state_key")
@@ -76,7 +91,7 @@ class LastCheckpoint(RunCheckpoint):
         if at_epochs_last_batch(trainer):
             return
         if stops_mid_epoch(trainer) and not self._every_n_train_steps:
-            trainer.save_checkpoint(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}")
+            trainer.save_checkpoint(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}", weights_only=False)
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
@@ -152,15 +167,22 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 
 def load_checkpoint(path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """Loads a checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only, no code.
+    """Loads one of this trainer's checkpoints with ``torch.load(weights_only=True)``: tensors and plain data only,
+    no code; then checks its shape (a dict with the network's ``state_dict``).
 
     ``mmap``: map the tensors' bytes instead of reading them (cheap when only the metadata is needed).
 
     Raises:
-        CheckpointError: the file is missing, is not a checkpoint (empty, text, another format), or holds
-            objects that would need arbitrary code to rebuild.
+        CheckpointError: one line naming the file and what is wrong: missing, a folder, not a checkpoint (empty,
+            text, another format), damaged (cut short, a byte changed: whatever error unpickling it raises), holding
+            objects that would need code to rebuild, or holding something other than a checkpoint's dict.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.ckpt"))[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}; give a .ckpt file, e.g. "
+                              f"<run folder>/checkpoints/last.ckpt")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     with open(path, "rb") as f:
@@ -171,13 +193,23 @@ def load_checkpoint(path, map_location: Any = "cpu", mmap: bool = False) -> dict
         raise CheckpointError(f"{path} is not a checkpoint: {what}. Give a .ckpt file of a run, e.g. "
                               f"<run folder>/checkpoints/last.ckpt or best.ckpt")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain data, "
-                              f"and loading them could run code from the file ({str(e).splitlines()[0]})") from e
-    except (RuntimeError, EOFError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint (cut short, or damaged): "
-                              f"{str(e).splitlines()[0]}") from e
+                              f"and loading them could run code from the file ({first_line(e)})") from e
+    except Exception as e:  # noqa: BLE001 - any other failure to unpickle is a damaged file: named, in one line
+        raise CheckpointError(f"{path} is not a readable checkpoint (cut short, or damaged): {type(e).__name__}: "
+                              f"{first_line(e)}") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        what = (f"a {type(ckpt).__name__}" if not isinstance(ckpt, dict) else
+                f"a dict without a state_dict (its keys: {', '.join(map(str, list(ckpt)[:5])) or 'none'})")
+        raise CheckpointError(f"{path} is not a checkpoint written by this trainer: it holds {what}, not the dict of "
+                              f"state_dict, hyper_parameters and training state a run writes")
+    return ckpt
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:300]
 
 
 def check_compatible(path, model_name: str, num_classes: int, mmap: bool = False) -> dict[str, Any]:
@@ -190,8 +222,8 @@ def check_compatible(path, model_name: str, num_classes: int, mmap: bool = False
         CheckpointError: naming what differs and how to fix it.
     """
     ckpt = load_checkpoint(path, mmap=mmap)  # mmap: the tensors are not read (a check before the run)
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or "state_dict" not in ckpt:
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not hparams:
         raise CheckpointError(f"{path} is not a checkpoint written by this trainer (no hyper_parameters)")
     theirs = (hparams.get("model_name"), hparams.get("num_classes"))
     if theirs != (model_name, num_classes):

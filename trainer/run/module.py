@@ -205,17 +205,26 @@ class ClassifierModule(pl.LightningModule):
         the optimizer the new learning rate, before Lightning restores them. PyTorch's schedulers step from
         the current LR, so a longer cosine goes on falling from where it is; a restarted one begins again."""
         changes = getattr(self, "schedule_replan", {}) or {}
-        lr = changes.get("lr")
+        lr, scale = changes.get("lr"), changes.get("lr_scale")
         for state in checkpoint.get("lr_schedulers") or []:
             restart = {k: v for k, v in changes.get("scheduler", {}).items()}
             for key in ("base_lrs", "_last_lr"):  # a restart: every group begins at the new lr
                 if key in restart and lr is not None:
                     restart[key] = [lr] * len(state.get(key) or [0])
+                elif scale and state.get(key):  # a new optim.lr: the schedule's course, scaled to it
+                    restart[key] = [value * scale for value in state[key]]
             state.update(restart)
-        if lr is not None:
-            for optimizer in checkpoint.get("optimizer_states") or []:
-                for group in optimizer.get("param_groups", []):
+        for optimizer in checkpoint.get("optimizer_states") or []:
+            for group in optimizer.get("param_groups", []):
+                if lr is not None:
                     group["lr"] = group["initial_lr"] = lr
+                elif scale:
+                    group["lr"] *= scale
+                    if "initial_lr" in group:
+                        group["initial_lr"] *= scale
+        states = checkpoint.get("optimizer_states") or [{}]
+        groups = states[0].get("param_groups") or [{}]
+        self.resumed_lr = groups[0].get("lr")  # the rate the optimizer trains on at (the opening block says it)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -1,33 +1,68 @@
-"""A resume checked against the run it continues: the checkpoint's batch size in mid-epoch, its LR schedule against
-this run's (a re-plan, a warm restart, or a refusal that names the honest choices)."""
+"""A resume checked against the run it continues: the checkpoint's batch size, seed and replicas in mid-epoch, its
+learning rate and LR schedule against this run's (a new rate, a re-plan, a warm restart, or a refusal that names
+the honest choices)."""
+
+import math
 
 from typing import Any
 
 from .checkpoints import CheckpointError
 
 
-def saved_lr(resumed: dict[str, Any]) -> float | None:
-    """The learning rate the checkpoint's optimizer would train its next step at."""
+def _first_group(resumed: dict[str, Any]) -> dict:
     states = resumed.get("optimizer_states") or []
     groups = states[0].get("param_groups", []) if states else []
-    return float(groups[0]["lr"]) if groups else None
+    return groups[0] if groups else {}
+
+
+def _fit_loop(resumed: dict[str, Any]) -> dict:
+    return resumed.get("loops", {}).get("fit_loop", {})
+
+
+def saved_lr(resumed: dict[str, Any]) -> float | None:
+    """The learning rate the checkpoint's optimizer would train its next step at."""
+    group = _first_group(resumed)
+    return float(group["lr"]) if group else None
+
+
+def saved_base_lr(resumed: dict[str, Any]) -> float | None:
+    """The rate the checkpoint's run was configured with (its schedule's base; the rate itself without one)."""
+    group = _first_group(resumed)
+    return float(group.get("initial_lr", group["lr"])) if group else None
+
+
+def configured_lr(cfg) -> float:
+    """The rate this run's optimizer starts at: ``optim.lr``, scaled linearly to the global batch when the config
+    names the batch it was set for (``optim.batch_size_for_lr``)."""
+    reference = cfg.optim.get("batch_size_for_lr")
+    return float(cfg.optim.lr) * (int(cfg.data.batch_size) / reference if reference else 1.0)
 
 
 def epochs_done(resumed: dict[str, Any]) -> int:
     """Whole epochs the checkpoint has trained (one written at an epoch's end counts that epoch)."""
-    progress = resumed.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    progress = _fit_loop(resumed).get("epoch_loop.batch_progress", {})
     return int(resumed.get("epoch", 0)) + (1 if progress.get("is_last_batch") else 0)
 
 
 def mid_epoch(resumed: dict[str, Any]) -> bool:
     """Whether the checkpoint was written in the middle of an epoch (Ctrl-C, every N steps, max_steps)."""
-    progress = resumed.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    progress = _fit_loop(resumed).get("epoch_loop.batch_progress", {})
     return bool(progress.get("current", {}).get("processed")) and not progress.get("is_last_batch")
+
+
+def validation_to_redo(resumed: dict[str, Any]) -> bool:
+    """Whether the checkpoint was written in mid-validation (``StopOnSignal``): its epoch's validation runs again."""
+    progress = _fit_loop(resumed).get("epoch_loop.val_loop.batch_progress", {})
+    total = progress.get("total", {})
+    return total.get("started") == 1 and total.get("processed") == 0 and not progress.get("is_last_batch")
 
 
 def position(resumed: dict[str, Any]) -> str:
     """Where the checkpoint stands, in the words the stop message used (epochs counted from 1):
-    ``after epoch 2`` or ``in epoch 3, after 5 of its batches``."""
+    ``after epoch 2``, ``in epoch 3, after 5 of its batches`` or ``in epoch 2, after its training (its
+    validation runs again)``."""
+    if validation_to_redo(resumed):
+        return f"in epoch {int(resumed.get('epoch', 0)) + 1}, after its training (its validation runs again)"
     if not mid_epoch(resumed):
         return f"after epoch {epochs_done(resumed)}"
     batches = resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
@@ -52,6 +87,33 @@ def check_batch_size(resumed: dict[str, Any], path, batch_size: int) -> None:
         f"data.batch_size={batch_size} part of the epoch would never be trained. Resume with "
         f"data.batch_size={saved}, or change the batch size at an epoch's end: resume from a checkpoint written "
         f"there (checkpoints/last.ckpt after the epoch ends) with the new size")
+
+
+def check_data_order(resumed: dict[str, Any], path, seed: int | None, replicas: int | None) -> None:
+    """A checkpoint written in mid-epoch resumes with its own seed and number of data-parallel replicas only
+    (None: not checked here; the seed is checked before the start, the replicas once the trainer exists).
+
+    Raises:
+        CheckpointError: the epoch's order is drawn from the seed and split among the replicas; resumed with
+            another, the position (a count of batches) would fall in another order: some images of the epoch
+            trained twice and others never.
+    """
+    if not mid_epoch(resumed):
+        return
+    loaders = _fit_loop(resumed).get("state_dict", {}).get("combined_loader") or [{}]
+    saved = loaders[0] if isinstance(loaders[0], dict) else {}
+    differs = [(key, saved[key], now) for key, now in (("seed", seed), ("replicas", replicas))
+               if now is not None and saved.get(key) is not None and saved[key] != now]
+    if differs:
+        key, then, now = differs[0]
+        setting = "seed" if key == "seed" else "the number of data-parallel processes (trainer.devices x nodes)"
+        fix = f"seed={then}" if key == "seed" else f"{then} data-parallel process(es)"
+        raise CheckpointError(
+            f"{path} was written in mid-epoch ({position(resumed)}) with {setting} {then}, and this run has {now}; "
+            f"the epoch's order is drawn from the seed and split among the processes, so the rest of the epoch "
+            f"would read other images: some trained twice in this epoch, others never. Resume with {fix}, or "
+            f"change it at an epoch's end: resume from a checkpoint written there (checkpoints/last.ckpt after the "
+            f"epoch ends)")
 
 
 def schedule_changes(resumed: dict[str, Any], scheduler_cfg, replan: bool, restart_lr: float | None = None,
@@ -105,9 +167,18 @@ def schedule_changes(resumed: dict[str, Any], scheduler_cfg, replan: bool, resta
 
 
 def resume_plan(resumed: dict[str, Any], cfg, path) -> dict[str, Any]:
-    """Everything a run resumed from ``path`` checks and changes: its batch size against a mid-epoch
-    checkpoint's, and its LR schedule against the checkpoint's (``schedule_changes``)."""
+    """Everything a run resumed from ``path`` checks and changes before it starts: its batch size and seed
+    against a mid-epoch checkpoint's (the replicas are checked once the trainer exists: ``check_data_order``), its
+    LR schedule against the checkpoint's (``schedule_changes``), and the rate: an ``optim.lr`` other than the
+    checkpoint's is the rate used from here, its schedule scaled to it (``lr_scale``; the NaN guard's advice is
+    such a resume)."""
     check_batch_size(resumed, path, int(cfg.data.batch_size))
+    check_data_order(resumed, path, int(cfg.data.get("seed", cfg.seed)), None)
     schedule = cfg.schedule
-    return schedule_changes(resumed, schedule.get("scheduler"), bool(schedule.get("replan")),
+    plan = schedule_changes(resumed, schedule.get("scheduler"), bool(schedule.get("replan")),
                             schedule.get("restart_lr"), int(cfg.trainer.max_epochs), path)
+    given, saved = configured_lr(cfg), saved_base_lr(resumed)
+    if not schedule.get("restart_lr") and saved and not math.isclose(given, saved, rel_tol=1e-6):
+        plan = {**plan, "lr_scale": given / saved, "lr_given": given, "lr_saved": saved}
+    return plan
+

@@ -33,17 +33,16 @@ from ..run.config_check import ConfigValueError
 
 
 def model_override(overrides: list[str]) -> list[str]:
-    """Adds ``model=<the checkpoint's model>`` unless the command line chose one."""
-    if override_value(overrides, "model") is not None:
-        return overrides
+    """Adds ``model=<the checkpoint's model>`` unless the command line chose one.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read (``load_checkpoint``'s one line).
+    """
     path = override_value(overrides, "ckpt_path")
     if not path:
         return overrides  # evaluate() says that ckpt_path is missing
-    try:
-        name = load_checkpoint(path, mmap=True).get("hyper_parameters", {}).get("model_name")  # weights not read
-    except CheckpointError:
-        return overrides  # evaluate() reports it with the full message
-    return [*overrides, f"model={name}"] if name else overrides
+    name = (load_checkpoint(path, mmap=True).get("hyper_parameters") or {}).get("model_name")  # weights not read
+    return [*overrides, f"model={name}"] if name and override_value(overrides, "model") is None else overrides
 
 
 def test_scales(cfg: DictConfig, references) -> list[int] | None:
@@ -165,7 +164,12 @@ def log_beside_the_run(overrides: list[str]) -> list[str]:
 
 
 def main() -> None:
-    sys.argv[1:] = log_beside_the_run(default_data_overrides(model_override(sys.argv[1:]), doing="evaluating"))
+    try:  # a checkpoint that cannot be read is named before Hydra makes a folder for the evaluation
+        overrides = model_override(sys.argv[1:])
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    sys.argv[1:] = log_beside_the_run(default_data_overrides(overrides, doing="evaluating"))
     _main()
 
 

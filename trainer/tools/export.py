@@ -38,8 +38,8 @@ class ExportError(ValueError):
 def network_from_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     """The checkpoint's network in evaluation mode, and its hyperparameters."""
     ckpt = load_checkpoint(path)
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or "state_dict" not in ckpt:
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not hparams:
         raise ExportError(f"{path} is not a checkpoint written by this trainer (no hyper_parameters)")
     net = create_model(hparams["model_name"], num_classes=hparams["num_classes"], in_channels=hparams["in_channels"])
     net.load_state_dict({k[len(NET_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(NET_PREFIX)})
@@ -52,8 +52,12 @@ def _write_beside(out: Path, write) -> list[Path]:
     user's usual mode (the umask's), as any file they write. Returns the files written."""
     if out.exists():
         raise ExportError(f"--out {out} exists; it is left as it is: give a new file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    except OSError as e:  # a read-only folder or mount, a parent that is a file
+        raise ExportError(f"cannot write into {out.parent}: {e.strerror}; give --out in a folder you can write "
+                          f"to") from None
     try:
         write(folder / out.name)
         written = sorted(folder.iterdir(), key=lambda p: p.name == out.name)  # out itself last

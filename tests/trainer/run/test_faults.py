@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ctrl_c_at, make_cfg
+from conftest import ctrl_c_at, make_cfg, run_cli
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "logger=none", "schedule=constant"]
@@ -176,6 +176,10 @@ def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(t
                                               r"data.batch_size=32.*Resume with data.batch_size=32"):
         train(make_cfg(tmp_path / "steps", digits_cache, *common, "data.batch_size=64",
                        f"ckpt_path={first['last_ckpt']}"))
+    # ...and with the seed it stopped at: the epoch's order is drawn from it (142 images were read twice, 142 never)
+    with pytest.raises(CheckpointError, match=r"written in mid-epoch \(in epoch 1, after 10 of its batches\) with "
+                                              r"seed 42, and this run has 7;.*Resume with seed=42"):
+        train(make_cfg(tmp_path / "steps", digits_cache, *common, "seed=7", f"ckpt_path={first['last_ckpt']}"))
     # 11. ...and a kill during a checkpoint write left its temporary file: the next start removes it
     folder = Path(first["last_ckpt"]).parent
     dead, alive = folder / ".best.ckpt.tmp-4194303", folder / f".last.ckpt.tmp-{os.getppid()}"  # no such pid; a live one
@@ -191,7 +195,8 @@ def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(t
     assert "since the resume" in lines[0] and "lr 0.001" in lines[0], lines[0]  # not lr 0 and the machine's uptime
     assert largest_difference(weights(whole["last_ckpt"]), weights(resumed["last_ckpt"])) <= 1e-6
 
-    # Ctrl-C at epoch 1's last batch: the stop waits for its validation, and the resumed run is the whole run
+    # Ctrl-C at epoch 1's last batch: the stop comes at the validation's first batch, with the training state;
+    # resumed, epoch 1's whole validation runs again and the run is the whole run
     real_build = train_module.build_trainer
 
     def with_ctrl_c(*args, **kwargs):
@@ -200,19 +205,24 @@ def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(t
         return built
 
     monkeypatch.setattr(train_module, "build_trainer", with_ctrl_c)
-    with pytest.raises(RunInterrupted, match=r"at global step 45 \(at the end of epoch 1 of 2\)"):
+    with pytest.raises(RunInterrupted, match=r"at global step 45 \(in the validation of epoch 1 of 2, after its 45 "
+                                             r"batches of training; resumed, the validation runs again\)"):
         train(make_cfg(tmp_path / "last-batch", digits_cache, *common))
     monkeypatch.setattr(train_module, "build_trainer", real_build)
     last = tmp_path / "last-batch" / "run" / "checkpoints" / "last.ckpt"
     from trainer.run.checkpoints import load_checkpoint
 
-    history = load_checkpoint(last)["callbacks"]["RunRecord"]["val_history"]
-    assert [h["epoch"] for h in history] == [1]  # epoch 1 was validated before the stop
+    assert load_checkpoint(last)["callbacks"]["RunRecord"]["val_history"] == []  # stopped before any result
     capsys.readouterr()
     resumed = train(make_cfg(tmp_path / "last-batch", digits_cache, *common, f"ckpt_path={last}"))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
-    assert resumed["global_step"] == 90 and [line.split(":")[0] for line in lines] == ["epoch 2/2"]
+    assert resumed["global_step"] == 90 and [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
     assert largest_difference(weights(whole["last_ckpt"]), weights(resumed["last_ckpt"])) <= 1e-6
+    assert resumed["val/top1_err"] == whole["val/top1_err"]
+    epoch_1 = load_checkpoint(resumed["last_ckpt"])["callbacks"]["RunRecord"]["val_history"][0]
+    never_stopped = load_checkpoint(whole["last_ckpt"])["callbacks"]["RunRecord"]["val_history"][0]
+    assert epoch_1["epoch"] == 1 and epoch_1["val/images"] == 360  # the whole validation, scored once
+    assert epoch_1["val/top1_err"] == never_stopped["val/top1_err"]
 
 
 # 4. Extending a finished cosine run: a re-plan that changes nothing is refused; a warm restart trains ------------
@@ -337,10 +347,44 @@ def test_places_a_run_cannot_write_are_refused_before_it_starts_with_one_message
         assert not (tmp_path / "outputs").exists()
     finally:
         unmount(ro)
+    # no HOME, and every place under it given elsewhere: HOME is not needed, nothing is written at /.cache
+    places = {"CONVNET_CACHE": str(digits_cache), **{v: str(tmp_path / v.lower()) for v in
+                                                    ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")}}
+    without_home = {k: v for k, v in os.environ.items() if k != "HOME"}
+    done = subprocess.run([sys.executable, "-m", "trainer", *TINY, "logger=wandb"], cwd=tmp_path,
+                          env={**without_home, **places}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(tmp_path.glob("outputs/lenet5/*/wandb/offline-run-*")) and not Path("/.cache/convnet-classics").exists()
+    places.pop("WANDB_DATA_DIR")
+    done = subprocess.run([sys.executable, "-m", "trainer", *TINY], cwd=tmp_path, env={**without_home, **places},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "HOME is not set" in done.stderr and "or set WANDB_DATA_DIR (as well as " \
+        "CONVNET_CACHE, WANDB_CONFIG_DIR, WANDB_CACHE_DIR)" in done.stderr, done.stderr[-2000:]
 
 
-def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_anything_exists(tmp_path,
-                                                                                               digits_cache):
+def test_two_starts_of_one_run_are_refused_while_the_first_trains(tmp_path, digits_cache):
+    code, out = finish(start(tmp_path, digits_cache, *TINY))
+    assert code == 0, out[-2000:]
+    (ckpt,) = tmp_path.glob("outputs/lenet5/*/checkpoints/last.ckpt")
+    run = ckpt.parent.parent
+    first = start(tmp_path, digits_cache, f"ckpt_path={ckpt}", "trainer.max_epochs=30", "logger=none",
+                  "schedule=constant", "trainer.enable_progress_bar=false")
+    deadline = time.monotonic() + 120
+    while not list((run / ".hydra").glob("resumed-*")):  # past its checks: it holds the folder
+        assert time.monotonic() < deadline and first.poll() is None, "the first resume did not start"
+        time.sleep(0.2)
+    code, out = finish(start(tmp_path, digits_cache, f"ckpt_path={ckpt}", "trainer.max_epochs=30", "logger=none",
+                             "schedule=constant"))
+    assert code == 1 and "Traceback" not in out, out[-2000:]
+    assert f"error: the run folder {run} is in use: process {first.pid} on " in out
+    assert len(list((run / ".hydra").glob("resumed-*"))) == 1  # the second start wrote nothing
+    first.send_signal(signal.SIGTERM)  # the first one stops as Slurm or kill would stop it
+    code, out = finish(first)
+    assert code == 143 and "stopped by SIGTERM at global step" in out, out[-2000:]
+
+
+def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_anything_exists(tmp_path, digits_cache,
+                                                                                               monkeypatch, capsys):
     empty, texts, no_images = tmp_path / "empty", tmp_path / "texts", tmp_path / "no-images"
     empty.mkdir()
     for split in ("train", "val"):
@@ -350,6 +394,19 @@ def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_
         (no_images / split / "a" / "readme.txt").write_text("no images here")
     (tmp_path / "train.log").write_text("epoch 1: ...\n")
     (tmp_path / "empty.ckpt").write_bytes(b"")
+    import shutil
+
+    import torch
+
+    looping, named = tmp_path / "looping", tmp_path / "named"  # the digits, with a link to its own split folder
+    shutil.copytree(digits_cache / "digits", looping)
+    (looping / "convnet-classics.json").unlink()
+    (looping / "train" / "again").symlink_to(".")
+    shutil.copytree(looping / "val", named / "val")
+    shutil.copytree(looping / "val", named / "train")
+    (named / "train" / "0" / "two\nlines.png").write_bytes(next((named / "train" / "0").iterdir()).read_bytes())
+    torch.save(torch.zeros(3), tmp_path / "tensor.ckpt")
+    (tmp_path / "folder.ckpt").mkdir()
     cases = [
         (["data=imagenet", f"data.root={empty}"], f"data.root={empty}: {empty / 'train'} does not exist"),
         (["data=imagenet", f"data.root={texts}"], f"{texts / 'train'} has no class folders"),
@@ -362,13 +419,76 @@ def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_
     for args, message in cases:
         code, out = finish(start(tmp_path, digits_cache, *TINY, "logger=wandb", *args))
         assert code == 1 and message in out and "Traceback" not in out and "zipfile" not in out, (args, out[-2000:])
+    # the same checks, run in this process (python -m trainer's own, before Hydra starts: seconds saved a case)
+    from trainer.__main__ import check_before_start
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONVNET_CACHE", str(digits_cache))
+    cases = [
+        ([f"ckpt_path={tmp_path / 'tensor.ckpt'}"], f"{tmp_path / 'tensor.ckpt'} is not a checkpoint written by this "
+                                                   f"trainer: it holds a Tensor"),
+        ([f"ckpt_path={tmp_path / 'folder.ckpt'}"], f"{tmp_path / 'folder.ckpt'} is a folder, not a checkpoint file"),
+        (["data=imagenet", f"data.root={looping}"], f"{looping / 'train' / 'again'} is a symbolic link to "
+                                                    f"{looping / 'train'}, a folder that holds it: a loop"),
+        (["data=imagenet", f"data.root={named}"], repr(str(named / "train" / "0" / "two\nlines.png")) +
+         ": its name holds a line break"),
+        ([f"data.root={looping}"], f"data.root={looping} holds a data set in ImageNet's layout (train/, val/), but "
+                                   f"the data set is the embedded digits"),  # data=imagenet was meant
+        ([f"data.root={tmp_path / 'nowhere'}"], f"data.root={tmp_path / 'nowhere'} does not exist, but the data set "
+                                                f"is the embedded digits"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            check_before_start([*TINY, "logger=wandb", *args])
+        said = capsys.readouterr().err
+        assert stop.value.code == 1 and said.startswith("error: ") and message in said, (args, said)
     assert not (tmp_path / "outputs").exists() and not list(tmp_path.rglob("wandb"))  # no run folder, no W&B run
+    assert not (tmp_path / "nowhere").exists()  # the digits were not written there
+
+    # a checkpoint with one byte changed inside its pickle: the run, evaluate and export name it in one line
+    flipped = tmp_path / "flipped.ckpt"
+    torch.save({"state_dict": {"net.w": torch.ones(2)}, "hyper_parameters": {"model_name": "lenet5"}}, flipped)
+    data = bytearray(flipped.read_bytes())
+    at = data.index(b"hyper_parameters")
+    data[at + 3] = 0xFF  # inside the key's UTF-8: unpickling fails
+    flipped.write_bytes(bytes(data))
+    said = f"{flipped} is not a readable checkpoint (cut short, or damaged): UnicodeDecodeError"
+    code, out = finish(start(tmp_path, digits_cache, *TINY, f"ckpt_path={flipped}"))
+    assert code == 1 and said in out and "Traceback" not in out, out[-2000:]
+    for command in (["trainer.evaluate", f"ckpt_path={flipped}", "model=lenet5"],
+                    ["trainer.export", str(flipped), "--format", "torchvision", "--out", str(tmp_path / "x.pth")]):
+        done = run_cli(*command, cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
+        assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "x.pth").exists()  # evaluate made no folder
 
     from data_pipelines import write_digits  # an empty folder given as the digits' root is written into
 
     digits = tmp_path / "digits-here"
     digits.mkdir()
     assert write_digits(digits) == digits and len(list((digits / "train").rglob("*.png"))) > 1000
+
+
+def test_an_export_into_a_folder_it_cannot_write_is_one_line(tmp_path):
+    import torch
+
+    from models import create_model
+
+    net = create_model("lenet5", num_classes=10, in_channels=1)
+    ckpt = tmp_path / "lenet5.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "hyper_parameters": {"model_name": "lenet5", "num_classes": 10, "in_channels": 1, "input_size": 32}},
+               ckpt)
+    ro = tmp_path / "ro"
+    mount_tmpfs(ro, 1 << 20, readonly=True)
+    try:
+        for fmt, out in (("torchvision", ro / "sub" / "lenet5.pth"),):  # (ONNX writes through the same function)
+            done = run_cli("trainer.export", str(ckpt), "--format", fmt, "--out", str(out), cwd=tmp_path, timeout=300)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+            assert done.stderr.strip() == f"error: cannot write into {out.parent}: Read-only file system; give --out " \
+                                          f"in a folder you can write to"
+    finally:
+        unmount(ro)
 
 
 # 12. An ONNX export is one file that works wherever it is copied -----------------------------------------------

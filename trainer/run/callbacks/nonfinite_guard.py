@@ -1,10 +1,11 @@
-"""A NaN/inf loss stops the run, naming its step; no checkpoint is written after it."""
+"""A NaN/inf loss or NaN/inf weights stop the run, naming the step; no checkpoint is written with them."""
 
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
+from ..interrupt import resume_command
 from ..steps import epoch_number, is_logging_step
 
 
@@ -46,6 +47,11 @@ class NonFiniteLossGuard(pl.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self.check(trainer)  # raising here aborts the save before anything is written
+        # A finite loss can still be followed by an update that makes the weights NaN/inf (a huge rate): the loss
+        # of the next step shows it, but a checkpoint written in between (every N steps, N = 1) would keep them.
+        weights = [t for t in checkpoint["state_dict"].values() if torch.is_tensor(t) and t.is_floating_point()]
+        if weights and not bool(torch.stack([torch.isfinite(t).all() for t in weights]).all()):  # one host read
+            self._raise(trainer, trainer.global_step, "the weights became NaN/inf in the update of")
 
     def check(self, trainer) -> None:
         """Reads the flags of the steps since the last check (one host read); raises at the first bad one."""
@@ -53,9 +59,11 @@ class NonFiniteLossGuard(pl.Callback):
             return
         window, self._count = self._flags[:self._count], 0
         if not bool(window.all()):
-            step = self._first_step + int((~window).nonzero()[0, 0])
-            last = self.last_ckpt if self.last_ckpt is not None and self.last_ckpt.is_file() else None
-            kept = (f"The last good checkpoint is kept: {last}; resume from it with ckpt_path={last} after "
-                    f"lowering optim.lr." if last else "No checkpoint had been written yet; lower optim.lr.")
-            raise NonFiniteLossError(f"the training loss became NaN/inf at global step {step} (epoch "
-                                     f"{epoch_number(trainer)}); training stopped. {kept}")
+            self._raise(trainer, self._first_step + int((~window).nonzero()[0, 0]), "the training loss became NaN/inf at")
+
+    def _raise(self, trainer, step: int, what: str) -> None:
+        last = self.last_ckpt if self.last_ckpt is not None and self.last_ckpt.is_file() else None
+        kept = (f"The last good checkpoint is kept: {last} (checkpoints are written with finite weights only); "
+                f"resume from it at a lower rate: {resume_command(last, drop=('optim.lr',))} optim.lr=<lower rate>"
+                if last else "No checkpoint had been written yet; lower optim.lr.")
+        raise NonFiniteLossError(f"{what} global step {step} (epoch {epoch_number(trainer)}); training stopped. {kept}")

@@ -109,9 +109,11 @@ class RunRecord(pl.Callback):
                          f"({data.threads_how}), decoder {data.decoder_for_device()[0]}")
         if trainer.optimizers:
             group = trainer.optimizers[0].param_groups[0]
-            lines.append(f"  optimizer: {type(trainer.optimizers[0]).__name__}, lr {group['lr']:g} (after scaling "
-                         f"to the global batch), momentum {group.get('momentum', '-')}, weight decay "
-                         f"{group.get('weight_decay', '-')}")
+            resumed = getattr(module, "resumed_lr", None)  # restored after this hook: the checkpoint's, as resumed
+            rate = (f"lr {resumed:g} (resumed: the rate of its next step)" if resumed is not None else
+                    f"lr {group['lr']:g} (after scaling to the global batch)")
+            lines.append(f"  optimizer: {type(trainer.optimizers[0]).__name__}, {rate}, momentum "
+                         f"{group.get('momentum', '-')}, weight decay {group.get('weight_decay', '-')}")
         if self.recipe:
             lines.append(f"  recipe: {self.recipe}")
         lines.append(f"  run folder: {trainer.default_root_dir} (console.log: this console; run.log: every "
