@@ -1,5 +1,11 @@
 """``python -m trainer [overrides]``: the Hydra entry point. Before Hydra starts, the run's values are checked
-(a bad one stops here, with nothing written) and its folder is claimed (``run/run_folder.py``)."""
+(a bad one stops here, with nothing written) and its folder is claimed (``run/run_folder.py``). From its first line
+a signal stops it cleanly (``run/interrupt.py``)."""
+
+if __name__ == "__main__":  # before the imports below (a second or two): Ctrl-C then is this tool's too
+    from .run import interrupt as _interrupt
+
+    _interrupt.install()
 
 import os
 import sys
@@ -12,10 +18,10 @@ from omegaconf import DictConfig
 
 from . import CONF
 from .parallel.cpu_threads import openmp_wait
-from .cli import default_data_overrides, exit_on_user_error, override_value, run_folder_of
-from .run import console
+from .cli import default_data_overrides, did_you_mean, exit_on_user_error, override_value, run_folder_of
+from .run import console, interrupt
 from .run.config_check import ConfigValueError, check_data_root, check_values
-from .run.run_folder import RunFolderError, claim_run_folder, launched_alone
+from .run.run_folder import RunFolderError, claim_run_folder, hold, launched_alone, remove_unstarted
 
 MULTIRUN_REFUSED = (
     "error: Hydra multirun (-m) cannot be combined with strategy={strategy} here: Lightning starts each extra "
@@ -88,14 +94,24 @@ def check_before_start(overrides: list[str]) -> list[str]:
 
 
 def misspelt(error: Exception, overrides: list[str]) -> str | None:
-    """An override of a key the config does not have (``trainer.max_epoch=1``): which key was meant. Hydra
-    would offer to add it with ``+``, which lets a typo pass silently. None for any other error."""
+    """An option the config group does not have (``model=resnt18``): the nearest ones, in one line where Hydra
+    lists its search path. An override of a key the config does not have (``trainer.max_epoch=1``): which key
+    was meant (Hydra would offer to add it with ``+``, which lets a typo pass silently). None for any other
+    error."""
     import difflib
     import re
 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    option = re.search(r"Could not find '([\w/.-]+)/([^'/]+)'", str(error))
+    if option:  # a typo in an option: model=resnt18
+        group, name = option.groups()
+        choices = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        if not choices:
+            return None
+        return (f"{group}={name} is not an option of {group}{did_you_mean(group, name, choices, n=2)} (the options: "
+                f"{', '.join(choices)})")
     found = re.search(r"Could not override '([^']+)'", str(error))
     if not found:
         return None
@@ -124,9 +140,13 @@ def claim_folder(overrides: list[str], folder: Path) -> list[str]:
     unchanged for a resume in its own folder and for the processes a launcher started together."""
     given = override_value(overrides, "hydra.run.dir") is not None
     ckpt = override_value(overrides, "ckpt_path")
-    if not launched_alone() or (given and ckpt and run_folder_of(ckpt) == folder.expanduser().resolve()):
-        return overrides  # several processes share the folder they are given; a resume continues its own folder
+    if not launched_alone():
+        return overrides  # several processes share the folder they are given
+    if given and ckpt and run_folder_of(ckpt) == folder.expanduser().resolve():
+        hold(folder.expanduser().resolve())  # a resume continues its own folder: one start at a time
+        return overrides
     owned = claim_run_folder(folder, given, overrides)
+    hold(owned)
     return overrides if given else [*overrides, f"hydra.run.dir={owned}"]
 
 
@@ -180,9 +200,33 @@ def main() -> None:
     # with "run ID ... is in use". Every run owns its own W&B service.
     os.environ.pop("WANDB_SERVICE", None)
     openmp_wait()  # before torch is loaded (trainer/parallel/cpu_threads.py)
-    sys.argv[1:] = check_before_start(resume_in_place(default_data_overrides(sys.argv[1:])))
-    _main()
+    try:
+        interrupt.setup_begins()
+        sys.argv[1:] = check_before_start(resume_in_place(default_data_overrides(sys.argv[1:])))
+        _main()
+    except interrupt.StoppedBeforeTraining as stop:
+        stopped_before_training(stop)
+    finally:  # the command is over: a late Ctrl-C must not kill W&B's closing at exit (nor turn 130 into -2)
+        interrupt.ignore_from_here()
+    if interrupt.received:  # after training had ended: the run is complete
+        if console.process_rank() == 0:
+            print(f"{interrupt.NAMES[interrupt.received[0]]} arrived after training had ended: the run is complete "
+                  f"(nothing to resume)", file=sys.stderr)
+        sys.exit(interrupt.EXIT_STATUS[interrupt.received[0]])
 
+
+def stopped_before_training(stop: "interrupt.StoppedBeforeTraining") -> None:
+    """A signal in set-up: W&B closed if it had started, what this start made removed, one line; exits."""
+    wandb, part = sys.modules.get("wandb"), None
+    if wandb is not None and wandb.run is not None:  # started: closed before its folder goes
+        part = Path(wandb.run.dir).parent
+        wandb.run.finish(exit_code=stop.exit_status)
+    removed = remove_unstarted(override_value(sys.argv[1:], "hydra.run.dir"),
+                               override_value(sys.argv[1:], "hydra.output_subdir"), part)
+    if console.process_rank() == 0:
+        print(f"\nstopped by {interrupt.NAMES[stop.signum]} during set-up, before training began: nothing was "
+              f"trained{removed}", file=sys.stderr)
+    sys.exit(stop.exit_status)
 
 if __name__ == "__main__":
     main()

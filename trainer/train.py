@@ -13,9 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
+from data_pipelines.sharding import data_parallel_rank_and_size
+
 from .parallel import cpu_threads
 from .parallel.devices import check_gpus_usable
-from .parallel.fast_path import NoProfiler, check_sigterm_on_logging_steps, resolve, runs_on_cuda
+from .parallel.fast_path import NoProfiler, resolve, runs_on_cuda
 from .parallel.lost_peer import RequeueOnLostPeer
 from .parallel.peers import lost_peer, lost_peer_error, requeue_plan
 from .parallel.slurm_preemption import SlurmPreemption
@@ -24,9 +26,10 @@ from .results.summary import print_summary, run_title
 from .results.tracking import environment, git_state, wandb_offline
 from .run import interrupt
 from .run.callbacks import NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord, StepMetrics, StopOnSignal
+from .run.callbacks.stop_on_signal import take_over_from_lightning
 from .run.checkpoints import (AtomicCheckpointIO, LastCheckpoint, RunCheckpoint, check_compatible,
                               remove_stale_temporaries)
-from .run.resume import position, resume_plan
+from .run.resume import check_data_order, configured_lr, position, resume_plan
 from .run.steps import epoch_number
 from .run.config_check import check_values
 from .run.console import drop_anonymous, quiet_known_noise
@@ -89,7 +92,7 @@ def build_optimizer(cfg: DictConfig):
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     reference = optim.pop("batch_size_for_lr", None)
     if reference:
-        optim["lr"] = optim["lr"] * cfg.data.batch_size / reference
+        optim["lr"] = configured_lr(cfg)
         if cfg.data.batch_size != reference:
             log.info("global batch %d instead of %d: lr scaled linearly to %g", cfg.data.batch_size, reference,
                      optim["lr"])
@@ -130,7 +133,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
         overrides = {"profiler": NoProfiler(), **overrides}
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, strategy=strategy,
                           default_root_dir=str(output_dir), plugins=plugins, **overrides)
-    check_sigterm_on_logging_steps(trainer)
+    take_over_from_lightning(trainer)  # one stop path on a signal: StopOnSignal's
     return trainer
 
 
@@ -179,6 +182,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # per-process worker seeding (workers=True) stays off: the two towers of a split pair must
     # augment identically.
     quiet_known_noise()
+    interrupt.back_to_setup()  # the next point of an in-process sweep: a signal stops it before it trains
     check_values(cfg)  # again: a sweep's point, or a config made in code
     pl.seed_everything(cfg.seed, workers=False)
     # checked before anything is built or any process is started
@@ -201,16 +205,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resumed = check_compatible(ckpt_path, cfg.model.model_name, cfg.data.num_classes) if ckpt_path else {}
     if resumed:
         module.schedule_replan = resume_plan(resumed, cfg, ckpt_path)
-        if module.schedule_replan and rank_zero_only.rank == 0:
-            change = module.schedule_replan
+        change = module.schedule_replan
+        if change.get("scheduler") and rank_zero_only.rank == 0:
             log.info("schedule %s from here: %s", "restarted at lr %g" % change["lr"] if change.get("lr") else
                      "re-planned", {k: v for k, v in change.get("scheduler", {}).items() if v is not None})
+        if change.get("lr_scale") and rank_zero_only.rank == 0:
+            log.info("learning rate %g given, the checkpoint's run had %g: training goes on at the new rate, its "
+                     "schedule scaled by %g", change["lr_given"], change["lr_saved"], change["lr_scale"])
         if rank_zero_only.rank == 0:
             log.info("resuming from %s %s (global step %d)", ckpt_path, position(resumed), resumed["global_step"])
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))  # a typo fails before training
 
     logger = build_logger(cfg, output_dir, wandb_run_id=resumed.get("wandb_run_id"))
     trainer = build_trainer(cfg, output_dir, logger, **trainer_overrides)
+    if resumed:  # the data-parallel replicas are known now
+        check_data_order(resumed, ckpt_path, None, data_parallel_rank_and_size(trainer)[1])
     threads, threads_how = cpu_threads.for_run(cfg, trainer)
     cpu_threads.apply(threads)
     next(c for c in trainer.callbacks if isinstance(c, RunRecord)).cpu_threads = (threads, threads_how)
@@ -220,9 +229,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         with interrupt.noted_signals():  # Ctrl-C / SIGTERM: a checkpoint at the next step (StopOnSignal)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except interrupt.RunInterrupted as e:  # stopped cleanly, its checkpoint written: not a failed run
-        if trainer.is_global_zero and _wandb_dir(logger):  # where, as the message says it: the report reads it
-            logger.experiment.summary.update({"stopped": str(e).splitlines()[0], "epoch": epoch_number(trainer)})
-        _finish_wandb(logger, exit_code=0)
+        try:
+            if trainer.is_global_zero and _wandb_dir(logger):  # where, as the message says it: the report reads it
+                logger.experiment.summary.update({"stopped": str(e).splitlines()[0], "epoch": epoch_number(trainer)})
+            _finish_wandb(logger, exit_code=0)
+        except Exception as failed:  # noqa: BLE001 - Slurm signals every process of a job: W&B's own may be gone
+            log.warning("W&B could not record the stop (its process had stopped too: %s); the checkpoint is written",
+                        (str(failed).strip().splitlines() or [type(failed).__name__])[0])
+            _let_wandb_go()
         raise
     except BaseException as e:
         if not lost_peer(e):
@@ -274,6 +288,18 @@ def _finish_wandb(logger, exit_code: int) -> None:
             if exit_code == 0:
                 raise
             log.warning("W&B could not close the run: %s", e)
+            _let_wandb_go()
+
+
+def _let_wandb_go() -> None:
+    """W&B's own process is gone (Slurm signals every process of a job; a full disk): its exit hook would only
+    print a traceback at exit. Torn down here instead, which takes the hook off first, whatever it then meets."""
+    import wandb
+
+    try:
+        wandb.teardown(exit_code=1)
+    except Exception:  # noqa: BLE001 - the process it would talk to is gone: nothing more to do
+        pass
 
 
 def _best_score(checkpoint: RunCheckpoint) -> float | None:

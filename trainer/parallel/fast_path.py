@@ -9,7 +9,7 @@ fp32 on most. A switch set to ``true``/``false`` (or a precision name) is left a
 ``torch.compile`` stays opt-in (``model.compile=true``): it costs minutes of compilation at start.
 
 Switches: ``trainer.precision``, ``trainer.benchmark``, ``model.channels_last``, ``optim.fused``, ``tf32``.
-Also here: the one change to Lightning's loop that keeps a multi-process step free of host syncs.
+Also here: Lightning's profiler without its per-call cost.
 """
 
 import contextlib
@@ -19,8 +19,6 @@ import logging
 import torch
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.profilers import PassThroughProfiler
-
-from ..run.steps import is_logging_step
 
 log = logging.getLogger(__name__)
 
@@ -59,30 +57,6 @@ def resolve(cfg: DictConfig, cuda: bool) -> DictConfig:
     log.debug("fast path: precision %s, channels_last %s, cudnn benchmark %s, fused SGD %s, TF32 %s",
               cfg.trainer.precision, cfg.model.channels_last, cfg.trainer.benchmark, cfg.optim.get("fused"), cfg.tf32)
     return cfg
-
-
-def check_sigterm_on_logging_steps(trainer) -> None:
-    """Makes Lightning's SIGTERM check of a multi-process run happen on the logging steps only.
-
-    Lightning (2.6) broadcasts a SIGTERM flag from rank 0 before every training step and reads it
-    on the host: on GPUs a sync per step that stops the host from queueing the next step early.
-    The same check every ``log_every_n_steps`` steps (all ranks count the same steps) stops a
-    terminated run at most that many steps later.
-
-    Raises:
-        RuntimeError: if Lightning no longer has the check (a newer version): look again, then.
-    """
-    loop = trainer.fit_loop.epoch_loop
-    every_step = getattr(loop, "_broadcast_sigterm_tensor", None)
-    if every_step is None:
-        raise RuntimeError("pytorch_lightning's training loop has no _broadcast_sigterm_tensor any more: "
-                           "trainer/fast_path.check_sigterm_on_logging_steps needs updating")
-
-    def on_logging_steps() -> None:
-        if is_logging_step(trainer):  # before the step: the steps done so far, the same count on every rank
-            every_step()
-
-    loop._broadcast_sigterm_tensor = on_logging_steps
 
 
 _NO_SCOPE = contextlib.nullcontext()

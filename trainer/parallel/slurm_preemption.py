@@ -51,7 +51,7 @@ class SlurmPreemption(pl.Callback):
     def _save_and_requeue(self, trainer) -> None:
         # Lightning's next hpc_ckpt_N name: the one its resume on Slurm (`_hpc_resume_path`) looks for
         path = _CheckpointConnector.hpc_save_path(trainer.default_root_dir)
-        trainer.save_checkpoint(path)  # every process, at this same step
+        trainer.save_checkpoint(path, weights_only=False)  # every process, at this same step
         note_preempted(path)  # Slurm stops the job next: a peer lost then is no fault (lost_peer.py)
         if trainer.is_global_zero:
             job = os.environ["SLURM_JOB_ID"]

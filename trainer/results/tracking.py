@@ -109,3 +109,17 @@ def validations_logged(wandb_dir: Path, run_id: str, current: Path | None = None
         except (subprocess.SubprocessError, ValueError, KeyError):
             continue
     return steps
+
+
+def point_links_back(removed: Path) -> None:
+    """W&B's links to the newest part of a run (``wandb/latest-run``, ``debug.log``, ``debug-internal.log``)
+    pointed at the part ``removed`` (a start stopped during set-up): they point at the newest part left, as they
+    did before that start."""
+    parts = sorted(p for p in removed.parent.glob("*run-*") if p.is_dir() and not p.is_symlink())
+    for link in ("latest-run", "debug.log", "debug-internal.log"):
+        path = removed.parent / link
+        if not path.is_symlink() or not str(path.readlink()).startswith(removed.name):
+            continue
+        path.unlink()
+        if parts:
+            path.symlink_to(parts[-1].name if link == "latest-run" else f"{parts[-1].name}/logs/{link}")

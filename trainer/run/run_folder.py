@@ -20,11 +20,49 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 CLAIM = ".hydra"  # Hydra's output_subdir: created exclusively, it is the claim
+LOCK = ".lock"  # held (flock) by the start that trains in the folder, for its whole life
 MAX_SUFFIX = 1000
+claimed: dict = {}  # the folder this process claimed, and the outermost folder it made for it (a stop in set-up removes it)
 
 
 class RunFolderError(ValueError):
     """A folder this run must not write into; the message names it and what to do instead."""
+
+
+_held: list[int] = []  # the lock's file descriptor: open for the life of the process
+
+
+def hold(folder: Path) -> None:
+    """This start holds ``folder`` while it lives: another start of the same run (two resumes of one checkpoint)
+    is refused meanwhile, as both would train the same steps and log the same validations to one W&B run. An
+    advisory lock (``flock``) on ``folder/.lock``, which the system releases when the process ends, however it
+    ends (``kill -9`` included); the file stays, empty of meaning until the next start.
+
+    Raises:
+        RunFolderError: another process holds it; the message names that process.
+    """
+    import fcntl
+    import socket
+
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return  # not writable: check_places names it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunFolderError(f"the run folder {folder} is in use: {holder} is training in it; a second start "
+                             f"would train the same steps again and log the same validations twice to its W&B run. "
+                             f"Wait for that start to end, or stop it (Ctrl-C, or kill -TERM <pid>: it writes a "
+                             f"checkpoint and prints the command that resumes it)") from None
+    except OSError:  # a file system without locks: run unguarded, as before
+        os.close(fd)
+        return
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()} on {socket.gethostname()}".encode())
+    _held.append(fd)
 
 
 def launched_alone(environ: Mapping[str, str] = os.environ) -> bool:
@@ -51,6 +89,7 @@ def same_command(folder: Path, overrides: Sequence[str]) -> bool:
 
 def _claim(folder: Path) -> bool:
     """Makes ``folder`` this run's: True when it was new or empty and ``folder/.hydra`` was created here."""
+    made = next((f for f in reversed([folder, *folder.parents]) if not f.exists()), None)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -60,6 +99,7 @@ def _claim(folder: Path) -> bool:
         if any(folder.iterdir()):
             return False
         (folder / CLAIM).mkdir()  # exclusive: of two runs claiming the same empty folder, one wins
+        claimed.update(folder=folder, made=made)
     except (FileExistsError, NotADirectoryError):
         return False
     except OSError:  # read-only: permissions, or a read-only mount
@@ -109,3 +149,41 @@ def claim_run_folder(folder: Path, given: bool, overrides: Sequence[str],
     if given:
         raise RunFolderError(refusal(folder))
     raise RunFolderError(f"{folder} and its next {MAX_SUFFIX - 1} names are all taken; give hydra.run.dir=...")
+
+
+def remove_unstarted(run: str | None, subdir: str | None, wandb_part: Path | None) -> str:
+    """What a start stopped during set-up created, removed (``__main__``); the words that say so. The run folder
+    this start claimed (``claimed``: the folder, or its contents where the user named an empty folder), or for a
+    resume in its own folder ``run`` this start's config folder (``subdir``: ``.hydra/resumed-<time>``) and W&B
+    part (``wandb_part``, when W&B had started). Nothing else."""
+    import logging
+    import shutil
+
+    folder = claimed.get("folder") or (Path(run) if run else None)
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:  # run.log goes with the folder
+        for handler in list(getattr(logger, "handlers", [])):
+            if folder and isinstance(handler, logging.FileHandler) and \
+                    Path(handler.baseFilename).is_relative_to(folder.resolve()):
+                logger.removeHandler(handler)
+                handler.close()
+    if claimed.get("folder") is not None:
+        folder, made = claimed["folder"], claimed["made"]  # made: the outermost folder the claim created, or None
+        for path in [folder] if made else list(folder.iterdir()):  # a folder the user named was empty
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        for parent in [p for p in folder.parents if made and p.is_relative_to(made)]:  # made for it, if still empty:
+            try:  # another run started in the same second may have its folder beside this one
+                parent.rmdir()
+            except OSError:
+                break
+        return (f"; the run folder {folder} it had made was removed" if made else
+                f"; what it had written into {folder} was removed")
+    if subdir and run and subdir.startswith(f"{CLAIM}/resumed-"):
+        for path in (Path(run) / subdir, wandb_part):
+            if path is not None and path.is_relative_to(Path(run)):
+                shutil.rmtree(path, ignore_errors=True)
+        if wandb_part is not None:
+            from ..results.tracking import point_links_back
+
+            point_links_back(wandb_part)
+        return f"; the run folder {run} holds what it held before (the same command resumes it)"
+    return ""

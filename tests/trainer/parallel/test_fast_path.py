@@ -2,6 +2,7 @@
 
 import collections
 import json
+import signal
 import traceback
 
 import pytest
@@ -13,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 from conftest import make_cfg, run_cli
 from trainer.tools.bench import Repeat, synthetic_batch
 from trainer.tools.bench.breakdown import LAYERS
-from trainer.parallel.fast_path import check_sigterm_on_logging_steps, resolve
+from trainer.parallel.fast_path import resolve
 from trainer.train import build_logger, build_optimizer, build_trainer
 
 # Reading a tensor's value on the host; on a GPU each one waits for all the work queued before it.
@@ -190,21 +191,15 @@ def test_the_benchmark_refuses_what_the_strategy_cannot_run(tmp_path):
            "optim=sdlm" in result.stderr
 
 
-def test_lightnings_sigterm_check_runs_on_logging_steps_only(tmp_path, digits_cache, monkeypatch):
-    # Lightning broadcasts and reads a SIGTERM flag before every step of a multi-process run (a sync
-    # per step on GPUs); the trainer keeps the check for the logging steps.
-    cfg = resolve(make_cfg(tmp_path, digits_cache, "strategy=ddp", "trainer.devices=2",
-                           "trainer.log_every_n_steps=10"), cuda=False)
+def test_lightnings_per_step_sigterm_broadcast_is_switched_off_for_the_runs_own_stop_path(tmp_path, digits_cache):
+    # Lightning broadcasts and reads a SIGTERM flag before every step of a multi-process run (a sync per step on
+    # GPUs) and ends the run from its own handler's flag; the trainer's StopOnSignal agrees on the logging steps
+    cfg = resolve(make_cfg(tmp_path, digits_cache, "strategy=ddp", "trainer.devices=2"), cuda=False)
     trainer = build_trainer(cfg, tmp_path, logger=False)  # built, not launched
-    loop = trainer.fit_loop.epoch_loop
-    assert loop._broadcast_sigterm_tensor.__name__ == "on_logging_steps"  # wired in by build_trainer
-    checked, step = [], [0]
-    monkeypatch.setattr(pl.Trainer, "global_step", property(lambda self: step[0]))
-    loop._broadcast_sigterm_tensor = lambda: checked.append(step[0])  # stands for Lightning's broadcast
-    check_sigterm_on_logging_steps(trainer)
-    for step[0] in range(35):
-        loop._broadcast_sigterm_tensor()
-    assert checked == [0, 10, 20, 30]
+    before = signal.getsignal(signal.SIGTERM)
+    trainer._signal_connector.register_signal_handlers()
+    assert signal.getsignal(signal.SIGTERM) is before  # Lightning installs no handler of its own
+    assert trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor() is None  # and broadcasts nothing
 
 
 def test_the_breakdown_times_every_layer_of_the_trainer(tmp_path):

@@ -1,19 +1,26 @@
-"""The kill loop: ``kill -9`` at random moments of one run, each followed by a resume, against a run never killed.
+"""The kill loop: ``kill -9`` (or SIGTERM, or Ctrl-C) at random moments of one run, each followed by a resume,
+against a run never killed.
 
-    python tests/trainer/run/kill_loop.py [--kills 10] [--epochs 4] [--seed 0] [--work /tmp/kill-loop]
+    python tests/trainer/run/kill_loop.py [--kills 10] [--epochs 4] [--seed 0] [--signal KILL|TERM|INT]
+                                          [--within 25]
+                                          [--work /tmp/kill-loop]
 
 A benchmark-style script (minutes on 2 cores), not a CI test. The run is the main job (LeNet-5 on the digits,
 W&B offline) with ``checkpoint_every_n_steps=5``; the first kill waits for the first checkpoint (before it
 there is nothing to resume), each later one lands at a moment drawn uniformly from the next start's first
-25 seconds, mid-write included. After the kills the run is resumed to its end. It checks and prints: the
+25 seconds (``--within``), mid-write included. After the kills the run is resumed to its end. It checks and prints: the
 final weights against the uninterrupted run's (largest difference), every epoch's validation in the W&B run
-(all its parts, read back with ``wandb leet inspect``), and no checkpoint left unreadable. The last line is JSON.
+(all its parts, read back with ``wandb leet inspect``), and no checkpoint left unreadable. With ``--signal TERM``
+or ``INT`` every stop must also end as ``run/interrupt.py`` says: exit 143 / 130 and one line, "stopped by ...
+at global step N" with the checkpoint it wrote (which the next start resumes), or "during set-up" with nothing
+left; the figures count each kind of ending. The last line is JSON.
 """
 
 import argparse
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="of the kill moments")
+    parser.add_argument("--within", type=float, default=25.0, help="seconds after a start the moment is drawn from")
+    parser.add_argument("--signal", choices=["KILL", "TERM", "INT"], default="KILL")
     parser.add_argument("--work", type=Path, default=Path("/tmp/kill-loop"))
     args = parser.parse_args(argv)
     from trainer.run.checkpoints import load_checkpoint
@@ -49,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                    capture_output=True)
     print(f"uninterrupted run: {time.monotonic() - t0:.0f} s", flush=True)
     last = killed / "checkpoints" / "last.ckpt"
-    kills = []
+    kills, endings, sent = [], [], getattr(signal, f"SIG{args.signal}")
     for n in range(args.kills):
         first = not last.exists()
         run = command(epochs, f"hydra.run.dir={killed}") if first else command(epochs, f"ckpt_path={last}")
@@ -60,18 +69,22 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.01)
             wait = rng.uniform(0, 2)
         else:
-            wait = rng.uniform(0, 25)
+            wait = rng.uniform(0, args.within)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.01)
         if process.poll() is not None:  # it finished before the moment drawn: nothing to kill
             kills.append({"kill": n + 1, "after_s": None, "finished": True})
             break
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        process.send_signal(sent)
+        _, err = process.communicate()
         step = load_checkpoint(last)["global_step"] if last.exists() else None
         kills.append({"kill": n + 1, "after_s": round(time.monotonic() - started, 2), "last_ckpt_step": step})
-        print(f"kill {n + 1}: {kills[-1]['after_s']} s after the start, last.ckpt at step {step}", flush=True)
+        if sent != signal.SIGKILL:
+            kills[-1]["ending"] = ending(err.decode(), process.returncode, sent, step, killed)
+            endings.append(kills[-1]["ending"])
+        print(f"kill {n + 1}: {kills[-1]['after_s']} s after the start, last.ckpt at step {step}"
+              f"{', ' + kills[-1]['ending'] if 'ending' in kills[-1] else ''}", flush=True)
     done = subprocess.run(command(epochs, f"ckpt_path={last}"), cwd=args.work, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         print(done.stderr[-3000:], file=sys.stderr)
@@ -97,9 +110,31 @@ def main(argv: list[str] | None = None) -> int:
                "wandb_parts": len(parts), "validated_epochs": sorted(validated),
                "every_epoch_in_wandb": sorted(validated) == list(range(1, args.epochs + 1)),
                "unreadable_checkpoints": unreadable, "kill_moments": kills,
+               "endings": {kind: endings.count(kind) for kind in sorted(set(endings))},
                "wall_s": round(time.monotonic() - t0)}
     print(json.dumps(figures))
-    return 0 if figures["weights_equal"] and figures["every_epoch_in_wandb"] and not unreadable else 1
+    clean = all(not kind.startswith("WRONG") for kind in endings)
+    return 0 if figures["weights_equal"] and figures["every_epoch_in_wandb"] and not unreadable and clean else 1
+
+
+def ending(err: str, status: int, sent: int, step: int | None, folder: Path) -> str:
+    """How a start stopped by SIGTERM / Ctrl-C ended: the kind of stop its one line names, or ``WRONG: ...``."""
+    expected = {signal.SIGTERM: 143, signal.SIGINT: 130}[sent]
+    if status != expected:
+        return f"WRONG: exit {status}"
+    if "Traceback" in err:
+        return "WRONG: a traceback"
+    stopped = re.search(r"stopped by \S+(?: \(SIGINT\))? at global step (\d+) \((in the validation|in epoch|at the end)", err)
+    if stopped:
+        if int(stopped.group(1)) != step:
+            return f"WRONG: said step {stopped.group(1)}, last.ckpt at {step}"
+        return {"in the validation": "in validation", "in epoch": "mid-epoch", "at the end": "at an epoch's end"}[
+            stopped.group(2)]
+    if "during set-up, before training began" in err:
+        return "during set-up"
+    if "arrived after training had ended" in err:
+        return "after the end"
+    return "WRONG: no message"
 
 
 if __name__ == "__main__":
