@@ -12,6 +12,8 @@ import numpy as np
 import nvidia.dali.math as dmath
 from nvidia.dali import fn, types
 
+from .protocols import DENSE_PROTOCOLS, EVAL_PROTOCOLS  # noqa: F401 (augment's names, as before)
+
 # Krizhevsky et al. 2012, section 4.1: PCA over ImageNet's RGB pixels, 0-255 scale.
 PCA_STDEV = np.array([19.7208, 37.0939, 121.7801], dtype=np.float32)  # sqrt of the eigenvalues
 PCA_EIGVEC = np.array([[0.4180, -0.7126, -0.5635],                   # eigenvectors as columns
@@ -33,11 +35,6 @@ DIGIT_PRESETS = ("digits", "mnist", "mnist_distorted")  # a digit placed in a la
 # vertical translations, scaling, squeezing and horizontal shearing"); the paper gives no ranges, these
 # are ours: shifts of up to 2 px, scale +-10 %, squeeze +-10 %, shear +-0.15
 DISTORTION = dict(shift=2.0, scale=0.1, squeeze=0.1, shear=0.15)
-EVAL_PROTOCOLS = ("center", "tencrop", "dense", "multiscale")
-# the whole image at one test scale (dense) or several (multiscale), the network applied fully convolutionally
-# (models/dense.py); the views differ in size from image to image, so each batch is padded to its largest and
-# the loader cuts every image back out (dali_loader.py)
-DENSE_PROTOCOLS = ("dense", "multiscale")
 # tencrop: the four corners and the centre (crop_pos x, y), each also mirrored (AlexNet section 4.1)
 TEN_CROP_POSITIONS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))
 

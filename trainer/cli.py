@@ -66,6 +66,14 @@ def exit_on_user_error(run, cfg: DictConfig) -> None:
         raise
 
 
+def did_you_mean(key: str, value: str, choices, n: int = 1) -> str:
+    """``; did you mean key=<nearest>?`` for a value that is not one of ``choices`` (empty when none is near)."""
+    import difflib
+
+    near = difflib.get_close_matches(value, list(choices), n=n, cutoff=0.6)
+    return f"; did you mean {' or '.join(f'{key}={n}' for n in near)}?" if near else ""
+
+
 def override_value(overrides: list[str], key: str) -> str | None:
     """The value ``key=...`` has on the command line, or None."""
     return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key and "=" in o), None)

@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from data_pipelines.manifest import read_manifest
 from data_pipelines.prepare.mnist import FILES, IMAGES_MAGIC, LABELS_MAGIC
 from test_data_pipelines import snapshot
 
-REAL_MNIST = PROJECT.parent / "shared" / "data" / "mnist"  # LeCun's four files, as the workplace keeps them
+# LeCun's four files: MNIST_DIR, else where the workplace keeps them (beside the checkout)
+REAL_MNIST = Path(os.environ.get("MNIST_DIR") or PROJECT.parent / "shared" / "data" / "mnist").expanduser()
 MD5 = {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
 
@@ -40,7 +42,8 @@ def prepare(source: Path, out: Path, *extra: str, env: dict | None = None):
                    str(out), *extra, cwd=out.parent, env=env, timeout=600)
 
 
-@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason=f"the real MNIST files are not at {REAL_MNIST}")
+@pytest.mark.skipif(not REAL_MNIST.is_dir(), reason=f"the real MNIST files are not at {REAL_MNIST}: set MNIST_DIR "
+                                                    f"to a folder of LeCun's four .gz files")
 def test_the_real_mnist_files_become_the_folder_layout(tmp_path):
     for name, md5 in MD5.items():  # the files are LeCun's originals
         assert hashlib.md5((REAL_MNIST / name).read_bytes()).hexdigest() == md5

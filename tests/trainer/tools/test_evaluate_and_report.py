@@ -1,5 +1,8 @@
 """``python -m trainer.evaluate`` under a paper's protocol, and ``python -m trainer.report`` over W&B runs."""
 
+import subprocess
+import sys
+
 import pytest
 
 from conftest import make_cfg, run_cli, wandb_inspect
@@ -143,3 +146,14 @@ def test_the_plot_has_a_panel_per_model_and_data_set_draws_0_percent_and_whole_e
     legend = digits_top1.get_legend()
     assert legend is not None and legend.get_bbox_to_anchor().y0 < digits_top1.get_window_extent().y0
     assert [t.get_text() for t in mnist_top1.get_legend().get_texts()] == ["one (b): optim.lr=0.1 [complete]"]
+
+
+def test_a_wrong_protocol_is_one_line_before_any_heavy_import(tmp_path):
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "trainer.evaluate", "ckpt_path=x.ckpt",
+                             "protocol=tencorp"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import time")]
+    assert result.returncode == 1 and said == ["error: protocol=tencorp is not a test protocol; did you mean "
+                                               "protocol=tencrop? (the protocols: center, tencrop, dense, multiscale)"]
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert imported & {"torch", "pytorch_lightning", "nvidia.dali", "hydra", "wandb"} == set()
+    assert not (tmp_path / "outputs").exists()

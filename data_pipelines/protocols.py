@@ -1,0 +1,10 @@
+"""The test protocols by name (no DALI here: the commands check a name before their heavy imports).
+
+center: one centre crop; tencrop: the four corners and the centre, each also mirrored (AlexNet section 4.1);
+dense: the whole image at one test scale, the network applied fully convolutionally (models/dense.py);
+multiscale: dense at several scales; the dense views differ in size from image to image, so each batch is padded to
+its largest and the loader cuts every image back out (dali_loader.py). ``augment.py`` builds them.
+"""
+
+EVAL_PROTOCOLS = ("center", "tencrop", "dense", "multiscale")
+DENSE_PROTOCOLS = ("dense", "multiscale")
