@@ -1,6 +1,7 @@
 """Shared fixtures: composed configs with tiny CPU settings, an isolated HOME and a cached digits folder."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,19 @@ def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+# The libraries' lines that belong in run.log, not on a command's console (trainer/run/console.py)
+LIBRARY_LINES = ("GPU available:", "TPU available:", "litlogger", "LeafSpec", "The `srun` command is available",
+                 "Seed set to", "Restoring states", "`Trainer.fit` stopped", "wandb:", "You can sync this run",
+                 "The anonymous setting has no effect")
+BAR_FRAME = re.compile(r"^(Epoch \d+/\d+|Validation|Sanity Checking)\b.*[━╸]")  # Lightning's Rich progress bar
+
+
+def library_lines(console: str) -> list[str]:
+    """The lines of ``console`` that carry one of ``LIBRARY_LINES``, or a progress bar's frame."""
+    return [line for line in console.splitlines()
+            if any(noise in line for noise in LIBRARY_LINES) or BAR_FRAME.match(line)]
 
 
 def wandb_inspect(run_dir: Path) -> dict:

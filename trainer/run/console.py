@@ -64,8 +64,9 @@ class ConsoleFormatter(logging.Formatter):
 
 
 def quiet_known_noise() -> None:
-    """Installs the filters (idempotent; call in every process before the Trainer is built); the Python
-    warnings the libraries raise go through logging (``py.warnings``), to the console and ``run.log``."""
+    """Installs the filters (idempotent; call in every process before the Trainer is built, after logging is
+    configured); the Python warnings the libraries raise go through logging (``py.warnings``), to the console and
+    ``run.log``, and Lightning's records through the root's handlers (``lightning_through_the_root``)."""
     logging.captureWarnings(True)
     os.environ.setdefault("WANDB_SILENT", "true")  # W&B's banner and closing block: our summary says where it is
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -76,6 +77,43 @@ def quiet_known_noise() -> None:
         target = logging.getLogger(name)
         if not any(isinstance(f, _DropTip) for f in target.filters):
             target.addFilter(_DropTip())
+    lightning_through_the_root()
+
+
+# Lightning's own loggers: imported before logging is configured, Lightning gives them a console handler of their own
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
+
+
+def lightning_through_the_root() -> None:
+    """Lightning's records through the root logger's handlers (the console's filter, ``run.log``).
+
+    Imported before logging is configured, Lightning gives its loggers a console handler of their own and stops
+    them propagating (``pytorch_lightning/__init__.py``), so that its INFO lines ("GPU available", "Seed set to",
+    "Restoring states") reach the console whatever Hydra sets up later: a resume imports it to check the
+    checkpoint before Hydra starts, and evaluate and bench import it at their top. Undone here once the root
+    has handlers."""
+    if not logging.getLogger().handlers:
+        return
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def console_without_hydra() -> None:
+    """For a command that does not run under Hydra and prints its own results (``trainer.bench``): on the console
+    every library's warnings and errors, as in a run; no INFO line (the trainer's opening block and the libraries'
+    lines describe a run folder that is temporary; there is no run folder to keep them in). Then the known noise
+    filtered, as in a run."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(ConsoleFormatter())
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    quiet_known_noise()
 
 
 def drop_anonymous(wandb_logger) -> None:

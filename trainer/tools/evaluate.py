@@ -72,6 +72,7 @@ def test_scales(cfg: DictConfig, references) -> list[int] | None:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Validates ``cfg.ckpt_path`` (or the network with ``model.weights``) under ``cfg.protocol``; returns the
     errors and the paper fields."""
+    console.quiet_known_noise()  # the console as a run's: Lightning's and W&B's lines go to run.log only
     weights = cfg.model.get("weights")
     if not cfg.get("ckpt_path") and not weights:
         raise CheckpointError("nothing to evaluate: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt, or "
@@ -102,7 +103,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         module.load_state_dict(ckpt["state_dict"])  # the checkpoint is read once
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
                          benchmark=cfg.trainer.benchmark, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=cfg.trainer.enable_progress_bar,
+                         # on a terminal only: off one (a log file, a Slurm job) a bar leaves only its frames
+                         enable_progress_bar=cfg.trainer.enable_progress_bar and sys.stdout.isatty(),
                          limit_val_batches=cfg.trainer.limit_val_batches, enable_model_summary=False)
     metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     top1, top5 = float(metrics["val/top1_err"]), float(metrics["val/top5_err"])

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from torch.overrides import TorchFunctionMode
 
-from conftest import make_cfg, run_cli
+from conftest import library_lines, make_cfg, run_cli
 from trainer.tools.bench import Repeat, synthetic_batch
 from trainer.tools.bench.breakdown import LAYERS
 from trainer.parallel.fast_path import resolve
@@ -175,6 +175,7 @@ def test_the_trainer_benchmark_runs_in_quick_mode(tmp_path, digits_cache, real_d
     assert figures["trainer_img_s"] > 0 and figures["bare_img_s"] > 0
     assert figures["ratio"] == pytest.approx(figures["trainer_img_s"] / figures["bare_img_s"], rel=0.01)
     assert figures["first_step_s"] > 0 and figures["peak_rss_mb"] > 0
+    assert library_lines(result.stdout + result.stderr) == []  # no W&B banner for a temporary folder, no Lightning INFO
     # LeNet-5's multiply-adds: C1 117,600 + C3 150,000 + C5 48,000 + F6 10,080, x2 forward, x3 with backward
     assert figures["train_flops_per_image"] == 3 * 2 * (117_600 + 150_000 + 48_000 + 10_080)
 

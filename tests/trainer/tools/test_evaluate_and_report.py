@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import make_cfg, run_cli, wandb_inspect
+from conftest import library_lines, make_cfg, run_cli, wandb_inspect
 from trainer.results.report.runs import settings_that_differ
 from trainer.train import train
 
@@ -21,8 +21,7 @@ def runs(tmp_path_factory, digits_cache):
     second = train(make_cfg(root / "b", digits_cache, "trainer.max_epochs=3", "trainer.max_steps=10",
                             "experiment=lenet5_1998", "optim.samples=48", *TINY))
     train(make_cfg(root / "c", digits_cache, "trainer.max_epochs=1", *TINY, "trainer.limit_val_batches=0"))
-    evaluation = run_cli("trainer.evaluate", f"ckpt_path={first['best_ckpt']}", "protocol=tencrop",
-                         "trainer.enable_progress_bar=false", cwd=root,
+    evaluation = run_cli("trainer.evaluate", f"ckpt_path={first['best_ckpt']}", "protocol=tencrop", cwd=root,
                          env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
     return root, first, second, evaluation
 
@@ -50,6 +49,10 @@ def test_evaluate_scores_a_checkpoint_under_tencrop_into_its_wandb_run(runs):
     assert wandb_inspect(folders[0])["summary"]["paper/protocol"] == "center"
     assert "warning: protocol=tencrop on 32 px inputs" in result.stderr
     assert "IMAGENET_ROOT is not set: evaluating on the embedded digits sample (data=digits)" in result.stderr
+    # the console is this tool's (no bar off a terminal, no W&B banner); Lightning's lines are in the evaluation's run.log
+    assert library_lines(result.stdout + result.stderr) == []
+    (log,) = root.glob("outputs/evaluate/*/run.log")
+    assert "GPU available: False" in log.read_text()
 
 
 def test_evaluate_under_center_reproduces_the_best_checkpoints_validation_score(runs, digits_cache):

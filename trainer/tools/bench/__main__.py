@@ -5,11 +5,13 @@ import json
 import resource
 import statistics
 import sys
+import warnings
 
 import torch
 from hydra import compose, initialize_config_dir
 
 from ...cli import exit_on_user_error
+from ...run import console
 from ...run.config_check import ConfigValueError, check_values
 from ...parallel.devices import check_gpus_usable
 from ...parallel.fast_path import resolve, runs_on_cuda
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                              "each one's img/s and the ratio to alone: what runs sharing this machine's CPUs get")
     parser.add_argument("--trainer-only", action="store_true", help=argparse.SUPPRESS)  # a --beside process
     args = parser.parse_intermixed_args(argv)  # options and overrides in any order
+    console.console_without_hydra()  # this tool's lines and the warnings; W&B's banner and Lightning's INFO lines not
+    # the benchmark trains without validation on purpose
+    warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
     if args.threads:
         args.overrides.append(f"cpu_threads={args.threads}")
     if args.beside:
