@@ -189,15 +189,31 @@ def test_the_console_says_only_what_the_user_can_act_on(main_job):
     assert "GPU available: False" in (run / "run.log").read_text()  # kept there, for whoever needs them
 
 
-def test_off_a_terminal_progress_lines_come_at_their_pace(tmp_path, digits_cache, capsys):
-    """A Slurm log between epochs: a line every progress_every_s seconds, on a logging step; none at the epoch's
-    last batch (its epoch line follows)."""
-    train(make_cfg(tmp_path, digits_cache, "progress_every_s=0.01", "trainer.max_epochs=1", "logger=none",
+def test_off_a_terminal_progress_lines_come_at_their_pace_whatever_the_step(tmp_path, digits_cache, capsys,
+                                                                             monkeypatch):
+    """A Slurm log between epochs: a line at the first step progress_every_s after the last, logging step or not,
+    the first before the first logging step (step 10) has come; none at the epoch's last batch (its epoch line
+    follows). The line's clock is made to advance 7 s a step: a slow step (VGG-16 on a CPU), without waiting."""
+    from trainer.run.callbacks import progress_lines
+
+    class SevenSecondsAStep:
+        now = 0.0
+
+        def perf_counter(self) -> float:  # called at the epoch's start and once a step
+            self.now += 7.0
+            return self.now
+
+    monkeypatch.setattr(progress_lines, "time", SevenSecondsAStep())
+    train(make_cfg(tmp_path, digits_cache, "progress_every_s=20", "trainer.max_epochs=1", "logger=none",
                    "trainer.limit_train_batches=30", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"))
     out = capsys.readouterr().out
-    found = re.findall(r"^epoch 1/1 \[ *(\d+) %\] step (\d+)/30, \d+ img/s, loss [\d.e+-]+, lr 0.001, "
-                       r"\d+ s left in the epoch$", out, re.M)
-    assert found == [("33", "10"), ("67", "20")], out[-2000:]
+    found = re.findall(r"^epoch 1/1 \[ *\d+ %\] step (\d+)/30, (\d+) img/s(, loss [\d.e+-]+)?, lr 0.001, "
+                       r"(.+) left in the epoch$", out, re.M)
+    assert [int(step) for step, *_ in found] == list(range(3, 30, 3)), out[-2000:]  # every 21 s: 3 steps
+    assert [bool(loss) for _, _, loss, _ in found] == [False] * 3 + [True] * 6  # logged from step 10 on
+    # 32 images a step in 7 s (4.6 img/s); the steps left at that pace ("3 min" at step 3, "21 s" at step 27)
+    assert [(rate, left) for _, rate, _, left in found] == [("5", progress_lines._duration(7 * (30 - step)))
+                                                            for step in range(3, 30, 3)]
 
 
 def test_the_run_folder_keeps_what_the_console_showed(main_job):

@@ -4,26 +4,33 @@ import time
 
 import pytorch_lightning as pl
 
-from ..steps import epoch_number, at_epochs_last_batch, is_logging_step
+from data_pipelines.sharding import data_parallel_rank_and_size
+
+from ..steps import at_epochs_last_batch, epoch_number
 from .step_metrics import StepMetrics
 
 
 class ProgressLines(pl.Callback):
     """Off a terminal (a Slurm log, ``nohup``, ``> file``), where the progress bar draws nothing: a plain line
-    every ``every_s`` seconds (``progress_every_s``), on a logging step (its values are host values there):
+    at the end of the first step ``every_s`` seconds (``progress_every_s``) after the last line or the epoch's
+    start, whatever the step's length (a VGG-16 step on a CPU takes half a minute, ten of them before the first
+    logging step):
 
         epoch 3/30 [ 47 %] step 21/45, 612 img/s, loss 0.0431, lr 0.000976, 12 s left in the epoch
 
-    The loss is the last logged step's. Rank 0 only."""
+    Only host values, so no step waits for the device: the rate and the time left are the epoch's images and
+    steps over its time since its start (or the resume), the lr is the optimizer's (a Python number), the loss
+    the last logging step's (``StepMetrics`` reads it there; none before the epoch's first). Rank 0 only."""
 
     def __init__(self, step_metrics: StepMetrics, every_s: float) -> None:
         self.step_metrics, self.every_s = step_metrics, every_s
         self._last = self._epoch_t0 = 0.0
-        self._first_batch = 0
+        self._first_batch = self._images = 0
 
     def _start(self, first_batch: int) -> None:
         self._last = self._epoch_t0 = time.perf_counter()
         self._first_batch = first_batch  # the batches an epoch resumed in its middle had done before
+        self._images = 0
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._start(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
@@ -32,8 +39,9 @@ class ProgressLines(pl.Callback):
         self._start(0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._images += len(batch[0])
         now = time.perf_counter()
-        if not trainer.is_global_zero or not is_logging_step(trainer) or now - self._last < self.every_s or \
+        if not trainer.is_global_zero or now - self._last < self.every_s or \
                 at_epochs_last_batch(trainer):  # the epoch's own line follows
             return
         self._last = now
@@ -41,13 +49,16 @@ class ProgressLines(pl.Callback):
 
     def line(self, trainer, done: int, now: float) -> str:
         total = trainer.num_training_batches
-        rate = (done - self._first_batch) / max(now - self._epoch_t0, 1e-9)  # batches a second this epoch
+        seconds = max(now - self._epoch_t0, 1e-9)
+        rate = (done - self._first_batch) / seconds  # batches a second this epoch
         left = (total - done) / rate if rate > 0 and total != float("inf") else None
-        metrics = self.step_metrics
-        items = [f"step {done}/{total}", f"{metrics.img_per_s:.0f} img/s"]
-        if metrics.loss is not None:
-            items.append(f"loss {metrics.loss:.4g}")
-        items.append(f"lr {metrics.lr:.3g}")
+        _, replicas = data_parallel_rank_and_size(trainer)  # the processes of a split pair share images
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        lr = lr if isinstance(lr, (int, float)) else self.step_metrics.lr  # a tensor lr is read on logging steps only
+        items = [f"step {done}/{total}", f"{self._images * replicas / seconds:.0f} img/s"]
+        if self.step_metrics.loss is not None:
+            items.append(f"loss {self.step_metrics.loss:.4g}")
+        items.append(f"lr {lr:.3g}")
         if left is not None:
             items.append(f"{_duration(left)} left in the epoch")
         share = f"[{100 * done / total:3.0f} %] " if total != float("inf") else ""
