@@ -72,8 +72,11 @@ def check_before_start(overrides: list[str]) -> list[str]:
             return overrides
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+    from .parallel.devices import GPUUnusableError, check_gpus_usable  # torch: imported by the run anyway
+
     try:
         check_values(cfg)
+        check_gpus_usable(cfg.trainer.accelerator)
         check_data_root(cfg, first_process=console.process_rank() == 0)
         if cfg.get("ckpt_path"):  # the checkpoint's model and schedule against this run's (loads torch: only here)
             from .run.checkpoints import CheckpointError, check_compatible
@@ -88,7 +91,7 @@ def check_before_start(overrides: list[str]) -> list[str]:
         resumed_here = cfg.get("ckpt_path") and run_folder_of(cfg.ckpt_path) == folder.expanduser().resolve()
         check_places(cfg, run_folder=folder if resumed_here else None)
         return claim_folder(overrides, folder)
-    except (ConfigValueError, RunFolderError, StorageError) as e:
+    except (ConfigValueError, GPUUnusableError, RunFolderError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from data_pipelines.protocols import EVAL_PROTOCOLS
+
 
 class ConfigValueError(ValueError):
     """A setting whose value is outside what it allows (the message names the key, the value and the rule)."""
@@ -65,6 +67,17 @@ def size_range() -> Rule:
                 and v[0] <= v[1]), "null, or two integers [low, high], 0 < low <= high", [480, 256])
 
 
+def one_of(values: tuple, text: str | None = None) -> Rule:
+    return Rule(lambda v: v in values and not isinstance(v, bool), text or f"one of {', '.join(map(str, values))}",
+                "bogus")
+
+
+# Lightning 2.6's precisions (lightning_fabric/plugins/precision/precision.py: _PRECISION_INPUT; a test keeps this
+# list equal to it) and this tool's ``auto`` (trainer/parallel/fast_path.py): written out so that the check needs
+# no torch
+PRECISIONS = ("auto", "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
+              "bf16-mixed", "32-true", "64-true", 64, 32, 16, "64", "32", "16", "bf16")
+
 RULES: dict[str, Rule] = {
     "data.batch_size": at_least(1),
     "data.num_classes": at_least(2),
@@ -114,6 +127,10 @@ RULES: dict[str, Rule] = {
     "checkpoint_every_n_steps": at_least(1, or_none=True),
     "progress_every_s": Rule(lambda v: v is None or (_number(v) and v > 0), "null, or a number of seconds > 0", 0),
     "seed": Rule(lambda v: _int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)", -1),
+    "trainer.precision": one_of(PRECISIONS, "auto (bf16-mixed on a GPU that has it, 32-true on a CPU), 32-true, "
+                                            "16-mixed, bf16-mixed, 16-true, bf16-true, 64-true, transformer-engine, "
+                                            "transformer-engine-float16, or Lightning's short forms 32, 16, bf16, 64"),
+    "data.eval_protocol": one_of(EVAL_PROTOCOLS),
 }
 _ABSENT = object()
 
@@ -158,6 +175,34 @@ def check_values(cfg: DictConfig) -> None:
                                                                                            default=None):
         raise ConfigValueError("schedule.restart_lr restarts a resumed run's schedule: give the checkpoint with "
                                "ckpt_path=...; a new run starts at optim.lr")
+    check_named_files_and_rows(cfg)
+
+
+def check_named_files_and_rows(cfg: DictConfig) -> None:
+    """What a setting names must exist: the paper rows of ``compare_with`` (``trainer/results/papers.yaml``) and
+    the file of ``model.weights`` (read later, when the model is built: after the run folder and W&B run)."""
+    import difflib
+    from pathlib import Path
+
+    from ..results.paper_comparison import load_references
+
+    rows = OmegaConf.select(cfg, "compare_with", default=None)
+    if rows is not None:
+        table = load_references()
+        model = OmegaConf.select(cfg, "model.model_name", default=None)
+        for row in rows:
+            if row not in table:
+                near = difflib.get_close_matches(str(row), list(table), n=1, cutoff=0.6)
+                hint = f"; did you mean {near[0]}?" if near else ""
+                own = [name for name, ref in table.items() if ref.model == model]
+                raise ConfigValueError(f"compare_with names {row}, which is not a row of trainer/results/papers.yaml"
+                                       f"{hint} (the rows of model={model}: {', '.join(own) or 'none'})")
+    weights = OmegaConf.select(cfg, "model.weights", default=None)
+    if weights not in (None, "torchvision") and not Path(str(weights)).expanduser().is_file():
+        where = Path(str(weights)).expanduser()
+        what = "is a folder" if where.is_dir() else "does not exist"
+        raise ConfigValueError(f"model.weights={weights} {what}: give a state dict (.pth), one of this project's "
+                               f"checkpoints (.ckpt) or torchvision")
 
 
 def check_layout(cfg: DictConfig) -> None:

@@ -1,6 +1,7 @@
 """Every value a user can set is checked before anything starts (trainer/run/config_check.py)."""
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from conftest import CONF, make_cfg, run_cli
@@ -92,3 +93,45 @@ def test_a_bad_value_stops_the_command_before_anything_is_written(tmp_path, digi
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == message and "Traceback" not in result.stderr
     assert list(folder.iterdir()) == []  # no run folder, no W&B run
+
+
+def test_the_precisions_allowed_are_lightnings_and_auto():
+    from typing import get_args
+
+    from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT
+
+    def flat(kind):
+        return [v for arg in get_args(kind) for v in (flat(arg) if get_args(arg) else [arg])]
+
+    from trainer.run.config_check import PRECISIONS
+
+    assert sorted(map(str, PRECISIONS)) == sorted(map(str, ["auto", *flat(_PRECISION_INPUT)]))
+
+
+@pytest.mark.parametrize("override, said", [
+    ("trainer.precision=bogus", "trainer.precision=bogus is not allowed: auto (bf16-mixed on a GPU that has it, "
+                                "32-true on a CPU), 32-true, "),
+    ("data.eval_protocol=tencorp", "data.eval_protocol=tencorp is not allowed: one of center, tencrop, dense, "
+                                   "multiscale"),
+    ("compare_with=[lenet5_1998_mnst]", "compare_with names lenet5_1998_mnst, which is not a row of "
+                                        "trainer/results/papers.yaml; did you mean lenet5_1998_mnist? (the rows of "
+                                        "model=lenet5: lenet5_1998_mnist, lenet5_1998_mnist_distorted)"),
+    ("model.weights=nosuch.pth", "model.weights=nosuch.pth does not exist: give a state dict (.pth), one of this "
+                                 "project's checkpoints (.ckpt) or torchvision"),
+    ("model.weights=.", "model.weights=. is a folder: "),
+    *([("trainer.accelerator=gpu", "trainer.accelerator=gpu asks for a GPU, but this machine has none")]
+      if not torch.cuda.is_available() else [])])
+def test_what_a_run_would_find_wrong_only_after_its_start_is_refused_before(tmp_path, monkeypatch, capsys, override,
+                                                                          said):
+    """Values Lightning, the data pipeline, the paper comparison or the model would refuse once the run folder and
+    the W&B run exist: refused in one line with nothing written."""
+    from trainer.__main__ import check_before_start
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(SystemExit) as stop:
+        check_before_start([override])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and err.startswith(f"error: {said}") and err.count("\n") == 1, err
+    assert list(work.iterdir()) == []
