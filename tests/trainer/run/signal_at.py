@@ -1,7 +1,9 @@
 """``python tests/trainer/run/signal_at.py MODULE FUNCTION SIGNAL [trainer overrides]``: ``python -m trainer``
-with SIGNAL sent to itself as ``MODULE.FUNCTION`` returns (FUNCTION may be ``Class.method``), for a signal at a
-chosen moment (the tests' deterministic timing; e.g. ``wandb init SIGTERM``: just after W&B has started). Only
-this process is patched: the other processes of a multi-process run get no signal, as when ``kill`` names one."""
+with SIGNAL sent to itself once, as the first call of ``MODULE.FUNCTION`` returns (FUNCTION may be
+``Class.method``), for a signal at a chosen moment (the tests' deterministic timing; e.g. ``wandb init SIGTERM``:
+just after W&B has started; ``StopOnSignal.on_train_batch_end``: after the first step's check, before the second
+step's). Only this process is patched: the other processes of a multi-process run get no signal, as when ``kill``
+names one."""
 
 import importlib
 import os
@@ -21,8 +23,13 @@ real = getattr(target, name)
 
 def then_signal(*args, **kwargs):
     result = real(*args, **kwargs)
-    os.kill(os.getpid(), sent)
+    if not then_signal.sent:
+        then_signal.sent = True
+        os.kill(os.getpid(), sent)
     return result
+
+
+then_signal.sent = False
 
 
 setattr(target, name, then_signal)

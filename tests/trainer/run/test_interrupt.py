@@ -196,6 +196,22 @@ def test_sigterm_to_one_process_of_a_ddp_run_in_validation_stops_both_at_one_ste
     assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
 
 
+def test_a_ddp_run_signalled_in_an_epochs_last_step_stops_at_its_end_in_every_process(tmp_path, digits_cache):
+    # SIGTERM to rank 0 after step 1's check: the processes agree at step 2, the epoch's last, and stop at its end.
+    # There, rank 0 prints the epoch's line: its values logged with sync_dist are reductions over the processes,
+    # which rank 0 once made alone while rank 1 was already saving (a collective of another kind): rank 1 died on
+    # the mismatch (under the split, whose save gathers the towers, both hung: a Slurm preemption at an epoch's end)
+    result = signal_at(tmp_path, digits_cache, "trainer.run.callbacks.stop_on_signal", "StopOnSignal.on_train_batch_end",
+                       "SIGTERM", "strategy=ddp", "trainer.devices=2", "logger=none", "trainer.max_epochs=2",
+                       "trainer.limit_train_batches=2", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
+                       "trainer.log_every_n_steps=1", "hydra.run.dir=run")
+    assert result.returncode == 143 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert (f"stopped by SIGTERM at global step 2 (at the end of epoch 1 of 2); checkpoint: {ckpt}"
+            in result.stderr.splitlines())
+    assert "epoch 1/2: train loss" in result.stdout and load_checkpoint(ckpt)["global_step"] == 2
+
+
 def test_a_run_stopped_before_its_first_validation_says_it_has_no_best_checkpoint_once(tmp_path, digits_cache, caplog):
     from trainer.train import train
 

@@ -78,14 +78,18 @@ class StepMetrics(pl.Callback):
         pl_module.log("epoch", float(epoch_number(trainer)), on_step=False, on_epoch=True, sync_dist=True)
         if not self._resumed_mid_epoch:  # the mean over processes
             pl_module.log("train/epoch_time_s", seconds, on_step=False, on_epoch=True, sync_dist=True)
+        # Every process reads the metrics: reading computes the values just logged with sync_dist, and each of those
+        # is a reduction over the processes. Read on rank 0 alone, it waited for peers that had moved on to the next
+        # collective (a preemption's checkpoint gathering the split's towers): both hung.
+        metrics = trainer.callback_metrics
         if trainer.is_global_zero:
-            print(self.epoch_line(trainer, seconds), flush=True)
+            print(self.epoch_line(trainer, seconds, metrics), flush=True)
 
-    def epoch_line(self, trainer, seconds: float) -> str:
+    def epoch_line(self, trainer, seconds: float, metrics: dict) -> str:
         """``epoch 4/30: val top-1 error 1.84 % (best 1.69 %), top-5 0.02 %, val loss 0.061, train loss 0.0123,
         lr 0.00095, 41 s`` (Lightning calls on_train_epoch_end once the epoch's validation is done). The
         train loss is the mean over the epoch's steps (this process's batches)."""
-        metrics, score = trainer.callback_metrics, getattr(trainer.checkpoint_callback, "best_model_score", None)
+        score = getattr(trainer.checkpoint_callback, "best_model_score", None)
         items = []
         if "val/top1_err" in metrics:
             top1 = float(metrics["val/top1_err"])  # the checkpoint callbacks run after this one (Lightning's order):

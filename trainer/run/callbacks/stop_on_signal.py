@@ -63,7 +63,7 @@ class StopOnSignal(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # an epoch whose validation did not run (check_val_every_n_epoch, limit_val_batches=0). No reduction here:
-        # the processes agreed at the last batch (one more, at this hook, met another collective in a DDP run)
+        # the processes agreed at the last batch (a signal after it waits for the next logging step)
         if self._at_epoch_end or (trainer.world_size == 1 and interrupt.received):
             self._stop(trainer, f"at the end of epoch {epoch_number(trainer)} of {trainer.max_epochs}")
 
