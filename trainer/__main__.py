@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 
 from . import CONF
 from .parallel.cpu_threads import openmp_wait
-from .cli import default_data_overrides, did_you_mean, exit_on_user_error, override_value, run_folder_of
+from .cli import (default_data_overrides, did_you_mean, exit_on_user_error, override_syntax_error, override_value,
+                  run_folder_of)
 from .run import console, interrupt
 from .run.config_check import ConfigValueError, check_data_root, check_values
 from .run.run_folder import RunFolderError, claim_run_folder, hold, launched_alone, remove_unstarted
@@ -62,6 +63,9 @@ def check_before_start(overrides: list[str]) -> list[str]:
         check_home()
     except StorageError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if unreadable := override_syntax_error(overrides):
+        print(f"error: {unreadable}", file=sys.stderr)
         sys.exit(1)
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

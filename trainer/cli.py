@@ -74,6 +74,32 @@ def did_you_mean(key: str, value: str, choices, n: int = 1) -> str:
     return f"; did you mean {' or '.join(f'{key}={n}' for n in near)}?" if near else ""
 
 
+def override_syntax_error(overrides: list[str]) -> str | None:
+    """The first command-line setting Hydra's grammar cannot read, in one line with the quoting that fixes it, or
+    None. Unquoted, a value cannot hold accents or brackets (Hydra's override grammar); a space ends the argument in the shell
+    (``data.root=/data/my images`` arrives as ``data.root=/data/my`` and ``images``), and an accent or a bracket
+    ends Hydra's word."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    settings = [o for o in overrides if not o.startswith("-")]
+    for before, override in zip([None, *settings], settings):
+        try:
+            parser.parse_override(override)
+            continue
+        except Exception:
+            pass
+        if "=" not in override and before is not None and "=" in before:  # the shell cut a value at a space
+            return (f"'{override}' is not a setting (key=value): the shell cut the value of {before} at a space; "
+                    f"quote the whole setting: '{before} {override}'")
+        if "=" not in override:
+            return f"'{override}' is not a setting: give key=value (python -m trainer --help lists them)"
+        key, value = override.split("=", 1)
+        return (f"{override} cannot be read as a setting: Hydra reads a value with accents, brackets or spaces only "
+                f"quoted; quote the value inside the setting, e.g. \"{key}='{value}'\"")
+    return None
+
+
 def override_value(overrides: list[str], key: str) -> str | None:
     """The value ``key=...`` has on the command line, or None."""
     return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key and "=" in o), None)

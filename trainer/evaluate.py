@@ -4,7 +4,7 @@ import sys
 
 from data_pipelines.protocols import EVAL_PROTOCOLS
 
-from .cli import did_you_mean, override_value
+from .cli import did_you_mean, override_syntax_error, override_value
 
 
 def protocol_error(overrides: list[str]) -> str | None:
@@ -18,7 +18,7 @@ def protocol_error(overrides: list[str]) -> str | None:
 
 
 if __name__ == "__main__":
-    if wrong := protocol_error(sys.argv[1:]):
+    if wrong := protocol_error(sys.argv[1:]) or override_syntax_error(sys.argv[1:]):
         print(f"error: {wrong}", file=sys.stderr)
         sys.exit(1)
     from .tools.evaluate import main

@@ -198,3 +198,24 @@ def test_a_misspelt_option_gets_the_nearest_ones_in_one_line(tmp_path, monkeypat
             check_before_start([override])
         assert stop.value.code == 1 and capsys.readouterr().err == f"error: {said}\n"
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_value_hydra_cannot_read_unquoted_is_one_line_with_the_quoting(tmp_path, monkeypatch, capsys):
+    from trainer.__main__ import check_before_start
+
+    monkeypatch.chdir(tmp_path)
+    for overrides, said in [
+            (["data=imagenet", "data.root=/data/my", "images"], "'images' is not a setting (key=value): the shell cut "
+             "the value of data.root=/data/my at a space; quote the whole setting: 'data.root=/data/my images'"),
+            (["data=imagenet", "data.root=/data/donnée"], "data.root=/data/donnée cannot be read as a setting: Hydra "
+             "reads a value with accents, brackets or spaces only quoted; quote the value inside the setting, e.g. "
+             "\"data.root='/data/donnée'\"")]:
+        with pytest.raises(SystemExit) as stop:
+            check_before_start(overrides)
+        assert stop.value.code == 1 and capsys.readouterr().err == f"error: {said}\n"
+    # quoted as said, both reach the data check (the folder does not exist here)
+    for quoted in (["data.root=/data/my images"], ["data.root='/data/donnée'"]):
+        with pytest.raises(SystemExit):
+            check_before_start(["data=imagenet", *quoted])
+        assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
