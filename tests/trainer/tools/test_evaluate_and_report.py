@@ -113,6 +113,10 @@ def test_the_settings_that_differ_leave_out_the_machine_and_keys_older_runs_lack
     one = {**base, "strategy": {"devices": 1}, "trainer": {"devices": 1}}
     two = {**base, "strategy": {"devices": 2}, "trainer": {"devices": 2}}
     assert settings_that_differ([one, two]) == [{"strategy.devices": 1}, {"strategy.devices": 2}]
+    # ... unless it was set itself: trainer.devices=2 under strategy.devices=auto ran 2 devices, and says so
+    typed = {**base, "strategy": {"devices": "auto"}, "trainer": {"devices": 2}}
+    assert settings_that_differ([one, typed]) == [{"strategy.devices": 1, "trainer.devices": 1},
+                                                  {"strategy.devices": "auto", "trainer.devices": 2}]
 
 
 def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path):
@@ -149,6 +153,28 @@ def test_the_plot_has_a_panel_per_model_and_data_set_draws_0_percent_and_whole_e
     legend = digits_top1.get_legend()
     assert legend is not None and legend.get_bbox_to_anchor().y0 < digits_top1.get_window_extent().y0
     assert [t.get_text() for t in mnist_top1.get_legend().get_texts()] == ["one (b): optim.lr=0.1 [complete]"]
+
+
+def test_the_plot_shows_long_labels_whole_inside_the_image_and_a_rounded_axis_floor():
+    from trainer.results.report.plot import make_figure
+    from trainer.results.report.table import Row
+
+    differs = ["trainer.max_epochs=30", "optim.lr=0.0125", "schedule=lenet5_passes", "data.batch_size=4",
+               "optim.weight_decay=0.0005", "model.dropout=0.5", "augment=alexnet", "data.num_workers=4"]
+    history = [{"epoch": e, "val/top1_err": 10.0 / e, "val/top5_err": 0.0 if e > 1 else 0.277776} for e in (1, 2)]
+    paper = __import__("trainer.results.paper_comparison", fromlist=["Reference"]).Reference(
+        "x", "lenet5", "LeCun et al. 1998", 1, "MNIST test", "center", 0.95, 0.2)
+    rows = [Row(f"run-{i} (a)", "lenet5", "single", "digits", differs, "center", "complete", 2, 5.0, 0.0, 5.0, paper,
+                history) for i in range(3)]
+    fig = make_figure(rows)
+    fig.canvas.draw()
+    top1, top5 = fig.axes
+    texts = [t.get_text() for t in top1.get_legend().get_texts()]
+    assert len(texts) == 3 and all(t.replace("\n    ", " ").endswith("data.num_workers=4 [complete]") for t in texts)
+    for ax in fig.axes:  # every legend whole inside the image
+        box = ax.get_legend().get_window_extent()
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    assert top5.get_ylabel() == "error (%, 0, then log above 0.28 %)"
 
 
 def test_a_wrong_protocol_is_one_line_before_any_heavy_import(tmp_path):

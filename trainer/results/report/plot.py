@@ -17,9 +17,15 @@ from .table import Row
 MARKERS = "osD^vP<>Xh"
 
 
-def _label(row: Row, width: int = 100) -> str:
+LEGEND_WIDTH = 110  # characters of a legend line at fontsize 7 under a 7-inch panel
+
+
+def _label(row: Row) -> str:
+    """The run and what differs in it, whole, over as many lines as it takes (a cut label hid what differed)."""
+    import textwrap
+
     text = f"{row.run}: {' '.join(row.differs)}" if row.differs else row.run
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return textwrap.fill(text, LEGEND_WIDTH, subsequent_indent="    ", break_long_words=True)
 
 
 def _some_minor(value: float, _) -> str:
@@ -50,7 +56,8 @@ def make_figure(rows: list[Row], groups: list[SeedGroup] = ()):
     training = [r for r in rows if r.history]
     panels = list(dict.fromkeys((r.model, r.data.split(",")[0]) for r in rows))  # (model, data set)
     errors = ["top1"] + (["top5"] if any(r.paper and r.paper.top5 is not None for r in rows) else [])
-    legend_rows = max(sum(1 for r in rows if (r.model, r.data.split(",")[0]) == p) for p in panels)
+    legend_rows = max(sum(_label(r).count("\n") + 1 for r in rows if (r.model, r.data.split(",")[0]) == p)
+                      for p in panels)
     fig, axes = plt.subplots(len(errors), len(panels), figsize=(7 * len(panels), (4.2 + 0.22 * legend_rows) *
                                                                  len(errors)), squeeze=False, constrained_layout=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -100,7 +107,7 @@ def make_figure(rows: list[Row], groups: list[SeedGroup] = ()):
                 floor = min(positive, default=1.0)
                 ax.set_yscale("symlog", linthresh=floor, linscale=0.4)
                 ax.set_ylim(0, max(values) * 1.3)
-                scale = f"0, then log above {floor:g} %"
+                scale = f"0, then log above {floor:.2g} %"
             elif values:
                 ax.set_yscale("log")
                 ax.set_ylim(min(values) / 1.3, max(values) * 1.3)

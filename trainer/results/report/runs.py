@@ -56,22 +56,24 @@ def _setting(key: str) -> bool:
     return not any(key == k or key.startswith(f"{k}.") for k in NOT_SETTINGS)
 
 
-def followers() -> set[str]:
-    """The settings that only copy another one (``trainer.devices: ${strategy.devices}``): when they differ,
-    the one they copy differs too, and is the one to show."""
+def followers() -> dict[str, str]:
+    """The settings that copy another one by default (``trainer.devices: ${strategy.devices}``), each with the one it
+    copies. Where a run's follower holds its leader's value, the leader says it; where it holds another, it was
+    set itself (``trainer.devices=2`` beside ``strategy.devices=auto``), and is a setting of that run."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train")
-    found = set()
+    found = {}
 
     def walk(node, prefix=""):
         for key in node:
             name = f"{prefix}{key}"
             if OmegaConf.is_interpolation(node, key):
-                if re.fullmatch(r"\$\{[\w.]+\}", str(node._get_node(key)._value())):  # a plain copy of a key
-                    found.add(name)
+                copied = re.fullmatch(r"\$\{([\w.]+)\}", str(node._get_node(key)._value()))  # a plain copy of a key
+                if copied:
+                    found[name] = copied.group(1)
             elif OmegaConf.is_config(node[key]) and not OmegaConf.is_list(node[key]):
                 walk(node[key], f"{name}.")
 
@@ -79,15 +81,16 @@ def followers() -> set[str]:
     return found
 
 
-def settings(config: dict, copies: set[str]) -> dict[str, object]:
+def settings(config: dict, copies: dict[str, str]) -> dict[str, object]:
     """A run's settings as ``key: value``: its resolved config less the bookkeeping (``NOT_SETTINGS``) and the keys
-    that only copy another (``copies``: ``followers()``)."""
-    every = {k: v for k, v in _flatten(config).items() if k not in copies}
+    that hold the value of the key they copy (``copies``: ``followers()``)."""
+    flat = _flatten(config)
+    every = {k: v for k, v in flat.items() if not (k in copies and copies[k] in flat and v == flat[copies[k]])}
     # the module's hyperparameters repeat model.* at the top level (model_name, num_classes, ...): once is enough
     return {k: v for k, v in every.items() if _setting(k) and f"model.{k}" not in every}
 
 
-def configuration(config: dict, copies: set[str]) -> dict[str, str]:
+def configuration(config: dict, copies: dict[str, str]) -> dict[str, str]:
     """What a run is, less its seed (``key: value as JSON``): runs of the same configuration are seeds of one
     experiment, which the report takes together (``seeds.same_configuration``)."""
     return {k: json.dumps(v, sort_keys=True) for k, v in settings(config, copies).items() if k != "seed"}
@@ -97,10 +100,16 @@ def settings_that_differ(configs: list[dict]) -> list[dict[str, object]]:
     """For each run, the settings that not every run shares (as ``key: value``).
 
     Compared on the resolved configs, not on the typed overrides: ``experiment=lenet5_1998`` shows as the
-    learning rate, schedule and epochs it set, which is what differs between the runs.
+    learning rate, schedule and epochs it set, which is what differs between the runs. A follower set in some runs
+    (``trainer.devices=2``) is compared in all, holding its leader's value where it was not set: what ran.
     """
     copies = followers()
     flat = [settings(config, copies) for config in configs]
+    for follower, leader in copies.items():
+        if any(follower in f for f in flat):
+            for f in flat:
+                if follower not in f and leader in f:
+                    f[follower] = f[leader]
     # a key some runs lack came with a newer version of the code: those runs had its default, not another value
     keys = set.intersection(*(set(f) for f in flat)) if flat else set()
     differ = sorted(k for k in keys if any(f[k] != flat[0][k] for f in flat))
