@@ -10,7 +10,8 @@ import torch
 from .augment import DENSE_PROTOCOLS, DIGIT_PRESETS, EVAL_PROTOCOLS, PRESETS
 from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
-from .layout import DataConfigError, DataLayoutError, Listing, list_dataset, take_listed_before_start
+from .layout import (DataConfigError, DataLayoutError, Listing, check_class_count, list_dataset,
+                     take_listed_before_start)
 from .manifest import read_manifest
 from .sharding import cpu_share, data_parallel_rank_and_size
 
@@ -145,12 +146,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.threads, self.threads_how = dali_threads(self.num_workers, processes)
         self.listing = self._list_once()
         self.classes = self.listing.classes
-        if len(self.classes) < 2:
-            raise DataLayoutError(f"{self.root} has {len(self.classes)} class folder(s): a classifier needs at least 2 "
-                                  f"(ROOT/train/<class>/<image>, one folder per class)")
-        if len(self.classes) != self.num_classes:
-            raise DataLayoutError(f"{self.root} has {len(self.classes)} class folders but the model is configured "
-                                  f"for data.num_classes={self.num_classes}; set data.num_classes={len(self.classes)}")
+        check_class_count(self.root, self.classes, self.num_classes)
         self.graph["prepared_side"], self.graph["prepared_square"] = prepared_copy(self.root, self.graph)
         warning = unverified_warning(self.root, self.listing)
         if warning and (self.trainer is None or self.trainer.is_global_zero):

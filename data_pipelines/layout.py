@@ -128,6 +128,21 @@ def list_before_start(root: str | Path) -> "Listing":
     return listing
 
 
+def check_class_count(root: str | Path, classes: list[str], num_classes: int) -> None:
+    """The class folders against ``data.num_classes`` (the model's outputs): checked before the run starts
+    (``trainer/run/config_check.py``) and as the data module sets up.
+
+    Raises:
+        DataLayoutError: fewer than 2 classes, or another number than ``num_classes``, with the fix.
+    """
+    if len(classes) < 2:
+        raise DataLayoutError(f"{root} has {len(classes)} class folder(s): a classifier needs at least 2 "
+                              f"(ROOT/train/<class>/<image>, one folder per class)")
+    if len(classes) != num_classes:
+        raise DataLayoutError(f"{root} has {len(classes)} class folders but the model is configured "
+                              f"for data.num_classes={num_classes}; set data.num_classes={len(classes)}")
+
+
 def take_listed_before_start(root: str | Path) -> "Listing | None":
     """The listing this process made of ``root`` before the run started, once (None if it made none)."""
     return _LISTED_BEFORE_START.pop(Path(root).expanduser().resolve(), None) if root else None

@@ -55,6 +55,8 @@ def exit_on_user_error(run, cfg: DictConfig) -> None:
     except errors as e:
         if not getattr(e, "printed", False):
             print(f"error: {e}", file=sys.stderr)
+        if getattr(e, "removed", ""):  # found before the first step (train.py): what the start made is gone
+            print(f"nothing was trained{e.removed}", file=sys.stderr)
         sys.exit(1)
     except interrupt.RunInterrupted as e:  # Ctrl-C / SIGTERM: the checkpoint is written, say how to resume
         if console.process_rank() == 0:

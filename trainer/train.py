@@ -24,14 +24,16 @@ from .parallel.slurm_preemption import SlurmPreemption
 from .results.paper_comparison import coverage, print_comparison, references_for, summary_fields
 from .results.summary import print_summary, run_title
 from .results.tracking import environment, git_state, wandb_offline
+from .cli import user_errors
 from .run import interrupt
-from .run.callbacks import NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord, StepMetrics, StopOnSignal
+from .run.callbacks import NonFiniteLossError, NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord, StepMetrics, StopOnSignal
 from .run.callbacks.stop_on_signal import take_over_from_lightning
 from .run.checkpoints import (AtomicCheckpointIO, LastCheckpoint, RunCheckpoint, check_compatible,
                               remove_stale_temporaries)
 from .run.resume import check_data_order, configured_lr, position, resume_plan
 from .run.steps import epoch_number
 from .run.config_check import check_values
+from .run.run_folder import remove_unstarted
 from .run.console import drop_anonymous, quiet_known_noise
 
 log = logging.getLogger(__name__)
@@ -240,7 +242,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     except BaseException as e:
         if not lost_peer(e):
+            unstarted = trainer.global_step == resumed.get("global_step", 0) and trainer.world_size == 1 and \
+                isinstance(e, user_errors()) and not isinstance(e, NonFiniteLossError)  # e.g. a data set the run
+            # cannot read, found as the data module sets up
+            part = Path(logger.experiment.dir).parent if unstarted and _wandb_dir(logger) else None
             _finish_wandb(logger, exit_code=1)
+            if unstarted:  # nothing trained: what this start made goes (the report would list a failed run)
+                e.removed = remove_unstarted(str(output_dir), _config_subdir(), part)
             raise
         requeued = next(c for c in trainer.callbacks if isinstance(c, RequeueOnLostPeer))
         error = requeued.error or lost_peer_error(e, output_dir, requeue_plan()[1])  # under Slurm: requeued, said
@@ -278,6 +286,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print_comparison(result["val/top1_err"], result["val/top5_err"], protocol, cfg.data.name, references, preset,
                          partial=partial)
     return {**result, **comparison}
+
+
+def _config_subdir() -> str | None:
+    """Where Hydra wrote this start's config in the run folder (``.hydra``, ``.hydra/resumed-<time>``), or None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().output_subdir if HydraConfig.initialized() else None
 
 
 def _finish_wandb(logger, exit_code: int) -> None:

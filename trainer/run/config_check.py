@@ -255,7 +255,7 @@ def check_data_root(cfg: DictConfig, first_process: bool = True) -> None:
     every process listing ImageNet's 2,000 folders, or one process twice, would cost minutes."""
     from pathlib import Path
 
-    from data_pipelines.layout import DataLayoutError, list_before_start
+    from data_pipelines.layout import DataLayoutError, check_class_count, list_before_start
 
     if OmegaConf.select(cfg, "data.name", default=None) == "digits":
         check_digits_root(cfg)
@@ -271,7 +271,8 @@ def check_data_root(cfg: DictConfig, first_process: bool = True) -> None:
                                                "(docs/data.md, \"Getting ImageNet ready\")"))
     if first_process:
         try:
-            list_before_start(str(root))
+            listing = list_before_start(str(root))
+            check_class_count(root, listing.classes, int(cfg.data.num_classes))
         except DataLayoutError as e:
             raise ConfigValueError(f"data.root={root}: {e}") from None
 

@@ -158,6 +158,8 @@ class _ConsoleFile:
             return
         self._in_frame = False
         if self._file is None:
+            if not self.path.parent.is_dir():  # the run folder was removed (a start that trained nothing): no copy
+                return
             self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # line-buffered: a crash loses no line
             self._file.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S} {' '.join(sys.argv)}\n")
         self._file.write(line + "\n")

@@ -2,6 +2,8 @@
 resumes) and what the tool does about each. Every test here failed on the code before its fix."""
 
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -405,6 +407,10 @@ def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_
     shutil.copytree(looping / "val", named / "val")
     shutil.copytree(looping / "val", named / "train")
     (named / "train" / "0" / "two\nlines.png").write_bytes(next((named / "train" / "0").iterdir()).read_bytes())
+    two = tmp_path / "two"  # 2 classes, where ImageNet's config says 1000
+    for split in ("train", "val"):
+        for label in ("0", "1"):
+            shutil.copytree(digits_cache / "digits" / split / label, two / split / label)
     torch.save(torch.zeros(3), tmp_path / "tensor.ckpt")
     (tmp_path / "folder.ckpt").mkdir()
     cases = [
@@ -432,6 +438,8 @@ def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_
                                                     f"{looping / 'train'}, a folder that holds it: a loop"),
         (["data=imagenet", f"data.root={named}"], repr(str(named / "train" / "0" / "two\nlines.png")) +
          ": its name holds a line break"),
+        (["data=imagenet", f"data.root={two}"], f"data.root={two}: {two} has 2 class folders but the model is "
+                                                 f"configured for data.num_classes=1000; set data.num_classes=2"),
         ([f"data.root={looping}"], f"data.root={looping} holds a data set in ImageNet's layout (train/, val/), but "
                                    f"the data set is the embedded digits"),  # data=imagenet was meant
         ([f"data.root={tmp_path / 'nowhere'}"], f"data.root={tmp_path / 'nowhere'} does not exist, but the data set "
@@ -467,6 +475,29 @@ def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_
     digits = tmp_path / "digits-here"
     digits.mkdir()
     assert write_digits(digits) == digits and len(list((digits / "train").rglob("*.png"))) > 1000
+
+
+def test_a_data_problem_met_before_the_first_step_leaves_nothing_the_run_made(tmp_path, digits_cache):
+    """Every image of a data set random bytes named .JPEG: the layout is right, so the run starts; its first batch
+    cannot be decoded. It says which file, and removes the run folder and W&B run it had made (the report would
+    list a failed run with nothing in it); the data set is untouched."""
+    data = tmp_path / "data"
+    rng = random.Random(0)
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            (data / split / label).mkdir(parents=True)
+            for i in range(4):
+                (data / split / label / f"{i}.JPEG").write_bytes(bytes(rng.randrange(256) for _ in range(3000)))
+    before = sorted(str(p) for p in data.rglob("*"))
+    work = tmp_path / "work"
+    work.mkdir()
+    code, out = finish(start(work, digits_cache, "data=imagenet", f"data.root={data}", "data.num_classes=2",
+                             "data.image_size=32", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                             "schedule=constant", "logger=wandb"))
+    assert code == 1 and "Traceback" not in out, out[-3000:]
+    assert re.search(rf"^error: cannot read or decode {data}/(train|val)/[ab]/\d\.JPEG; ", out, re.M), out[-3000:]
+    assert re.search(r"^nothing was trained; the run folder outputs/lenet5/\S+ it had made was removed$", out, re.M)
+    assert list(work.iterdir()) == [] and sorted(str(p) for p in data.rglob("*")) == before
 
 
 def test_an_export_into_a_folder_it_cannot_write_is_one_line(tmp_path):
