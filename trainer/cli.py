@@ -78,9 +78,8 @@ def did_you_mean(key: str, value: str, choices, n: int = 1) -> str:
 
 def override_syntax_error(overrides: list[str]) -> str | None:
     """The first command-line setting Hydra's grammar cannot read, in one line with the quoting that fixes it, or
-    None. Unquoted, a value cannot hold accents or brackets (Hydra's override grammar); a space ends the argument in the shell
-    (``data.root=/data/my images`` arrives as ``data.root=/data/my`` and ``images``), and an accent or a bracket
-    ends Hydra's word."""
+    None. Unquoted, a value cannot hold accents or brackets (Hydra's override grammar), and a space ends the argument
+    in the shell (``data.root=/data/my images`` arrives as ``data.root=/data/my`` and ``images``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()

@@ -26,7 +26,8 @@ from .results.summary import print_summary, run_title
 from .results.tracking import environment, git_state, wandb_offline
 from .cli import user_errors
 from .run import interrupt
-from .run.callbacks import NonFiniteLossError, NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord, StepMetrics, StopOnSignal
+from .run.callbacks import (NonFiniteLossError, NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord,
+                            StepMetrics, StopOnSignal)
 from .run.callbacks.stop_on_signal import take_over_from_lightning
 from .run.checkpoints import (AtomicCheckpointIO, LastCheckpoint, RunCheckpoint, check_compatible,
                               remove_stale_temporaries)
