@@ -5,7 +5,7 @@
     parallel/     several devices and nodes: the two-GPU split, devices, the GPU fast path, lost peers, Slurm
     results/      the papers' figures and the comparison, the summary, W&B, the report over many runs
     optim/        what the papers trained with and PyTorch lacks (LeNet-5's SDLM, MAP loss, pass-wise rate)
-    tools/        commands of their own: evaluate, export, bench, gpu_check (thin entry points beside this file)
+    tools/        commands of their own: evaluate, export, bench (thin entry points beside this file)
 
 Lower packages never import higher ones: optim and results, then run, then parallel, then the entry points and
 the tools.

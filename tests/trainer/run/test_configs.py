@@ -164,7 +164,7 @@ def test_help_says_what_the_tool_is_lists_its_commands_and_imports_no_deep_learn
     assert result.returncode == 0 and "powered by Hydra" not in result.stdout
     for text in ("convnet-classics: train the classic ConvNets", "python -m trainer.evaluate", "python -m trainer.report",
                  "python -m trainer.export", "python -m trainer.bench", "python -m data_pipelines.prepare",
-                 "python -m data_pipelines.verify", "python3 -m trainer.gpu_check", "model: alexnet, alexnet_onetower"):
+                 "python -m data_pipelines.verify", "make gpu-kit; make gpu-check", "model: alexnet, alexnet_onetower"):
         assert text in result.stdout, text
     assert "optim:\n  lr:" not in result.stdout  # not the whole config
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}

@@ -1,4 +1,4 @@
-"""``python3 -m trainer.gpu_check``: every check that needs a GPU, in stages that fit a short lease.
+"""``python3 -m tools.gpu_check``: every check that needs a GPU, in stages that fit a short lease.
 
 Runs on the GPU machine's own Python, offline: with ``--kit gpu-kit`` (``make gpu-kit``, carried in
 parts) it first installs what of the kit has arrived (``install.py``), then runs the stage's steps
@@ -32,7 +32,7 @@ from pathlib import Path
 from .install import KitInstallError, describe_versions, install, versions
 from .report import Report
 from .steps import LEVELS, STEPS, Context, StepTimeout
-from ... import PROJECT
+from trainer import PROJECT
 
 EXIT_FAILED, EXIT_KIT, EXIT_NO_GPU = 1, 2, 3
 FAILED = ("failed", "error", "timed out")
@@ -41,7 +41,7 @@ FAILED = ("failed", "error", "timed out")
 def machine() -> dict:
     import torch
 
-    from ...parallel.devices import driver_version
+    from trainer.parallel.devices import driver_version
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     driver = driver_version()
@@ -55,7 +55,7 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m trainer.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python3 -m tools.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", choices=["1", "2", "3", "all"], default="all", help="which steps (default all)")
     parser.add_argument("--level", choices=list(LEVELS), default="full", help="quick | short | full (default)")
     parser.add_argument("--kit", type=Path, default=None, help="install from this kit first (make gpu-kit)")

@@ -1,11 +1,11 @@
-"""``python -m trainer.tools.gpu_check.rehearsal``: the lent GPU machine's command sequence, tried here first.
+"""``python -m tools.gpu_check.rehearsal``: the lent GPU machine's command sequence, tried here first.
 
 Makes (once) a virtualenv on the target's Python holding only the target's own packages that the project
 uses (torch 2.11 / torchvision 0.26 / Lightning 2.6.6 / torchmetrics 1.9 where they install here, else
 ``--torch`` names the stand-in), copies the working tree into a folder as the device tool does, and runs
 the commands of docs/speed.md ("Measuring on a GPU machine") in order, each in a network namespace of its own (``unshare --net``: no network at
 all) with ``PIP_NO_INDEX=1``: command N finds the kit parts that command N carries (the earlier ones stay,
-as on a warm machine) and runs ``python3 -m trainer.gpu_check --kit gpu-kit --stage N --rehearse``, the
+as on a warm machine) and runs ``python3 -m tools.gpu_check --kit gpu-kit --stage N --rehearse``, the
 CPU-runnable parts at tiny sizes. Then a stage is killed in mid-step to see that its JSON is still whole.
 
 It checks and prints: every part at most ``--part-mib``, every command's carry with the working tree within
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from ... import PROJECT
+from trainer import PROJECT
 MIB = 2**20
 COMMAND_LIMIT_MIB = 64  # what one device command carries in all, the working tree included
 # The target's own packages that the project (and its tests) import: the rehearsal venv holds these only
@@ -71,7 +71,7 @@ def run_command(folder: Path, py: Path, stage: str, out: Path, timeout: float | 
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and k not in ("PYTHONPATH",)}
     env.update(PIP_NO_INDEX="1", PATH=f"{py.parent}{os.pathsep}{env.get('PATH', '')}", HOME=str(folder / "home"))
     (folder / "home").mkdir(exist_ok=True)
-    command = offline([str(py), "-m", "trainer.gpu_check", "--kit", "gpu-kit", "--stage", stage, "--level", "quick",
+    command = offline([str(py), "-m", "tools.gpu_check", "--kit", "gpu-kit", "--stage", stage, "--level", "quick",
                        "--rehearse", "--out", str(out)])
     t0 = time.monotonic()
     process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -88,7 +88,7 @@ def run_command(folder: Path, py: Path, stage: str, out: Path, timeout: float | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.tools.gpu_check.rehearsal", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.gpu_check.rehearsal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kit", type=Path, default=PROJECT / "gpu-kit", help="a kit built by make gpu-kit")
     parser.add_argument("--python", default="python3.12", help="the target's Python here (default python3.12)")
     parser.add_argument("--torch", default="2.11.0", help="torch for the target-like venv (2.11.0: the H200's)")

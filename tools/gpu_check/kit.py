@@ -1,4 +1,4 @@
-"""``make gpu-kit`` (``python -m trainer.tools.gpu_check.kit``): the packages a GPU machine without network lacks.
+"""``make gpu-kit`` (``python -m tools.gpu_check.kit``): the packages a GPU machine without network lacks.
 
 Run here, where the package index is reachable. Reads the target machine's package list
 (``targets/h200.txt``: its Python, its wheel platforms, the packages it has), walks the project's
@@ -42,7 +42,7 @@ from packaging.requirements import Requirement
 from .wheels import (HEAVY_PREFIX, MIB, TARGETS, KitError, Target, Wheels, fallbacks, project_requirements, read_pins,
                      read_target, resolve, sha256)
 
-from ... import PROJECT
+from trainer import PROJECT
 def stage(wheels: list[Path], folder: Path, target: Target) -> None:
     """Installs ``wheels`` into ``folder`` as pip does on the target (``--target``, no dependencies, no compiling)."""
     if folder.exists():
@@ -228,7 +228,7 @@ def describe(manifest: dict, seconds: float | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.tools.gpu_check.kit", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.gpu_check.kit", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", type=Path, default=TARGETS / "h200.txt", help="the target's package list")
     parser.add_argument("--out", type=Path, default=PROJECT / "gpu-kit", help="the kit's folder (git-ignored)")
     parser.add_argument("--part-mib", type=float, default=60, help="the most one command carries of the kit")

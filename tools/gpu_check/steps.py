@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ... import PROJECT
+from trainer import PROJECT
 LEVELS = {"quick": {"warmup": 3, "steps": 5, "repeats": 1, "images": 256, "epochs": 2},
           "short": {"warmup": 10, "steps": 30, "repeats": 2, "images": 2048, "epochs": 10},
           "full": {"warmup": 10, "steps": 100, "repeats": 3, "images": 8192, "epochs": 30}}
@@ -159,7 +159,7 @@ def step_memory(ctx):
         return {"status": "skipped", "why": "GPU memory: needs a GPU"}
     found = {}
     for name, batch in (("alexnet", 128), ("resnet50", 64)):
-        code, text = run_logged(ctx, f"memory {name}", [sys.executable, "-m", "trainer.tools.gpu_check.probes", "memory",
+        code, text = run_logged(ctx, f"memory {name}", [sys.executable, "-m", "tools.gpu_check.probes", "memory",
                                                         name, str(batch)], timeout=240)
         found[name] = last_json(text) if code == 0 else {"error": f"exit status {code}"}
     return {"status": "measured" if all("error" not in v for v in found.values()) else "failed", **{
@@ -172,7 +172,7 @@ def step_decoders(ctx):
                                                            "64", "--pass-images", "256", "--runs", "1", "--variants",
                                                            "decode_only"], timeout=300)
         return {"status": "ran on the CPU" if code == 0 else "failed", "exit_code": code}
-    code, text = run_logged(ctx, "decoders", [sys.executable, "-m", "trainer.tools.gpu_check.probes", "decoders", "256"],
+    code, text = run_logged(ctx, "decoders", [sys.executable, "-m", "tools.gpu_check.probes", "decoders", "256"],
                             timeout=300)
     figures = last_json(text) if code == 0 else None
     if not figures:
@@ -187,7 +187,7 @@ def step_gpu_tests_dali(ctx):
 def _jpegs(ctx) -> dict:
     """The generated JPEGs and their 256x256 copy (made once per machine; a process of its own)."""
     count = 64 if ctx.rehearse else ctx.level["images"]
-    code, text = run_logged(ctx, "jpegs", [sys.executable, "-m", "trainer.tools.gpu_check.probes", "jpegs", str(count)],
+    code, text = run_logged(ctx, "jpegs", [sys.executable, "-m", "tools.gpu_check.probes", "jpegs", str(count)],
                             timeout=300)
     folders = last_json(text) if code == 0 else None
     if not folders:

@@ -1,8 +1,8 @@
 """Small measurements the GPU check runs as processes of their own, each printing one JSON line.
 
-    python -m trainer.tools.gpu_check.probes memory alexnet 128     # peak memory of training against the count
-    python -m trainer.tools.gpu_check.probes decoders 256           # DALI mixed against cpu on generated JPEGs
-    python -m trainer.tools.gpu_check.probes jpegs 8192             # generated ImageNet-sized JPEGs and their 256 copy
+    python -m tools.gpu_check.probes memory alexnet 128     # peak memory of training against the count
+    python -m tools.gpu_check.probes decoders 256           # DALI mixed against cpu on generated JPEGs
+    python -m tools.gpu_check.probes jpegs 8192             # generated ImageNet-sized JPEGs and their 256 copy
 """
 
 import json

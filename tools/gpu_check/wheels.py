@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from ... import PROJECT
+from trainer import PROJECT
 
 TARGETS = Path(__file__).resolve().parent / "targets"
 MIB = 2**20

@@ -1,7 +1,7 @@
 """The GPU check built for the machine we can be lent: the kit's logic on a small stand-in (wheels made here, no
 index), its install there, the figures written as they come, and the exit status without a GPU. The real kit
 (280 MiB of downloads, minutes of packing) and the whole command sequence are rehearsed by
-``python -m trainer.tools.gpu_check.rehearsal`` (docs/speed.md, "Measuring on a GPU machine")."""
+``python -m tools.gpu_check.rehearsal`` (docs/speed.md, "Measuring on a GPU machine")."""
 
 import hashlib
 import json
@@ -17,8 +17,8 @@ import torch
 from packaging.requirements import Requirement
 
 from conftest import run_cli
-from trainer.tools.gpu_check.install import KitInstallError, install
-from trainer.tools.gpu_check.kit import build
+from tools.gpu_check.install import KitInstallError, install
+from tools.gpu_check.kit import build
 
 
 def make_wheel(folder: Path, name: str, version: str, requires=(), payload: bytes = b"") -> Path:
@@ -119,7 +119,7 @@ def test_the_kit_installs_part_by_part_checks_its_parts_and_uses_a_fall_back_onl
 def test_without_a_gpu_nothing_is_measured_and_the_exit_status_says_so(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: `make gpu-check` runs the real thing")
-    result = run_cli("trainer.gpu_check", "--stage", "1", "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=300)
+    result = run_cli("tools.gpu_check", "--stage", "1", "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=300)
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
     assert "no CUDA GPU here: nothing ran (exit status 3)" in result.stderr
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
@@ -128,7 +128,7 @@ def test_without_a_gpu_nothing_is_measured_and_the_exit_status_says_so(tmp_path)
 
 
 def test_each_step_is_on_disk_as_soon_as_it_ends(tmp_path):
-    from trainer.tools.gpu_check.report import Report
+    from tools.gpu_check.report import Report
 
     report = Report(tmp_path / "out", tmp_path / "state.json", {"boot": "b", "gpus": 1}, "quick")
     report.record("resnet50", {"status": "measured", "trainer_img_s": 3100.0})

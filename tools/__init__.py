@@ -1,0 +1,8 @@
+"""Tools run from the checkout, not installed with the package: what the project's own work needs beside the trainer.
+
+    gpu_check/    every check that needs a GPU, packed for a GPU machine without network (``make gpu-kit``,
+                  ``python3 -m tools.gpu_check``; docs/speed.md, "Measuring on a GPU machine")
+
+They import ``trainer``'s public pieces (the project's path, the driver check); nothing in ``trainer``,
+``models`` or ``data_pipelines`` imports them.
+"""
