@@ -1,6 +1,6 @@
 """SDLM on the real MNIST in a bare PyTorch loop: the paper's procedure, one setting at a time, fast.
 
-    python tests/trainer/optim/sdlm_lab.py [--batch 1] [--mu 0.02] [--eta-factor 1] [--passes 1] [--steps N]
+    python tools/sdlm_lab.py [--batch 1] [--mu 0.02] [--eta-factor 1] [--passes 1] [--steps N]
         [--curvature per_connection|gauss_newton] [--mnist ../shared/data/mnist] [--every 1000] [--seed 0]
 
 A benchmark-style script (minutes on 2 cores), not a CI test: what docs/reproducing.md's table of settings was
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-PROJECT = Path(__file__).resolve().parents[3]
+PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from data_pipelines.augment import LENET_MEAN, LENET_STD  # noqa: E402

@@ -1,7 +1,7 @@
 """The kill loop: ``kill -9`` (or SIGTERM, or Ctrl-C) at random moments of one run, each followed by a resume,
 against a run never killed.
 
-    python tests/trainer/run/kill_loop.py [--kills 10] [--epochs 4] [--seed 0] [--signal KILL|TERM|INT]
+    python tools/kill_loop.py [--kills 10] [--epochs 4] [--seed 0] [--signal KILL|TERM|INT]
                                           [--within 25]
                                           [--work /tmp/kill-loop]
 
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[3]
+PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 
@@ -36,7 +36,7 @@ def command(*args: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tests/trainer/run/kill_loop.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/kill_loop.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="of the kill moments")
