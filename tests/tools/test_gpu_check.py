@@ -16,7 +16,7 @@ import pytest
 import torch
 from packaging.requirements import Requirement
 
-from conftest import run_cli
+from conftest import PROJECT, run_cli
 from tools.gpu_check.install import KitInstallError, install
 from tools.gpu_check.kit import build
 
@@ -138,3 +138,13 @@ def test_each_step_is_on_disk_as_soon_as_it_ends(tmp_path):
     assert later.figure("resnet50", "trainer_img_s") == 3100.0 and len(later.data["commands"]) == 2
     fresh = Report(tmp_path / "out3", tmp_path / "state.json", {"boot": "other", "gpus": 1}, "quick")  # another lease
     assert fresh.figure("resnet50", "trainer_img_s") is None
+
+
+def test_the_kits_installer_runs_on_the_standard_library_alone():
+    """It runs on the GPU machine before anything is installed: an interpreter without site-packages (-I -S), the
+    checkout alone on its path, imports it."""
+    probe = (f"import sys; sys.path.insert(0, {str(PROJECT)!r}); import tools.gpu_check.install as i; "
+             f"print(i.__file__)")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str(PROJECT / "tools" / "gpu_check" / "install.py")

@@ -22,6 +22,7 @@ import tarfile
 from pathlib import Path
 
 from trainer import PROJECT
+
 # What the check runs with, printed with where each is imported from (the kit's folder or the machine's own)
 REPORTED = ["torch", "torchvision", "pytorch_lightning", "torchmetrics", "numpy", "hydra", "omegaconf", "antlr4",
             "wandb", "submitit", "nvidia.dali", "nvidia.nvimgcodec"]
