@@ -42,7 +42,7 @@ gpu-kit: $(STAMP)
 	$(PY) -m tools.gpu_check.kit $(ARGS)
 
 # On a GPU machine: the project's .venv when there is one, else the machine's own python3 with the kit
-# (no install, no network). The lent H200 runs it in stages instead: docs/speed.md, "Measuring on a GPU machine".
+# (no install, no network). A GPU machine without network runs it in stages instead: docs/speed.md, "Measuring on a GPU machine".
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),python3) -m tools.gpu_check --out gpu-check \
 	  $(if $(wildcard $(PY)),,$(if $(wildcard gpu-kit/manifest.json),--kit gpu-kit)) $(ARGS)

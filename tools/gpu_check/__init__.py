@@ -1,4 +1,5 @@
-"""The GPU check: every measurement and test that needs a GPU, built for a machine lent for minutes, offline.
+"""The GPU check: every measurement and test that needs a GPU, built for a GPU machine without
+network, used for a few minutes at a time.
 
 ``kit.py`` (run here: ``make gpu-kit``) packs the wheels such a machine lacks into parts that fit the commands
 that carry them; ``install.py`` unpacks them there; ``steps.py`` holds the stages' steps and ``report.py``

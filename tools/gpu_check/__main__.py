@@ -1,10 +1,10 @@
-"""``python3 -m tools.gpu_check``: every check that needs a GPU, in stages that fit a short lease.
+"""``python3 -m tools.gpu_check``: every check that needs a GPU, in stages that fit a short session on the machine.
 
 Runs on the GPU machine's own Python, offline: with ``--kit gpu-kit`` (``make gpu-kit``, carried in
 parts) it first installs what of the kit has arrived (``install.py``), then runs the stage's steps
 (``steps.py``), each a process of its own. After every step the figures go into ``OUT/gpu_check.json`` and
 ``OUT/summary.md``, and each step's output streams into ``OUT/gpu_check.log``, so a command killed at its
-limit leaves what it did; the results of the lease's earlier commands are carried in
+limit leaves what it did; the results of the session's earlier commands are carried in
 ``gpu-check/state.json``.
 
 - stage 1 (torch only, the kit's small part): the GPU tests that need no DALI, including no host sync

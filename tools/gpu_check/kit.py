@@ -1,7 +1,7 @@
 """``make gpu-kit`` (``python -m tools.gpu_check.kit``): the packages a GPU machine without network lacks.
 
 Run here, where the package index is reachable. Reads the target machine's package list
-(``targets/h200.txt``: its Python, its wheel platforms, the packages it has), walks the project's
+(``targets/py312-torch2.11.txt``: its Python, its wheel platforms, the packages it has), walks the project's
 requirements through the wheels' own metadata, and fetches exactly the wheels the target lacks (for the
 target's Python, with ``pip download``; a package published only as source, ``antlr4-python3-runtime``,
 is built into a wheel with ``pip wheel``). It installs them into a folder as pip would on the target,
@@ -229,7 +229,7 @@ def describe(manifest: dict, seconds: float | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.gpu_check.kit", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", type=Path, default=TARGETS / "h200.txt", help="the target's package list")
+    parser.add_argument("--target", type=Path, default=TARGETS / "py312-torch2.11.txt", help="the target's package list")
     parser.add_argument("--out", type=Path, default=PROJECT / "gpu-kit", help="the kit's folder (git-ignored)")
     parser.add_argument("--part-mib", type=float, default=60, help="the most one command carries of the kit")
     parser.add_argument("--pip-arg", action="append", default=[], help="passed to pip (e.g. --no-index)")

@@ -1,10 +1,10 @@
 """What the GPU check has found so far, written after every step: a command killed at its limit leaves it.
 
-Three files in the output folder, which the device tool brings back (it brings back at most 8): the JSON
+Three files in the output folder, which the remote command brings back (at most 8 files): the JSON
 (``gpu_check.json``), a short ``summary.md``, and one log (``gpu_check.log``) into which every step's output
 streams as it runs. The JSON and the summary are replaced whole (written beside and renamed), so they are
 valid at every moment. A state file in the project's ``gpu-check/`` folder carries the results of the
-earlier commands of one lease (the machine keeps ignored files while it stays warm), so the last command's
+earlier commands of one session (the machine keeps ignored files while it stays warm), so the last command's
 files hold them all.
 """
 

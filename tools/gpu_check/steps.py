@@ -3,7 +3,7 @@ recorded as soon as it ends.
 
 Stage 1 and 2 need torch only (they run on the kit's small part, before DALI has arrived); stage 3 needs
 DALI. ``--level`` trades precision for minutes (quick: a few steps, to check the command itself; short: what
-fits a 15-minute lease; full: the figures of docs/speed.md).
+fits a 15-minute session; full: the figures of docs/speed.md).
 """
 
 import json
@@ -250,7 +250,7 @@ def step_two_gpus(ctx):
 
 
 # name -> (stage, function, what it needs: "cuda" and/or "dali"), in the order they run: within a stage the
-# figures the lease exists for first, so that a command cut short has them
+# figures the session exists for first, so that a command cut short has them
 STEPS: dict[str, tuple[int, Callable, set]] = {
     "gpu-tests-torch": (1, step_gpu_tests_torch, set()),
     "resnet50": (1, step_resnet50, {"cuda"}),

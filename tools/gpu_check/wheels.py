@@ -56,7 +56,7 @@ class Target:
 
 
 def read_target(path: Path) -> Target:
-    """Reads a target file (``targets/h200.txt``): ``python:``, ``platforms:`` and one package a line."""
+    """Reads a target file (``targets/py312-torch2.11.txt``): ``python:``, ``platforms:`` and one package a line."""
     python, platforms, packages = None, [], {}
     for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
