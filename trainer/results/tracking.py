@@ -96,12 +96,22 @@ def validation_history(part: Path) -> list[dict]:
     return history
 
 
+def run_parts(wandb_dir: Path, run_id: str) -> list[Path]:
+    """The folders of W&B run ``run_id`` under ``wandb_dir``, oldest first: one per start of a resumed offline run,
+    ``<mode>-run-<time>-<id>``, with ``-<n>`` after it when two starts fell in the same second."""
+    import re
+
+    own = re.compile(rf"(?:offline-)?run-(\d{{8}}_\d{{6}})-{re.escape(run_id)}(?:-(\d+))?")
+    found = [(m, p) for p in wandb_dir.glob(f"*run-*-{run_id}*") if (m := own.fullmatch(p.name))]
+    return [p for m, p in sorted(found, key=lambda f: (f[0].group(1), int(f[0].group(2) or 0)))]
+
+
 def validations_logged(wandb_dir: Path, run_id: str, current: Path | None = None) -> set[int]:
     """The global steps of the validation results the W&B folders of ``run_id`` under ``wandb_dir`` hold (all
     its parts: a resumed run has one per start), leaving out ``current`` (the part this process writes).
     A part that cannot be read (a ``kill -9`` may leave only its header) holds none."""
     steps = set()
-    for part in sorted(wandb_dir.glob(f"*run-*-{run_id}")):
+    for part in run_parts(wandb_dir, run_id):
         if current is not None and part.resolve() == current.resolve():
             continue
         try:
