@@ -35,7 +35,8 @@ MULTIRUN_REFUSED = (
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def _main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
-    in_process_sweep = hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.launcher._target_.endswith("BasicLauncher")
+    # by name: Hydra's plugin scan executes the launchers' modules again, so their classes are not one object
+    in_process_sweep = hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.launcher._target_.endswith(".BasicLauncher")
     if in_process_sweep and cfg.strategy.name != "single":
         print(MULTIRUN_REFUSED.format(strategy=cfg.strategy.name), file=sys.stderr)
         sys.exit(2)

@@ -10,6 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -23,8 +24,9 @@ from .parallel.peers import lost_peer, lost_peer_error, requeue_plan
 from .parallel.slurm_preemption import SlurmPreemption
 from .results.paper_comparison import coverage, print_comparison, references_for, summary_fields
 from .results.summary import print_summary, run_title
-from .results.tracking import environment, git_state, wandb_offline
+from .results.tracking import environment, git_state, run_parts, wandb_offline
 from .cli import user_errors
+from .optim import SDLM, SDLMCurvature
 from .run import interrupt
 from .run.callbacks import (NonFiniteLossError, NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord,
                             StepMetrics, StopOnSignal)
@@ -33,7 +35,7 @@ from .run.checkpoints import (AtomicCheckpointIO, LastCheckpoint, RunCheckpoint,
                               remove_stale_temporaries)
 from .run.resume import check_data_order, configured_lr, position, resume_plan
 from .run.steps import epoch_number
-from .run.config_check import check_values
+from .run.config_check import check_values, target_is
 from .run.run_folder import remove_unstarted
 from .run.console import drop_anonymous, quiet_known_noise
 
@@ -48,7 +50,7 @@ def build_logger(cfg: DictConfig, output_dir: Path, wandb_run_id: str | None = N
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
     kwargs: dict[str, Any] = {"save_dir": str(output_dir)}
-    if not cfg.logger._target_.endswith("WandbLogger"):
+    if not target_is(cfg.logger, WandbLogger):
         return instantiate(cfg.logger, **kwargs)
     kwargs["offline"] = wandb_offline(cfg.logger)
     if wandb_run_id:
@@ -110,11 +112,10 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
                          auto_insert_metric_name=False, enable_version_counter=False)
     last = LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
     step_metrics = StepMetrics()
-    callbacks = [RunRecord(logger, int(cfg.data.batch_size), title=run_title(cfg), recipe=recipe(cfg)), best, last, step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
+    callbacks = [RunRecord(logger, int(cfg.data.batch_size), title=run_title(cfg), recipe=recipe(cfg)), best, last,
+                 step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
                  StopOnSignal(last_ckpt=folder / "last.ckpt"), RequeueOnLostPeer(output_dir)]
-    if str(cfg.optim.get("_target_", "")).endswith(".SDLM"):  # its curvature, renewed before every pass
-        from .optim import SDLMCurvature
-
+    if target_is(cfg.optim, SDLM):  # its curvature, renewed before every pass
         callbacks.append(SDLMCurvature())
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
@@ -297,7 +298,7 @@ def _config_subdir() -> str | None:
 
 
 def _finish_wandb(logger, exit_code: int) -> None:
-    if logger and type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
         try:
             logger.experiment.finish(exit_code=exit_code)
         except Exception as e:  # W&B cannot write either (a full disk): the run's own error is the one to say
@@ -327,10 +328,10 @@ def _wandb_parts(logger) -> list[str]:
     if not _wandb_dir(logger):
         return []
     current = Path(_wandb_dir(logger))
-    return [str(p) for p in sorted(current.parent.glob(f"*run-*-{logger.experiment.id}"))] or [str(current)]
+    return [str(p) for p in run_parts(current.parent, logger.experiment.id)] or [str(current)]
 
 
 def _wandb_dir(logger) -> str | None:
-    if logger and type(logger).__name__ == "WandbLogger":
+    if isinstance(logger, WandbLogger):
         return str(Path(logger.experiment.dir).parent)
     return None

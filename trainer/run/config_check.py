@@ -159,23 +159,41 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigValueError("data.preset=resnet draws the shorter side from data.scale_range, which is not set: "
                                "use augment=resnet (He et al.'s [256, 480]) or augment=vgg ([256, 512]), or set "
                                "data.scale_range=[256,480]")
-    loss, model = OmegaConf.select(cfg, "model.loss", default=None), OmegaConf.select(cfg, "model.model_name")
-    if loss not in (None, "cross_entropy", "map"):
-        raise ConfigValueError(f"model.loss={loss} is not allowed: cross_entropy, or map (LeNet-5's criterion)")
-    if loss == "map":
-        from models.catalogue import CATALOGUE
-
-        if not (model in CATALOGUE and CATALOGUE[model].rbf_output):
-            raise ConfigValueError(f"model.loss=map is LeNet-5's MAP criterion on RBF outputs (equation 9 of the "
-                                   f"paper); model={model} has no RBF output: use model.loss=cross_entropy")
-        if not OmegaConf.select(cfg, "model.map_j", default=None):
-            raise ConfigValueError("model.loss=map needs its constant: model.map_j=<a number > 0> (10 in "
-                                   "conf/model/lenet5.yaml, which says why)")
+    refusal = loss_refusal(OmegaConf.select(cfg, "model.loss", default=None),
+                           OmegaConf.select(cfg, "model.model_name"), OmegaConf.select(cfg, "model.map_j", default=None))
+    if refusal:
+        raise ConfigValueError(refusal)
     if OmegaConf.select(cfg, "schedule.restart_lr", default=None) and not OmegaConf.select(cfg, "ckpt_path",
                                                                                            default=None):
         raise ConfigValueError("schedule.restart_lr restarts a resumed run's schedule: give the checkpoint with "
                                "ckpt_path=...; a new run starts at optim.lr")
     check_named_files_and_rows(cfg)
+
+
+def target_is(node, cls: type) -> bool:
+    """Whether a config node builds ``cls`` or a subclass of it: its ``_target_`` resolved to the class (imported),
+    never matched by name."""
+    from hydra.utils import get_class
+
+    target = OmegaConf.select(node, "_target_", default=None) if OmegaConf.is_config(node) else None
+    return bool(target) and isinstance(get_class(str(target)), type) and issubclass(get_class(str(target)), cls)
+
+
+def loss_refusal(loss: str | None, model: str | None, map_j) -> str | None:
+    """Why ``model.loss`` cannot train this model, or None: the one rule, for the config check and the module."""
+    if loss not in (None, "cross_entropy", "map"):
+        return f"model.loss={loss} is not allowed: cross_entropy, or map (LeNet-5's criterion)"
+    if loss != "map":
+        return None
+    from models.catalogue import CATALOGUE
+
+    if not (model in CATALOGUE and CATALOGUE[model].rbf_output):
+        return (f"model.loss=map is LeNet-5's MAP criterion on RBF outputs (equation 9 of the paper); model={model} "
+                f"has no RBF output: use model.loss=cross_entropy")
+    if not (_number(map_j) and map_j > 0):
+        return ("model.loss=map needs its constant: model.map_j=<a number > 0> (10 in conf/model/lenet5.yaml, which "
+                "says why)")
+    return None
 
 
 def check_named_files_and_rows(cfg: DictConfig) -> None:

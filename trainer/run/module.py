@@ -10,10 +10,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from data_pipelines.sharding import PAD_LABEL, data_parallel_rank_and_size
 from models import create_model
+from models.catalogue import CATALOGUE
 from models.dense import fully_convolutional
 from models.weights import load_weights
 
 from ..optim.map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
+from .config_check import loss_refusal
 from .steps import epoch_number
 
 
@@ -80,13 +82,9 @@ class ClassifierModule(pl.LightningModule):
         self.net = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **extra)
         if weights:
             load_weights(self.net, model_name, weights)
-        if loss not in ("cross_entropy", "map"):
-            raise ValueError(f"model.loss={loss} is not a loss here: cross_entropy, or map (LeNet-5's criterion)")
-        if loss == "map" and (type(getattr(self.net, "output", None)).__name__ != "RBFOutput" or not map_j or
-                              map_j <= 0):
-            raise ValueError(f"model.loss=map is LeNet-5's MAP criterion on RBF outputs (equation 9), with a positive "
-                             f"model.map_j: model={model_name} has {'no RBF output' if map_j else 'map_j unset'}; "
-                             f"use model.loss=cross_entropy")
+        if refusal := loss_refusal(loss, model_name, map_j):  # the config check's rule, for a module built in code
+            raise ValueError(refusal)
+        self.rbf_output = CATALOGUE[model_name].rbf_output  # LeNet-5's fixed RBF layer (net.output)
         self.loss_name, self.map_j = loss, map_j
         self.example_input_array = torch.zeros(2, in_channels, input_size, input_size)  # shapes in the summary
         self.optimizer_factory = optimizer or partial(torch.optim.SGD, lr=0.01, momentum=0.9)
@@ -129,9 +127,8 @@ class ClassifierModule(pl.LightningModule):
         with the fixed RBF layer on the loss's side (its second derivative keeps the curvature alive where the
         MAP loss is linear in the distances: ``map_loss.rbf_hessian_factor``); for any other model, the logits."""
         j = self.map_j if self.loss_name == "map" else None
-        output = getattr(self.net, "output", None)
-        if type(output).__name__ == "RBFOutput" and hasattr(self.net, "features"):
-            return _Features(self), lambda x: rbf_hessian_factor(x, output.centres, j)
+        if self.rbf_output:
+            return _Features(self), lambda x: rbf_hessian_factor(x, self.net.output.centres, j)
         return self, lambda logits: output_hessian_factor(logits, j)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

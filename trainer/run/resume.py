@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from .checkpoints import CheckpointError
+from .config_check import target_is
 
 
 def _first_group(resumed: dict[str, Any]) -> dict:
@@ -132,11 +133,12 @@ def schedule_changes(resumed: dict[str, Any], scheduler_cfg, replan: bool, resta
             give the choices.
     """
     from omegaconf import OmegaConf
+    from torch.optim.lr_scheduler import CosineAnnealingLR
 
     states = resumed.get("lr_schedulers") or []
     planned = ({k: v for k, v in OmegaConf.to_container(scheduler_cfg, resolve=True).items() if not k.startswith("_")}
                if scheduler_cfg is not None else {})
-    cosine = scheduler_cfg is not None and str(scheduler_cfg.get("_target_", "")).endswith("CosineAnnealingLR")
+    cosine = target_is(scheduler_cfg, CosineAnnealingLR)
     left = max_epochs - epochs_done(resumed) if max_epochs and max_epochs > 0 else None
     if restart_lr:  # a warm restart (SGDR): the schedule begins again at restart_lr over the epochs left
         restart = {"T_max": max(1, left or 1), "last_epoch": 0, "_step_count": 1, "base_lrs": None,

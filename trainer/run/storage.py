@@ -63,8 +63,11 @@ def check_places(cfg: DictConfig, run_folder: Path | None = None, environ=os.env
         StorageError: naming the place, why, and what to do.
     """
     check_home(environ)
-    logger = OmegaConf.select(cfg, "logger._target_", default="") or ""
-    if logger.endswith("WandbLogger"):
+    from pytorch_lightning.loggers import WandbLogger
+
+    from .config_check import target_is
+
+    if target_is(OmegaConf.select(cfg, "logger", default=None), WandbLogger):
         for variable, place in wandb_places(environ).items():
             if not _writable(place):
                 raise StorageError(f"W&B cannot write {place} ({variable}; HOME={environ.get('HOME')} is read-only "

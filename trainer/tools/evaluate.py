@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -29,7 +30,7 @@ from ..results.paper_comparison import coverage, print_comparison, references_fo
 from ..results.tracking import wandb_offline
 from ..run import console
 from ..run.checkpoints import CheckpointError, check_compatible, load_checkpoint
-from ..run.config_check import ConfigValueError
+from ..run.config_check import ConfigValueError, target_is
 
 
 def model_override(overrides: list[str]) -> list[str]:
@@ -115,7 +116,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
               f"eval/{cfg.protocol}/scales": list(datamodule.graph["scales"]) or None,
               **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name, cfg.data.get("preset"), partial)}
     fields = {k: v for k, v in fields.items() if v is not None}
-    if ckpt.get("wandb_run_id") and str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
+    if ckpt.get("wandb_run_id") and target_is(cfg.get("logger"), WandbLogger):
         import wandb
 
         # its own part of the training's W&B run, in the evaluation's folder (<run>/evaluate/<protocol>_<time>/):

@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
 import torch
 
 from data_pipelines.sharding import data_parallel_rank_and_size
@@ -30,7 +31,7 @@ class RunRecord(pl.Callback):
     step.) The console and W&B: rank 0 only."""
 
     def __init__(self, logger=None, batch_size: int | None = None, title: str = "", recipe: str = "") -> None:
-        self.wandb = logger if type(logger).__name__ == "WandbLogger" else None
+        self.wandb = logger if isinstance(logger, WandbLogger) else None
         self.val_history: list[dict] = []
         self.batch_size = batch_size  # the global batch: a mid-epoch checkpoint resumes at it only
         self.title, self.recipe = title, recipe

@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 
 from ...cli import exit_on_user_error
 from ...run import console
-from ...run.config_check import ConfigValueError, check_values
+from ...optim import SDLM
+from ...run.config_check import ConfigValueError, check_values, target_is
 from ...parallel.devices import check_gpus_usable
 from ...parallel.fast_path import resolve, runs_on_cuda
 from ...train import strategy_plan
@@ -99,7 +100,7 @@ def run_breakdown(cfg, warmup: int, steps: int, repeats: int, tiny: bool = False
 
 def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False, trainer_only: bool = False) -> None:
     """Measures and prints (the first process only), the JSON line last."""
-    if str(cfg.optim.get("_target_", "")).endswith("SDLM") and not trainer_only:  # the bare loop has no curvature
+    if target_is(cfg.optim, SDLM) and not trainer_only:  # the bare loop has no curvature
         raise ConfigValueError("trainer.bench times the step against a bare PyTorch loop, which has no curvature "
                                "estimate for optim=sdlm; time SDLM with --beside (the trainer alone and beside others: "
                                "python -m trainer.bench --beside 2 experiment=lenet5_1998 data=mnist) or with the "

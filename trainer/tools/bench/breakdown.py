@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 from pytorch_lightning.callbacks import Checkpoint, ModelSummary, ProgressBar
+from pytorch_lightning.loggers import WandbLogger
 
 from models import create_model
 
@@ -91,7 +92,7 @@ def time_layer(cfg, layer: int, warmup: int, steps: int, device, tiny: bool = Fa
         if layer < 7:
             trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, ModelSummary)]
         trainer.fit(module, train_dataloaders=Repeat(synthetic_batch(cfg, "cpu"), warmup + steps))
-        if logger and type(logger).__name__ == "WandbLogger":
+        if isinstance(logger, WandbLogger):
             logger.experiment.finish()
     return 1000 * timer.elapsed / steps, 1000 * timer.cpu_elapsed / steps
 

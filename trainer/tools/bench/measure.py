@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -114,7 +115,7 @@ def bench_trainer(cfg, warmup: int, steps: int, overrides: dict, real_data: bool
             trainer.fit(module, datamodule=instantiate(cfg.data))
         else:
             trainer.fit(module, train_dataloaders=Repeat(synthetic_batch(cfg, "cpu"), warmup + steps))
-        if trainer.logger and type(trainer.logger).__name__ == "WandbLogger":
+        if isinstance(trainer.logger, WandbLogger):
             trainer.logger.experiment.finish()
     return steps * cfg.data.batch_size / timer.elapsed, timer.first_step_s, trainer.is_global_zero
 
