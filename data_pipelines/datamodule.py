@@ -13,7 +13,7 @@ from .digits import write_digits
 from .layout import (DataConfigError, DataLayoutError, Listing, check_class_count, list_dataset,
                      take_listed_before_start)
 from .manifest import read_manifest
-from .sharding import cpu_share, data_parallel_rank_and_size
+from .sharding import batch_refusal, cpu_share, data_parallel_rank_and_size
 
 DECODERS = ("auto", "cpu", "mixed")
 # Folders whose images this project encoded itself (decoded and written whole): nothing in them is truncated
@@ -135,9 +135,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
     @property
     def per_process_batch_size(self) -> int:
         _, replicas = data_parallel_rank_and_size(self.trainer)
-        if self.batch_size % replicas:
-            raise DataConfigError(f"data.batch_size={self.batch_size} is the global batch and must divide evenly "
-                                  f"over the {replicas} data-parallel replicas; use a multiple of {replicas}")
+        if refusal := batch_refusal(self.batch_size, replicas):
+            raise DataConfigError(refusal)
         return self.batch_size // replicas
 
     def setup(self, stage: str | None = None) -> None:

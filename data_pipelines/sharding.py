@@ -11,6 +11,15 @@ import os
 PAD_LABEL = -1
 
 
+def batch_refusal(batch_size: int, replicas: int) -> str | None:
+    """Why ``data.batch_size`` (the global batch) cannot be shared by ``replicas`` data-parallel replicas, or None:
+    the one rule, for the config check before a run and the data module inside it."""
+    if replicas and batch_size % replicas:
+        return (f"data.batch_size={batch_size} is the global batch and must divide evenly over the {replicas} "
+                f"data-parallel replicas; use a multiple of {replicas}")
+    return None
+
+
 def data_parallel_rank_and_size(trainer) -> tuple[int, int]:
     """This process's rank among the data-parallel replicas, and their number.
 

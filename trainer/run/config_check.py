@@ -13,6 +13,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from data_pipelines.protocols import EVAL_PROTOCOLS
+from data_pipelines.sharding import batch_refusal
 
 
 class ConfigValueError(ValueError):
@@ -232,9 +233,8 @@ def check_layout(cfg: DictConfig) -> None:
     if _int(devices) and _int(nodes) and strategy in ("ddp", "two_gpu_split"):  # the replicas are known now
         replicas = devices * nodes // (2 if strategy == "two_gpu_split" else 1)  # a split pair is one replica
         batch = OmegaConf.select(cfg, "data.batch_size")
-        if replicas and _int(batch) and batch % replicas:
-            raise ConfigValueError(f"data.batch_size={batch} is the global batch and must divide evenly over the "
-                                   f"{replicas} data-parallel replicas; use a multiple of {replicas}")
+        if _int(batch) and (refusal := batch_refusal(batch, replicas)):
+            raise ConfigValueError(refusal)
     model = OmegaConf.select(cfg, "model.model_name")
     refusal = several_under_single(strategy, devices, nodes) or split_refusal(strategy, model, devices)
     if refusal:
