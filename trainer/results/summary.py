@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .paper_comparison import coverage, percent
+from .tracking import run_id_of
 
 
 def run_title(cfg: DictConfig) -> str:
@@ -39,7 +40,7 @@ def print_summary(cfg: DictConfig, result: dict[str, Any]) -> None:
         parts = result.get("wandb_parts") or [result["wandb_dir"]]
         wandb_dir = Path(result["wandb_dir"]).parent
         if len(parts) > 1:  # a resumed run: one folder per start, one run id; the upload joins them
-            run_id = Path(parts[-1]).name.rsplit("-", 1)[-1]
+            run_id = run_id_of(parts[-1])
             upload = f"wandb sync --id {run_id} {' '.join(parts)}"
             lines.append(f"W&B run:         {result['wandb_dir']}   (offline, {len(parts)} parts, one per start; "
                          f"browse: wandb leet {wandb_dir}; upload: {upload})")

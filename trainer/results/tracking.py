@@ -3,6 +3,7 @@
 import json
 import netrc
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,14 +97,22 @@ def validation_history(part: Path) -> list[dict]:
     return history
 
 
-def run_parts(wandb_dir: Path, run_id: str) -> list[Path]:
-    """The folders of W&B run ``run_id`` under ``wandb_dir``, oldest first: one per start of a resumed offline run,
-    ``<mode>-run-<time>-<id>``, with ``-<n>`` after it when two starts fell in the same second."""
-    import re
+# A W&B run's folder: <mode>-run-<time>-<id>, with -<n> after it when two starts of one run fell in the same second
+PART_NAME = re.compile(r"(?:offline-)?run-(\d{8}_\d{6})-([a-z0-9]+)(?:-(\d+))?")
 
-    own = re.compile(rf"(?:offline-)?run-(\d{{8}}_\d{{6}})-{re.escape(run_id)}(?:-(\d+))?")
-    found = [(m, p) for p in wandb_dir.glob(f"*run-*-{run_id}*") if (m := own.fullmatch(p.name))]
-    return [p for m, p in sorted(found, key=lambda f: (f[0].group(1), int(f[0].group(2) or 0)))]
+
+def run_id_of(part: str | Path) -> str | None:
+    """The run id in a W&B folder's name (``offline-run-20261207_083826-0eb39z65-1``: ``0eb39z65``), or None."""
+    found = PART_NAME.fullmatch(Path(part).name)
+    return found.group(2) if found else None
+
+
+def run_parts(wandb_dir: Path, run_id: str) -> list[Path]:
+    """The folders of W&B run ``run_id`` under ``wandb_dir``, oldest first: one per start of a resumed offline run
+    (``PART_NAME``)."""
+    found = [(m, p) for p in wandb_dir.glob(f"*run-*-{run_id}*")
+             if (m := PART_NAME.fullmatch(p.name)) and m.group(2) == run_id]
+    return [p for m, p in sorted(found, key=lambda f: (f[0].group(1), int(f[0].group(3) or 0)))]
 
 
 def validations_logged(wandb_dir: Path, run_id: str, current: Path | None = None) -> set[int]:
