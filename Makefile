@@ -1,5 +1,6 @@
 # make train   - set up the environment if needed, then run the main job (LeNet-5 on the embedded digits)
 # make test    - set up the environment if needed, then run the test suite
+# make test-fast - the suite less its end-to-end, multi-process and Slurm files (between edits)
 # make docs    - the manual (docs/) as a site in build/docs, strictly: a broken link fails it
 # make gpu-kit  - here, online: the wheels a GPU machine without network lacks, packed in parts (gpu-kit/)
 # make gpu-check - on a GPU machine: the GPU tests and benchmarks (gpu-check/summary.md); exit 3 without a GPU
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.installed
 # pip warns about every configured index folder that does not exist (some pip set-ups list several): hide that noise
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: train test docs gpu-kit gpu-check install clean
+.PHONY: train test test-fast docs gpu-kit gpu-check install clean
 
 install: $(STAMP)
 
@@ -33,6 +34,10 @@ train: $(STAMP)
 TEST_WORKERS ?= auto
 test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# Between edits: the suite less the end-to-end, multi-process and Slurm files (the `slow` mark, tests/conftest.py)
+test-fast: $(STAMP)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet

@@ -30,10 +30,23 @@ if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(cpu_share(WORKERS)[0])
 
 
+# The files of end-to-end runs, several processes and the local Slurm: marked ``slow``, which ``make test-fast``
+# leaves out (what a developer runs between edits); ``make test`` runs everything.
+SLOW = ("cluster/", "trainer/run/test_faults.py", "trainer/run/test_interrupt.py", "trainer/run/test_run.py",
+        "trainer/parallel/test_two_gpu_split.py", "trainer/parallel/test_cpu_threads.py",
+        "trainer/tools/test_evaluate_and_report.py", "trainer/tools/test_evaluate_dense.py",
+        "trainer/results/test_seeds.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the marks
 def pytest_collection_modifyitems(config, items):
-    """``@pytest.mark.gpu(n)``: skipped, with the reason, where fewer than n CUDA GPUs can be used."""
+    """``@pytest.mark.gpu(n)``: skipped, with the reason, where fewer than n CUDA GPUs can be used. The files of
+    ``SLOW`` get the ``slow`` mark."""
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    tests = Path(__file__).parent
     for item in items:
+        if Path(item.fspath).relative_to(tests).as_posix().startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
         marker = item.get_closest_marker("gpu")
         needed = (marker.args[0] if marker and marker.args else 1) if marker else 0
         if needed > have:
