@@ -16,6 +16,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from data_pipelines.sharding import data_parallel_rank_and_size
 
+from .cli import user_errors
+from .optim import SDLM, SDLMCurvature
 from .parallel import cpu_threads
 from .parallel.devices import check_gpus_usable
 from .parallel.fast_path import NoProfiler, resolve, runs_on_cuda
@@ -25,8 +27,6 @@ from .parallel.slurm_preemption import SlurmPreemption
 from .results.paper_comparison import coverage, print_comparison, references_for, summary_fields
 from .results.summary import print_summary, run_title
 from .results.tracking import environment, git_state, run_parts, wandb_offline
-from .cli import user_errors
-from .optim import SDLM, SDLMCurvature
 from .run import interrupt
 from .run.callbacks import (NonFiniteLossError, NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord,
                             StepMetrics, StopOnSignal)
@@ -247,10 +247,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             unstarted = trainer.global_step == resumed.get("global_step", 0) and trainer.world_size == 1 and \
                 isinstance(e, user_errors()) and not isinstance(e, NonFiniteLossError)  # e.g. a data set the run
             # cannot read, found as the data module sets up
-            part = Path(logger.experiment.dir).parent if unstarted and _wandb_dir(logger) else None
+            part = _wandb_dir(logger) if unstarted else None
             _finish_wandb(logger, exit_code=1)
             if unstarted:  # nothing trained: what this start made goes (the report would list a failed run)
-                e.removed = remove_unstarted(str(output_dir), _config_subdir(), part)
+                e.removed = remove_unstarted(str(output_dir), _config_subdir(), Path(part) if part else None)
             raise
         requeued = next(c for c in trainer.callbacks if isinstance(c, RequeueOnLostPeer))
         error = requeued.error or lost_peer_error(e, output_dir, requeue_plan()[1])  # under Slurm: requeued, said

@@ -134,7 +134,7 @@ def point_links_back(removed: Path) -> None:
     """W&B's links to the newest part of a run (``wandb/latest-run``, ``debug.log``, ``debug-internal.log``)
     pointed at the part ``removed`` (a start stopped during set-up): they point at the newest part left, as they
     did before that start."""
-    parts = sorted(p for p in removed.parent.glob("*run-*") if p.is_dir() and not p.is_symlink())
+    parts = run_parts(removed.parent, run_id_of(removed) or "")  # the run's parts left, oldest first
     for link in ("latest-run", "debug.log", "debug-internal.log"):
         path = removed.parent / link
         if not path.is_symlink() or not str(path.readlink()).startswith(removed.name):

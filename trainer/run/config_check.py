@@ -177,7 +177,8 @@ def target_is(node, cls: type) -> bool:
     from hydra.utils import get_class
 
     target = OmegaConf.select(node, "_target_", default=None) if OmegaConf.is_config(node) else None
-    return bool(target) and isinstance(get_class(str(target)), type) and issubclass(get_class(str(target)), cls)
+    built = get_class(str(target)) if target else None
+    return isinstance(built, type) and issubclass(built, cls)
 
 
 def loss_refusal(loss: str | None, model: str | None, map_j) -> str | None:
