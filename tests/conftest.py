@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,17 @@ def digits_cache(tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("cache")
     write_digits(cache / "digits")
     return cache
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory, request):
+    """A folder for a run the module's tests share, removed as tmp_path's are when the module's tests passed
+    (pyproject's tmp_path_retention_policy applies to tmp_path only)."""
+    failed_before = request.session.testsfailed
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield folder
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

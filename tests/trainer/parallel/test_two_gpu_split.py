@@ -53,10 +53,10 @@ SPLIT_DEVICES = 4  # 2 pairs x 2 towers: each pair exchanges activations, the pa
 
 
 @pytest.fixture(scope="module")
-def split_run(tmp_path_factory, digits_cache):
+def split_run(module_dir, digits_cache):
     """Two pairs of towers, four CPU processes here, dropout off (so that it is the same computation as DDP of
     the grouped model). The paper's set-up, one pair, is the resume test's and the dead-tower test's."""
-    return run(tmp_path_factory.mktemp("split"), digits_cache, "strategy=two_gpu_split",
+    return run(module_dir, digits_cache, "strategy=two_gpu_split",
                f"trainer.devices={SPLIT_DEVICES}", "model.dropout=0")
 
 

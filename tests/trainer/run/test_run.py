@@ -156,14 +156,15 @@ def run_job(folder: Path, cache: Path, *args: str, env: dict | None = None) -> t
 
 
 @pytest.fixture(scope="module")
-def main_job(tmp_path_factory, digits_cache):
+def main_job(module_dir, digits_cache):
     """The README's main job as a user runs it, cut from 30 epochs to 8 (the full run's figures are the README's):
     `python -m trainer` in an empty folder, on a machine with Slurm's client installed (an `srun` on the PATH),
     as a login node or a workstation has."""
-    slurm_client = tmp_path_factory.mktemp("slurm-client")
+    slurm_client = module_dir / "slurm-client"
+    slurm_client.mkdir()
     (slurm_client / "srun").write_text("#!/bin/sh\nexit 1\n")
     (slurm_client / "srun").chmod(0o755)
-    return run_job(tmp_path_factory.mktemp("main"), digits_cache, "trainer.max_epochs=8",
+    return run_job(module_dir / "main", digits_cache, "trainer.max_epochs=8",
                    env={"PATH": f"{slurm_client}:{os.environ['PATH']}"})
 
 

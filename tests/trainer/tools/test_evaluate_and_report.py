@@ -14,9 +14,9 @@ TINY = ["trainer.limit_train_batches=5", "trainer.limit_val_batches=4", "trainer
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, digits_cache):
+def runs(module_dir, digits_cache):
     """A complete run evaluated under tencrop, a run stopped part-way (max_steps) and one with no validation."""
-    root = tmp_path_factory.mktemp("runs")
+    root = module_dir
     first = train(make_cfg(root / "a", digits_cache, "trainer.max_epochs=3", *TINY))
     second = train(make_cfg(root / "b", digits_cache, "trainer.max_epochs=3", "trainer.max_steps=10",
                             "experiment=lenet5_1998", "optim.samples=48", *TINY))

@@ -13,8 +13,8 @@ EVAL = ["trainer.limit_val_batches=1", "data.batch_size=1", "trainer.enable_prog
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, digits_cache):
-    root = tmp_path_factory.mktemp("dense")
+def checkpoints(module_dir, digits_cache):
+    root = module_dir
     return root, {name: train(make_cfg(root / name, digits_cache, f"model={name}", *ONE_STEP))["last_ckpt"]
                   for name in ("alexnet", "vgg16", "resnet18")}
 

@@ -12,9 +12,9 @@ from trainer.train import train
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, digits_cache):
+def checkpoints(module_dir, digits_cache):
     """A few steps of ResNet-18 (RGB, 64 px) and of LeNet-5 on the digits: their last checkpoints."""
-    folder = tmp_path_factory.mktemp("export")
+    folder = module_dir
     common = ["logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
     return {name: train(make_cfg(folder / name, digits_cache, f"model={name}", *common, *extra))["last_ckpt"]
             for name, extra in (("resnet18", ["model.input_size=64"]), ("lenet5", []))}
