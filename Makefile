@@ -1,6 +1,7 @@
 # make train   - set up the environment if needed, then run the main job (LeNet-5 on the embedded digits)
 # make test    - set up the environment if needed, then run the test suite
 # make test-fast - the suite less its end-to-end, multi-process and Slurm files (between edits)
+# make lint    - ruff: pyflakes, pycodestyle and the import order (pyproject.toml's [tool.ruff])
 # make docs    - the manual (docs/) as a site in build/docs, strictly: a broken link fails it
 # make gpu-kit  - here, online: the wheels a GPU machine without network lacks, packed in parts (gpu-kit/)
 # make gpu-check - on a GPU machine: the GPU tests and benchmarks (gpu-check/summary.md); exit 3 without a GPU
@@ -14,7 +15,7 @@ STAMP := $(VENV)/.installed
 # pip warns about every configured index folder that does not exist (some pip set-ups list several): hide that noise
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: train test test-fast docs gpu-kit gpu-check install clean
+.PHONY: train test test-fast lint docs gpu-kit gpu-check install clean
 
 install: $(STAMP)
 
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "Setting up $(VENV) (first time: a few minutes)..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# compat: the project folder on sys.path, so Hydra's plugin discovery (pkgutil over hydra_plugins/) finds the Slurm launcher
-	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,export,docs]' --config-settings editable_mode=compat 2>&1 | $(QUIET_PIP)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,lint,export,docs]' --config-settings editable_mode=compat 2>&1 | $(QUIET_PIP)
 	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich, matplotlib, onnx, onnxscript, onnxruntime, mkdocs, material"
 	@touch $(STAMP)
 
@@ -38,6 +39,9 @@ test: $(STAMP)
 # Between edits: the suite less the end-to-end, multi-process and Slurm files (the `slow` mark, tests/conftest.py)
 test-fast: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet

@@ -10,8 +10,7 @@ import torch
 from .augment import DENSE_PROTOCOLS, DIGIT_PRESETS, EVAL_PROTOCOLS, PRESETS
 from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
-from .layout import (DataConfigError, DataLayoutError, Listing, check_class_count, list_dataset,
-                     take_listed_before_start)
+from .layout import DataConfigError, DataLayoutError, Listing, check_class_count, list_dataset, take_listed_before_start
 from .manifest import read_manifest
 from .sharding import batch_refusal, cpu_share, data_parallel_rank_and_size
 
@@ -107,7 +106,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def __init__(self, root: str | None, num_classes: int, batch_size: int = 128, image_size: int = 224,
                  resize_size: int = 256, channels: int = 3, preset: str = "alexnet", eval_protocol: str = "center",
-                 scale_range: tuple[int, int] | None = (256, 480), decoder: str = "auto", num_workers: int | str = "auto",
+                 scale_range: tuple[int, int] | None = (256, 480), decoder: str = "auto",
+                 num_workers: int | str = "auto",
                  hw_decoder_load: float = HW_DECODER_LOAD, mmap: bool = True, name: str = "imagenet",
                  seed: int = 0, how_to_make: str | None = None, eval_scales: list[int] | None = None) -> None:
         super().__init__()
@@ -186,7 +186,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         files, labels = self.listing.files[split], self.listing.labels[split]
         epoch = (lambda: self.trainer.current_epoch) if train and self.trainer is not None else (lambda: 0)
         return DALILoader(files, labels, file_root=self.listing.root, mmap=self.mmap,
-                          batch_size=self.per_process_batch_size, train=train, **self.graph, seed=self.seed, epoch_fn=epoch, rank=rank, replicas=replicas, device_id=device_id,
+                          batch_size=self.per_process_batch_size, train=train, **self.graph, seed=self.seed,
+                          epoch_fn=epoch, rank=rank, replicas=replicas, device_id=device_id,
                           decoder=decoder, num_threads=self.threads, hw_decoder_load=self.hw_decoder_load)
 
     def sample_images(self, count: int, epoch: int) -> torch.Tensor:

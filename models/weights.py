@@ -87,8 +87,8 @@ def load_weights(net: nn.Module, model_name: str, source: str | Path) -> None:
     state = read_state_dict(source, model_name)
     own = net.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} (the network's: {tuple(own[k].shape)})" for k in sorted(set(own) & set(state))
-              if state[k].shape != own[k].shape]
+    shapes = [f"{k} {tuple(state[k].shape)} (the network's: {tuple(own[k].shape)})"
+              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
         problems = [f"{label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
                     for label, items in (("missing", missing), ("unexpected", unexpected), ("other shapes", shapes))

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signal", choices=["KILL", "TERM", "INT"], default="KILL")
     parser.add_argument("--work", type=Path, default=Path("/tmp/kill-loop"))
     args = parser.parse_args(argv)
-    from trainer.run.checkpoints import load_checkpoint
     from trainer.results.tracking import validation_history
+    from trainer.run.checkpoints import load_checkpoint
 
     rng = random.Random(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,8 @@ def ending(err: str, status: int, sent: int, step: int | None, folder: Path) -> 
         return f"WRONG: exit {status}"
     if "Traceback" in err:
         return "WRONG: a traceback"
-    stopped = re.search(r"stopped by \S+(?: \(SIGINT\))? at global step (\d+) \((in the validation|in epoch|at the end)", err)
+    stopped = re.search(r"stopped by \S+(?: \(SIGINT\))? at global step (\d+) "
+                        r"\((in the validation|in epoch|at the end)", err)
     if stopped:
         if int(stopped.group(1)) != step:
             return f"WRONG: said step {stopped.group(1)}, last.ckpt at {step}"

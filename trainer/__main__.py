@@ -17,9 +17,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import CONF
+from .cli import (
+    default_data_overrides,
+    did_you_mean,
+    exit_on_user_error,
+    override_syntax_error,
+    override_value,
+    run_folder_of,
+)
 from .parallel.cpu_threads import openmp_wait
-from .cli import (default_data_overrides, did_you_mean, exit_on_user_error, override_syntax_error, override_value,
-                  run_folder_of)
 from .run import console, interrupt
 from .run.config_check import ConfigValueError, check_data_root, check_values
 from .run.run_folder import RunFolderError, claim_run_folder, hold, launched_alone, remove_unstarted
@@ -28,8 +34,8 @@ MULTIRUN_REFUSED = (
     "error: Hydra multirun (-m) cannot be combined with strategy={strategy} here: Lightning starts each extra "
     "process by running this command again, and every copy would run its own sweep into its own folder. On "
     "Slurm, sweep with one job per point: python -m trainer -m hydra/launcher=slurm strategy={strategy} ... "
-    "(docs/cluster.md, \"Sweeps on Slurm\"); elsewhere, a shell loop over single runs (for lr in 0.01 0.02; do python -m "
-    "trainer strategy={strategy} optim.lr=$lr; done).")
+    "(docs/cluster.md, \"Sweeps on Slurm\"); elsewhere, a shell loop over single runs (for lr in 0.01 0.02; "
+    "do python -m trainer strategy={strategy} optim.lr=$lr; done).")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

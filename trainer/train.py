@@ -28,16 +28,28 @@ from .results.paper_comparison import coverage, print_comparison, references_for
 from .results.summary import print_summary, run_title
 from .results.tracking import environment, git_state, run_parts, wandb_offline
 from .run import interrupt
-from .run.callbacks import (NonFiniteLossError, NonFiniteLossGuard, ProgressBar, ProgressLines, RunRecord,
-                            StepMetrics, StopOnSignal)
+from .run.callbacks import (
+    NonFiniteLossError,
+    NonFiniteLossGuard,
+    ProgressBar,
+    ProgressLines,
+    RunRecord,
+    StepMetrics,
+    StopOnSignal,
+)
 from .run.callbacks.stop_on_signal import take_over_from_lightning
-from .run.checkpoints import (AtomicCheckpointIO, LastCheckpoint, RunCheckpoint, check_compatible,
-                              remove_stale_temporaries)
-from .run.resume import check_data_order, configured_lr, position, resume_plan
-from .run.steps import epoch_number
+from .run.checkpoints import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    RunCheckpoint,
+    check_compatible,
+    remove_stale_temporaries,
+)
 from .run.config_check import check_values, target_is
-from .run.run_folder import remove_unstarted
 from .run.console import drop_anonymous, quiet_known_noise
+from .run.resume import check_data_order, configured_lr, position, resume_plan
+from .run.run_folder import remove_unstarted
+from .run.steps import epoch_number
 
 log = logging.getLogger(__name__)
 

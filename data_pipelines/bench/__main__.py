@@ -13,7 +13,6 @@ from . import __doc__ as DOC
 from .images import image_files, make_images, prepared_copy
 from .loaders import VARIANTS, measure
 
-
 # the JSON's ratios: name -> (numerator, denominator), each given when both variants ran
 RATIOS = {"ratio": ("dali", "torchvision"), "dali_of_decode": ("dali", "decode_only"),
           "dali_of_decode_resize": ("dali", "decode_resize"), "prepared_ratio": ("prepared_dali", "torchvision"),
@@ -26,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="your own images, only read: a data root (ROOT/train/<class>/*.JPEG), a folder of images "
                              "or a file listing image paths (default: --images generated JPEGs in the cache)")
     parser.add_argument("--images", type=int, default=1024,
-                        help="without --data: how many ImageNet-sized JPEGs to generate (once, in this project's cache)")
+                        help="without --data: how many ImageNet-sized JPEGs to generate (once, in this project's "
+                             "cache)")
     parser.add_argument("--pass-images", type=int, default=8192,
                         help="samples read per timed pass, the image set repeated (default 8192)")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -114,5 +114,5 @@ def measure(variant: str, data: Path, batch_size: int, threads: int, runs: int, 
 
     one_pass()  # warm-up: workers started, files in the page cache, pipelines built
     rates, starts = zip(*(one_pass() for _ in range(runs)))
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kb = sum(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return {"variant": variant, "img_s": rates, "epoch_start_s": starts, "peak_mb": peak_kb / 1024}

@@ -99,7 +99,8 @@ def download(out: Path) -> Path:
         MNIST(str(folder), train=True, download=True)
     except Exception as e:  # urllib's errors and torchvision's RuntimeError("Error downloading ...")
         raise MnistFileError(f"--download could not fetch MNIST ({type(e).__name__}: {str(e).splitlines()[0]}); this "
-                             f"machine may be offline. Fetch {', '.join(f'{s}.gz' for v in FILES.values() for s in v[:2])}"
+                             "machine may be offline. Fetch "
+                             f"{', '.join(f'{s}.gz' for v in FILES.values() for s in v[:2])}"
                              f" by hand (e.g. from {MIRROR}) into a folder and pass it as --source") from e
     return folder / "MNIST" / "raw"
 
@@ -140,8 +141,8 @@ def run(args) -> int:
     except (MnistFileError, NotOursError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from . import written_now
     from ..manifest import read_manifest
+    from . import written_now
 
     manifest = read_manifest(args.out) or {}
     counts = {"train images": written["train"], "val (MNIST test) images": written["val"]}

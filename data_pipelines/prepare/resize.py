@@ -127,6 +127,7 @@ def run(args) -> int:
         print(f"unusable: {path}: {problem} (left out)")
     counts = ", ".join(f"{n:,} {split}" for split, n in report["images"].items())
     print(f"{args.out}: {counts} images at shorter side {args.size}{' (square)' if args.square else ''}, JPEG quality "
-          f"{args.quality}; {report['written']:,} written now; {len(report['unusable'])} unusable left out. Train on it: "
+          f"{args.quality}; {report['written']:,} written now; {len(report['unusable'])} unusable left out. "
+          "Train on it: "
           f"python -m trainer data=imagenet data.root={args.out}")
     return 1 if report["unusable"] else 0

@@ -22,9 +22,9 @@ from typing import Any, Sequence
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
 from omegaconf import DictConfig, OmegaConf
+
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
-
 from trainer.run.config_check import several_under_single
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,13 @@ def point_job(point: DictConfig, gpus_per_node: int) -> tuple[dict[str, Any], li
     elif devices == "auto":
         if not gpus_per_node:
             raise SweepPointError(f"strategy={point.strategy.name} with trainer.devices=auto on a partition without "
-                                  "GPUs (hydra.launcher.gpus_per_node=0): set trainer.devices=N, the processes per node")
+                                  "GPUs (hydra.launcher.gpus_per_node=0): set trainer.devices=N, the processes per "
+                                  "node")
         devices = gpus_per_node
     devices = int(devices)
     if devices < 1 or (point.strategy.name == "two_gpu_split" and devices % 2):
-        raise SweepPointError(f"trainer.devices={devices} under strategy={point.strategy.name}: processes per node must be "
+        raise SweepPointError(f"trainer.devices={devices} under strategy={point.strategy.name}: processes per node "
+                              "must be "
                               f"{'an even number' if point.strategy.name == 'two_gpu_split' else 'at least 1'}")
     resources = {"tasks_per_node": devices, "nodes": int(nodes), "gpus_per_node": devices if gpus_per_node else 0}
     overrides = [f"trainer.devices={devices}", f"trainer.num_nodes={nodes}"]

@@ -1,5 +1,6 @@
-"""A real local Slurm for the cluster tests (tests/cluster/local_slurm.sh starts it): the fixtures, one node or two
-nodes on this machine, and what the tests do with a job (submit it, read its state, wait for it or its files)."""
+"""A real local Slurm for the cluster tests (tests/cluster/local_slurm.sh starts it; the fixtures, one node or two
+nodes on this machine, are in conftest.py), and what the tests do with a job (submit it, read its state, wait for
+it or its files)."""
 
 import os
 import re
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT
+from helpers import PROJECT
 
 # CPU and tiny-data overrides of the real scripts: ResNet-18 at 64 px, 4 steps of 8 images an epoch
 CPU = ["--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1", "--nodes=1", "--time=15"]
@@ -37,18 +38,6 @@ def local_slurm(*args: str):
     yield {**os.environ, "SLURM_CONF": started.stdout.strip().splitlines()[-1], "PYTHON": sys.executable}
     if "started Slurm" in started.stderr:  # stop what this session started; leave a running cluster alone
         subprocess.run(["bash", script, "stop", *args[:1]], timeout=60)
-
-
-@pytest.fixture(scope="session")
-def slurm():
-    """One node with this machine's CPUs."""
-    yield from local_slurm()
-
-
-@pytest.fixture(scope="session")
-def slurm_two_nodes():
-    """Two Slurm nodes on this machine (two slurmd daemons), a cluster of its own."""
-    yield from local_slurm("/tmp/convnet-slurm-two-nodes", "2")
 
 
 def sbatch(slurm_env: dict, folder: Path, script: str, *args: str, options: tuple = ()) -> str:

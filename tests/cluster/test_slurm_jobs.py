@@ -6,9 +6,15 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import wandb_inspect
-from local_slurm import TINY, job_state, preempt_after_first_epoch, sbatch, wait_for, wait_for_file
-from local_slurm import slurm  # noqa: F401  (the fixture)
+from helpers import wandb_inspect
+from local_slurm import (
+    TINY,
+    job_state,
+    preempt_after_first_epoch,
+    sbatch,
+    wait_for,
+    wait_for_file,
+)
 from trainer.run.checkpoints import load_checkpoint
 
 

@@ -3,7 +3,7 @@ real local Slurm in tests/cluster/test_slurm_jobs.py."""
 
 import pytest
 
-from conftest import make_cfg
+from helpers import make_cfg
 from hydra_plugins.convnet_classics.slurm_launcher import SweepPointError, point_job
 
 

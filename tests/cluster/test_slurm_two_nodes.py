@@ -7,15 +7,22 @@ import subprocess
 import time
 from pathlib import Path
 
-from local_slurm import ACTIVE, TINY, job_state, sbatch, wait_for, wait_for_file
-from local_slurm import slurm_two_nodes  # noqa: F401  (the fixture)
+from local_slurm import (
+    ACTIVE,
+    TINY,
+    job_state,
+    sbatch,
+    wait_for,
+    wait_for_file,
+)
 from trainer.run.checkpoints import load_checkpoint
 
 
 def test_a_two_node_job_survives_a_preemption_and_then_a_lost_process(slurm_two_nodes, tmp_path, digits_cache):
     """resnet152.sh as a 2-node job (one task per node): one DDP run over both nodes. USR2 mid-run: both nodes
     save at the same step and the job requeues; Slurm's SIGTERM then stops both at one later step with last.ckpt,
-    which the requeued 2-node run resumes from. Then the training process on node 2 is killed: the one on node 1 says so and requeues the job, which resumes from the newest checkpoint and ends."""
+    which the requeued 2-node run resumes from. Then the training process on node 2 is killed: the one on node 1
+    says so and requeues the job, which resumes from the newest checkpoint and ends."""
     env = {**slurm_two_nodes, "CONVNET_CACHE": str(digits_cache)}
     job = sbatch(env, tmp_path, "resnet152.sh", *TINY, "trainer.max_epochs=8",
                  # the local nodes' names do not resolve: the processes meet at 127.0.0.1 (on a cluster, node 1)

@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import free_port as _free_port, PROJECT
+from helpers import PROJECT
+from helpers import free_port as _free_port
 from trainer.run.checkpoints import load_checkpoint
 
 

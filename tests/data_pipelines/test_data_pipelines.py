@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
 from data_pipelines import DataLayoutError, DigitsDataModule, ImageFolderDataModule, check_layout, write_digits
 from data_pipelines.manifest import NotOursError, read_manifest
+from helpers import run_cli
 
 
 def count(folder):

@@ -10,10 +10,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from conftest import run_cli
 from data_pipelines import list_dataset
 from data_pipelines.layout import usable_list
 from data_pipelines.manifest import read_manifest
+from helpers import run_cli
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 VAL_TRUTH = [2, 1, 3, 3, 1, 2, 1]  # ILSVRC2012 ids of val images 1..7

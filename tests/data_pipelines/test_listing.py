@@ -6,8 +6,8 @@ import re
 import pytest
 from PIL import Image
 
-from conftest import run_cli
 from data_pipelines.layout import list_dataset, write_usable_list
+from helpers import run_cli
 
 # Loaded by every Python process of the run (PYTHONPATH), before anything else: counts the folder listings
 # (os.scandir, os.listdir) under the data root and writes them, per process, when the process ends.

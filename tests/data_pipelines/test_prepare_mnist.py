@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_data_pipelines import snapshot
 
-from conftest import PROJECT, make_cfg, run_cli
 from data_pipelines import list_dataset
 from data_pipelines.manifest import read_manifest
 from data_pipelines.prepare.mnist import FILES, IMAGES_MAGIC, LABELS_MAGIC
-from test_data_pipelines import snapshot
+from helpers import PROJECT, make_cfg, run_cli
 
 # LeCun's four files: MNIST_DIR, else where the workplace keeps them (beside the checkout)
 REAL_MNIST = Path(os.environ.get("MNIST_DIR") or PROJECT.parent / "shared" / "data" / "mnist").expanduser()

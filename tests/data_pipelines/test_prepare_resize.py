@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_data_pipelines import snapshot
 
-from conftest import run_cli
 from data_pipelines import ImageFolderDataModule, list_dataset
 from data_pipelines.augment import MEAN_PIXEL_2012
 from data_pipelines.bench import natural_image
 from data_pipelines.dali_loader import _image_pipeline
 from data_pipelines.layout import DataConfigError, usable_list
 from data_pipelines.manifest import read_manifest
-from test_data_pipelines import snapshot
+from helpers import run_cli
 
 SIZES = [(500, 375), (375, 500), (300, 200), (640, 480), (256, 320), (210, 180)]  # landscape, portrait, small
 
@@ -100,8 +100,8 @@ def test_on_a_prepared_copy_the_alexnet_path_only_crops_and_flips(originals, tmp
                                batch_size=1, num_threads=1, device_id=None)
         assert b"Resize" not in pipe.serialize(), (train, protocol)
         originals_graph = {**graph, "prepared_side": None}
-        assert b"Resize" in _image_pipeline(file_list="x.txt", file_root="", mmap=True, **originals_graph, decoder="cpu",
-                                            hw_decoder_load=0.65, batch_size=1, num_threads=1,
+        assert b"Resize" in _image_pipeline(file_list="x.txt", file_root="", mmap=True, **originals_graph,
+                                            decoder="cpu", hw_decoder_load=0.65, batch_size=1, num_threads=1,
                                             device_id=None).serialize()
     files = [f"{out}/{r}" for r in module.listing.files["train"]]
     decoded = {f: np.asarray(Image.open(f).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) for f in files}

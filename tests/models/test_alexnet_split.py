@@ -8,11 +8,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from conftest import free_port as _free_port
+from helpers import free_port as _free_port
 from models import create_model, trainable_params
 from models.alexnet import AlexNet
-from models.alexnet_split import (AlexNetTower, exchanged_values_per_image, grouped_state_dict, tower_from_grouped,
-                                  tower_state_dict)
+from models.alexnet_split import (
+    AlexNetTower,
+    exchanged_values_per_image,
+    grouped_state_dict,
+    tower_from_grouped,
+    tower_state_dict,
+)
 from models.memory import saved_activation_bytes, split_tower_memory
 
 
@@ -42,7 +47,8 @@ def _equivalence_worker(rank: int, port: int, out_dir: str, channels_last: bool 
         F.cross_entropy(ref_logits, y).backward()
         sent = []  # a spy on the real collective: the values this process sends
         real_all_gather = dist.all_gather
-        dist.all_gather = lambda parts, tensor, **kw: (sent.append(tensor.numel()), real_all_gather(parts, tensor, **kw))[1]
+        dist.all_gather = lambda parts, tensor, **kw: (sent.append(tensor.numel()),
+                                                       real_all_gather(parts, tensor, **kw))[1]
         try:
             logits = tower(x)
             forward_sent = sum(sent)
@@ -75,7 +81,8 @@ def _equivalence_worker(rank: int, port: int, out_dir: str, channels_last: bool 
 @pytest.mark.parametrize("channels_last, cuda, tolerance", [
     (False, False, 1e-5), (True, False, 1e-5),
     # cuDNN picks other algorithms for a grouped convolution than for a tower's: fp32 rounding, summed differently
-    pytest.param(True, True, 1e-4, marks=pytest.mark.gpu(2))], ids=["gloo-nchw", "gloo-channels_last", "nccl-channels_last"])
+    pytest.param(True, True, 1e-4, marks=pytest.mark.gpu(2))],
+    ids=["gloo-nchw", "gloo-channels_last", "nccl-channels_last"])
 def test_split_matches_the_grouped_model_in_logits_gradients_and_step(tmp_path, channels_last, cuda, tolerance):
     mp.spawn(_equivalence_worker, args=(_free_port(), str(tmp_path), channels_last, cuda), nprocs=2, join=True)
     for rank in (0, 1):

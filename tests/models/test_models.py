@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_cli
+from helpers import run_cli
 from models import create_model, input_shape, layer_table, list_models, register_model, trainable_params
 from models.alexnet import TowerLRN
 from models.lenet import C3_TABLE
@@ -43,8 +43,8 @@ def test_forward_shape_and_backward(name):
 
 @pytest.mark.parametrize("name", ["lenet5", "alexnet", "resnet18"])
 def test_grayscale_input(name):
-    assert create_model(name, num_classes=10, in_channels=1)(torch.randn(1, 1, 32 if name == "lenet5" else 224,
-                                                                          32 if name == "lenet5" else 224)).shape == (1, 10)
+    side = 32 if name == "lenet5" else 224
+    assert create_model(name, num_classes=10, in_channels=1)(torch.randn(1, 1, side, side)).shape == (1, 10)
 
 
 def test_lenet5_per_layer_parameters_and_fixed_output():

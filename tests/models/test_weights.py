@@ -52,7 +52,8 @@ def test_torchvision_weights_through_our_pipeline_agree_with_torchvisions_transf
 
 def test_weights_that_do_not_fit_are_refused_by_name(tmp_path):
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "ten.pth")
-    with pytest.raises(WeightsError, match=r"does not fit model=resnet18 \(other shapes: fc.bias \(10,\) \(the network's: "
+    with pytest.raises(WeightsError, match=r"does not fit model=resnet18 \(other shapes: fc.bias \(10,\) "
+                                           r"\(the network's: "
                                            r"\(1000,\)\), fc.weight \(10, 512\)"):
         load_weights(create_model("resnet18"), "resnet18", tmp_path / "ten.pth")
     torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pth")
@@ -66,7 +67,7 @@ def test_weights_that_do_not_fit_are_refused_by_name(tmp_path):
 
 
 def test_a_checkpoint_of_this_project_starts_a_network(tmp_path, digits_cache):
-    from conftest import make_cfg
+    from helpers import make_cfg
     from trainer.run.checkpoints import load_checkpoint
     from trainer.train import train
 
@@ -95,7 +96,7 @@ def test_published_weights_offline_and_not_cached_say_which_file_and_where(tmp_p
 def test_evaluate_published_weights_prints_torchvisions_figures_beside_the_run(tmp_path, images):
     """`trainer.evaluate model=resnet18 model.weights=torchvision` on a 1000-class folder, offline, with the
     weights' file in torch hub's cache (here: random weights in its place, as no network is at hand)."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     torch_home = tmp_path / "torch"
     (torch_home / "hub" / "checkpoints").mkdir(parents=True)

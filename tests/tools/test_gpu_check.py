@@ -16,7 +16,7 @@ import pytest
 import torch
 from packaging.requirements import Requirement
 
-from conftest import PROJECT, run_cli
+from helpers import PROJECT, run_cli
 from tools.gpu_check.install import KitInstallError, install
 from tools.gpu_check.kit import build
 

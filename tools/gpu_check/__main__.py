@@ -29,10 +29,11 @@ import sys
 import time
 from pathlib import Path
 
+from trainer import PROJECT
+
 from .install import KitInstallError, describe_versions, install, versions
 from .report import Report
 from .steps import LEVELS, STEPS, Context, StepTimeout
-from trainer import PROJECT
 
 EXIT_FAILED, EXIT_KIT, EXIT_NO_GPU = 1, 2, 3
 FAILED = ("failed", "error", "timed out")

@@ -106,7 +106,8 @@ def install(kit: Path, say=print) -> dict:
     for group in ("base", "dali"):
         members = [a for a in manifest["archives"] if a["group"] == group]
         here = all(a["file"] in present for a in members)
-        mark = done_marks / f"{group}-{(manifest.get('dali_archive', {}).get('sha256') if group == 'dali' else members[0]['sha256'])[:16]}"
+        digest = manifest.get("dali_archive", {}).get("sha256") if group == "dali" else members[0]["sha256"]
+        mark = done_marks / f"{group}-{digest[:16]}"
         if here and not mark.exists():
             parts = [kit / a["file"] for a in members]
             if group == "dali":
@@ -120,7 +121,8 @@ def install(kit: Path, say=print) -> dict:
             say(f"unpacking {group} ({sum(p.stat().st_size for p in parts) / 2**20:.0f} MiB) into {installed}")
             _unpack(parts, installed)
             mark.touch()
-        groups[group] = "installed" if mark.exists() else f"waiting for {', '.join(a['file'] for a in members if a['file'] not in present)}"
+        waiting = ", ".join(a["file"] for a in members if a["file"] not in present)
+        groups[group] = "installed" if mark.exists() else f"waiting for {waiting}"
     env, needs = environment(kit, manifest)
     return {"kit": str(kit), "built": manifest.get("built"), "groups": groups, "missing_parts": missing,
             "needs": needs, "env": env}
@@ -168,7 +170,8 @@ def versions(env: dict[str, str]) -> list[dict]:
         "for n in names:\n"
         "    try:\n"
         "        m = importlib.import_module(n); v = md.version(dists[n])\n"
-        "        out.append({'module': n, 'version': v, 'from': (getattr(m, '__file__', None) or str(list(m.__path__)[0]))})\n"
+        "        where = getattr(m, '__file__', None) or str(list(m.__path__)[0])\n"
+        "        out.append({'module': n, 'version': v, 'from': where})\n"
         "    except Exception as e:\n"
         "        out.append({'module': n, 'error': f'{type(e).__name__}: {e}'.splitlines()[0][:200]})\n"
         "print(json.dumps(out))\n")
@@ -186,5 +189,6 @@ def describe_versions(found: list[dict], kit: Path) -> list[str]:
             lines.append(f"  {v['module']:<18} not importable: {v['error']}")
         else:
             where = "the kit" if str(Path(v["from"]).resolve()).startswith(inside) else "the machine"
-            lines.append(f"  {v['module']:<18} {v['version']:<14} from {where} ({re.sub(r'/__init__.py$', '', v['from'])})")
+            folder = re.sub(r"/__init__.py$", "", v["from"])
+            lines.append(f"  {v['module']:<18} {v['version']:<14} from {where} ({folder})")
     return lines

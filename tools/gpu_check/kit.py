@@ -39,10 +39,24 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from .wheels import (HEAVY_PREFIX, MIB, TARGETS, KitError, Target, Wheels, fallbacks, project_requirements, read_pins,
-                     read_target, resolve, sha256)
-
 from trainer import PROJECT
+
+from .wheels import (
+    HEAVY_PREFIX,
+    MIB,
+    TARGETS,
+    KitError,
+    Target,
+    Wheels,
+    fallbacks,
+    project_requirements,
+    read_pins,
+    read_target,
+    resolve,
+    sha256,
+)
+
+
 def stage(wheels: list[Path], folder: Path, target: Target) -> None:
     """Installs ``wheels`` into ``folder`` as pip does on the target (``--target``, no dependencies, no compiling)."""
     if folder.exists():
@@ -229,7 +243,8 @@ def describe(manifest: dict, seconds: float | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.gpu_check.kit", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", type=Path, default=TARGETS / "py312-torch2.11.txt", help="the target's package list")
+    parser.add_argument("--target", type=Path, default=TARGETS / "py312-torch2.11.txt",
+                        help="the target's package list")
     parser.add_argument("--out", type=Path, default=PROJECT / "gpu-kit", help="the kit's folder (git-ignored)")
     parser.add_argument("--part-mib", type=float, default=60, help="the most one command carries of the kit")
     parser.add_argument("--pip-arg", action="append", default=[], help="passed to pip (e.g. --no-index)")

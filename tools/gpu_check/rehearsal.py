@@ -3,10 +3,11 @@
 Makes (once) a virtualenv on the target's Python holding only the target's own packages that the project
 uses (torch 2.11 / torchvision 0.26 / Lightning 2.6.6 / torchmetrics 1.9 where they install here, else
 ``--torch`` names the stand-in), copies the working tree into a folder as a remote command does, and runs
-the commands of docs/speed.md ("Measuring on a GPU machine") in order, each in a network namespace of its own (``unshare --net``: no network at
-all) with ``PIP_NO_INDEX=1``: command N finds the kit parts that command N carries (the earlier ones stay,
-as on a warm machine) and runs ``python3 -m tools.gpu_check --kit gpu-kit --stage N --rehearse``, the
-CPU-runnable parts at tiny sizes. Then a stage is killed in mid-step to see that its JSON is still whole.
+the commands of docs/speed.md ("Measuring on a GPU machine") in order, each in a network namespace of its own
+(``unshare --net``: no network at all) with ``PIP_NO_INDEX=1``: command N finds the kit parts that command N
+carries (the earlier ones stay, as on a warm machine) and runs
+``python3 -m tools.gpu_check --kit gpu-kit --stage N --rehearse``, the CPU-runnable parts at tiny sizes. Then a
+stage is killed in mid-step to see that its JSON is still whole.
 
 It checks and prints: every part at most ``--part-mib``, every command's carry with the working tree within
 a command's 64 MiB, the install's time, that Hydra, omegaconf, antlr4, W&B and DALI import from the
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from trainer import PROJECT
+
 MIB = 2**20
 COMMAND_LIMIT_MIB = 64  # what one device command carries in all, the working tree included
 # The target's own packages that the project (and its tests) import: the rehearsal venv holds these only
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.gpu_check.rehearsal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kit", type=Path, default=PROJECT / "gpu-kit", help="a kit built by make gpu-kit")
     parser.add_argument("--python", default="python3.12", help="the target's Python here (default python3.12)")
-    parser.add_argument("--torch", default="2.11.0", help="torch for the target-like venv (2.11.0: the GPU machines' image's)")
+    parser.add_argument("--torch", default="2.11.0",
+                        help="torch for the target-like venv (2.11.0: the GPU machines' image's)")
     parser.add_argument("--torchvision", default="0.26.0")
     parser.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "convnet-classics" / "gpu-rehearsal-venv")
     parser.add_argument("--work", type=Path, default=Path("/tmp/convnet-gpu-rehearsal"))

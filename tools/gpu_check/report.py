@@ -45,7 +45,8 @@ class Report:
             except ValueError:
                 earlier = {}
         same_machine = earlier.get("machine", {}).get("boot") == machine.get("boot")
-        self.data = {"machine": machine, "level": level, "commands": earlier.get("commands", []) if same_machine else [],
+        self.data = {"machine": machine, "level": level,
+                     "commands": earlier.get("commands", []) if same_machine else [],
                      "steps": earlier.get("steps", {}) if same_machine else {}}
         self.data["commands"].append({"started": time.strftime("%H:%M:%S"), "steps": []})
         self.log_path = out / "gpu_check.log"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from trainer import PROJECT
+
 LEVELS = {"quick": {"warmup": 3, "steps": 5, "repeats": 1, "images": 256, "epochs": 2},
           "short": {"warmup": 10, "steps": 30, "repeats": 2, "images": 2048, "epochs": 10},
           "full": {"warmup": 10, "steps": 100, "repeats": 3, "images": 8192, "epochs": 30}}
@@ -222,9 +223,9 @@ def step_main_job(ctx):
     epochs = 1 if ctx.rehearse else ctx.level["epochs"]
     accelerator = "cpu" if ctx.rehearse else "gpu"
     with tempfile.TemporaryDirectory() as folder:
-        code, text = run_logged(ctx, "python -m trainer", [sys.executable, "-m", "trainer", f"trainer.max_epochs={epochs}",
-                                                           f"trainer.accelerator={accelerator}",
-                                                           "trainer.enable_progress_bar=false"], timeout=420,
+        command = [sys.executable, "-m", "trainer", f"trainer.max_epochs={epochs}",
+                   f"trainer.accelerator={accelerator}", "trainer.enable_progress_bar=false"]
+        code, text = run_logged(ctx, "python -m trainer", command, timeout=420,
                                 cwd=Path(folder))
     figures = {"exit_code": code, "epochs": epochs}
     for line in text.splitlines():

@@ -117,7 +117,8 @@ def print_comparison(top1: float | None, top5: float | None, protocol: str, data
         return
     ref = target(references, protocol, data_name, preset)
     table = Table(title="this run and the papers (error %)", title_justify="left",
-                  caption=None if partial else "* the single-model figure this run is measured against (gap = run - paper)",
+                  caption=None if partial else ("* the single-model figure this run is measured against "
+                                                "(gap = run - paper)"),
                   caption_justify="left")
     for column in ("", "data", "protocol", "top-1", "top-5", "gap top-1", "gap top-5"):
         table.add_column(column, justify="right" if column.startswith(("top", "gap")) else "left")

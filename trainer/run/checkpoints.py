@@ -2,10 +2,9 @@
 
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
-
-import pickle
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO

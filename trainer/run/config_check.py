@@ -1,9 +1,9 @@
 """Every value a user can set, checked in one place before anything starts (no folder, logger or process).
 
 ``RULES`` maps each numeric setting of the composed config to what it allows; a setting that only copies
-another (``trainer.devices: ${strategy.devices}``) is checked where the value was set, under that name. A bad value stops the command with
-``error: <key>=<value> is not allowed: <what is allowed>`` and exit status 1. tests/trainer/run/test_config_check.py
-finds every numeric key of every composed config and requires a rule for it.
+another (``trainer.devices: ${strategy.devices}``) is checked where the value was set, under that name. A bad
+value stops the command with ``error: <key>=<value> is not allowed: <what is allowed>`` and exit status 1.
+tests/trainer/run/test_config_check.py finds every numeric key of every composed config and requires a rule for it.
 """
 
 import math
@@ -64,8 +64,9 @@ def batches_limit(minimum: int) -> Rule:
 
 
 def size_range() -> Rule:
-    return Rule(lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(_int(x) and x > 0 for x in v)
-                and v[0] <= v[1]), "null, or two integers [low, high], 0 < low <= high", [480, 256])
+    return Rule(lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 2
+                                        and all(_int(x) and x > 0 for x in v) and v[0] <= v[1]),
+                "null, or two integers [low, high], 0 < low <= high", [480, 256])
 
 
 def one_of(values: tuple, text: str | None = None) -> Rule:
@@ -161,7 +162,8 @@ def check_values(cfg: DictConfig) -> None:
                                "use augment=resnet (He et al.'s [256, 480]) or augment=vgg ([256, 512]), or set "
                                "data.scale_range=[256,480]")
     refusal = loss_refusal(OmegaConf.select(cfg, "model.loss", default=None),
-                           OmegaConf.select(cfg, "model.model_name"), OmegaConf.select(cfg, "model.map_j", default=None))
+                           OmegaConf.select(cfg, "model.model_name"),
+                           OmegaConf.select(cfg, "model.map_j", default=None))
     if refusal:
         raise ConfigValueError(refusal)
     if OmegaConf.select(cfg, "schedule.restart_lr", default=None) and not OmegaConf.select(cfg, "ckpt_path",

@@ -3,7 +3,6 @@ learning rate and LR schedule against this run's (a new rate, a re-plan, a warm 
 the honest choices)."""
 
 import math
-
 from typing import Any
 
 from .checkpoints import CheckpointError

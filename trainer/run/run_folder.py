@@ -22,7 +22,8 @@ from typing import Mapping, Sequence
 CLAIM = ".hydra"  # Hydra's output_subdir: created exclusively, it is the claim
 LOCK = ".lock"  # held (flock) by the start that trains in the folder, for its whole life
 MAX_SUFFIX = 1000
-claimed: dict = {}  # the folder this process claimed, and the outermost folder it made for it (a stop in set-up removes it)
+# the folder this process claimed, and the outermost folder it made for it (a stop in set-up removes it)
+claimed: dict = {}
 
 
 class RunFolderError(ValueError):

@@ -16,10 +16,10 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import WandbLogger
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.loggers import WandbLogger
 
 from models.weights import torchvision_weights
 
@@ -141,7 +141,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         fields.update({"torchvision/top1_err": 100 - acc["acc@1"], "torchvision/top5_err": 100 - acc["acc@5"]})
         print(f"torchvision's published figures for these weights ({published}, ImageNet-1K val, shorter side "
               f"{published.transforms().resize_size[0]}, centre {published.transforms().crop_size[0]}): top-1 error "
-              f"{100 - acc['acc@1']:.2f} %, top-5 {100 - acc['acc@5']:.2f} % (this run: gap {top1 - 100 + acc['acc@1']:+.2f},"
+              f"{100 - acc['acc@1']:.2f} %, top-5 {100 - acc['acc@5']:.2f} % "
+              f"(this run: gap {top1 - 100 + acc['acc@1']:+.2f},"
               f" {top5 - 100 + acc['acc@5']:+.2f})")
     print_comparison(top1, top5, cfg.protocol, cfg.data.name, references, cfg.data.get("preset"), partial=partial)
     return {"val/top1_err": top1, "val/top5_err": top5, **fields}
@@ -163,7 +164,8 @@ def log_beside_the_run(overrides: list[str]) -> list[str]:
     if run is None:
         return overrides
     protocol = override_value(overrides, "protocol") or "center"
-    return [*overrides, f"hydra.run.dir={run / 'evaluate' / (protocol + datetime.now().strftime('_%Y-%m-%d_%H-%M-%S'))}"]
+    folder = run / "evaluate" / (protocol + datetime.now().strftime("_%Y-%m-%d_%H-%M-%S"))
+    return [*overrides, f"hydra.run.dir={folder}"]
 
 
 def main() -> None:

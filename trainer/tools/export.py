@@ -84,7 +84,8 @@ def export_torchvision(net: torch.nn.Module, hparams: dict, out: Path) -> str:
             torch.load(out, weights_only=True))
     else:
         loader = f"models.create_model({name!r}, num_classes={classes}, in_channels={channels})"
-        create_model(name, num_classes=classes, in_channels=channels).load_state_dict(torch.load(out, weights_only=True))
+        net = create_model(name, num_classes=classes, in_channels=channels)
+        net.load_state_dict(torch.load(out, weights_only=True))
     return f"{loader}.load_state_dict(torch.load({str(out)!r}, weights_only=True))"
 
 

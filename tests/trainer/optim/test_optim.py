@@ -5,13 +5,18 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from conftest import make_cfg
-import torch.nn.functional as F
-
-from trainer.optim import (SDLM, PiecewiseConstantLR, gauss_newton_diagonal, map_loss, output_hessian_factor,
-                           per_connection_diagonal)
+from helpers import make_cfg
+from trainer.optim import (
+    SDLM,
+    PiecewiseConstantLR,
+    gauss_newton_diagonal,
+    map_loss,
+    output_hessian_factor,
+    per_connection_diagonal,
+)
 
 
 def brute_force_diagonal(model: nn.Module, images: torch.Tensor, j: float | None) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import PROJECT, run_cli
+from helpers import PROJECT, run_cli
 from trainer.parallel import cpu_threads
 
 

@@ -6,7 +6,7 @@ import stat
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 from trainer.parallel.devices import GPUUnusableError, check_gpus_usable
 
 

@@ -11,10 +11,10 @@ import torch
 from hydra.utils import instantiate
 from torch.overrides import TorchFunctionMode
 
-from conftest import library_lines, make_cfg, run_cli
+from helpers import library_lines, make_cfg, run_cli
+from trainer.parallel.fast_path import resolve
 from trainer.tools.bench import Repeat, synthetic_batch
 from trainer.tools.bench.breakdown import LAYERS
-from trainer.parallel.fast_path import resolve
 from trainer.train import build_logger, build_optimizer, build_trainer
 
 # Reading a tensor's value on the host; on a GPU each one waits for all the work queued before it.
@@ -92,7 +92,8 @@ def test_no_host_sync_between_logging_steps_with_the_real_dali_loader_on_the_gpu
     """The same guarantee with the data as training reads it: DALI decoding on the GPU (`mixed`), batches
     on the device. Any implicit sync in a step that does not log raises (CUDA's sync debug mode)."""
     cfg = resolve(make_cfg(tmp_path, digits_cache, "trainer.enable_progress_bar=true", "trainer.max_epochs=1",
-                           "trainer.log_every_n_steps=10", "trainer.limit_val_batches=0", "trainer.limit_train_batches=40",
+                           "trainer.log_every_n_steps=10", "trainer.limit_val_batches=0",
+                           "trainer.limit_train_batches=40",
                            "trainer.num_sanity_val_steps=0", "data.batch_size=16", "trainer.accelerator=auto"),
                   cuda=True)
     module = instantiate(cfg.model, optimizer=build_optimizer(cfg), scheduler=None)

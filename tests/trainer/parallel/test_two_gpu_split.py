@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 from models import create_model
 from trainer.run.checkpoints import load_checkpoint
 
@@ -114,8 +114,8 @@ def test_split_trains_exactly_like_data_parallel_alexnet(split_run, tmp_path, di
 @pytest.mark.parametrize("args, message", [
     (["model=lenet5"], "strategy=two_gpu_split splits the 2012 two-GPU AlexNet between two processes, but "
                        "model=lenet5; use model=alexnet, or strategy=ddp"),
-    (["model=alexnet", "trainer.devices=3"], "strategy=two_gpu_split needs an even number of processes per node (each pair holds the two "
-                                             "towers of one AlexNet), but trainer.devices=3"),
+    (["model=alexnet", "trainer.devices=3"], "strategy=two_gpu_split needs an even number of processes per node "
+                                             "(each pair holds the two towers of one AlexNet), but trainer.devices=3"),
 ])
 def test_bad_split_settings_are_refused_before_any_process_starts(tmp_path, digits_cache, args, message):
     result = run_cli("trainer", "strategy=two_gpu_split", *args, "logger=none", cwd=tmp_path,
@@ -139,7 +139,8 @@ def _children(pid: int) -> list[tuple[int, str]]:
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             if int(fields[1]) == pid:
-                out.append((int(stat.parent.name), (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+                command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                out.append((int(stat.parent.name), command))
         except (OSError, IndexError, ValueError):
             continue  # the process ended while we looked
     return out

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import CONF, make_cfg
+from helpers import CONF, make_cfg
 from trainer.results.paper_comparison import load_references, references_for, summary_fields, target
 
 

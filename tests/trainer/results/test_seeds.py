@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from trainer.results.report.seeds import Spread
 from trainer.results.tracking import wandb_cli
 
@@ -43,7 +43,7 @@ def test_a_seed_sweep_is_one_wandb_group_and_one_row_with_its_interval_and_band(
     report = run_cli("trainer.report", "sweep", "--out", "report", cwd=tmp_path, env=env, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
     spread = Spread.of(finals)
-    assert f"lenet5 / single / digits, center: n = 3 (seeds 1, 2, 3)" in report.stdout
+    assert "lenet5 / single / digits, center: n = 3 (seeds 1, 2, 3)" in report.stdout
     assert f"final top-1 error {spread.text()}" in report.stdout
     # LeNet-5's 0.95 % (MNIST) is the run's reference: whether it lies inside the interval is said
     assert re.search(r"against LeCun et al\. 1998, MNIST test, center \(0\.95 %\): gap [+-][\d.]+ \(interval "

@@ -11,7 +11,8 @@ def test_the_parts_of_a_run_are_its_folders_oldest_first_same_second_starts_incl
     for name in names:
         (tmp_path / name).mkdir()
     assert [p.name for p in run_parts(tmp_path, "0eb39z65")] == [  # by time: the online start came first
-        "run-20261207_083000-0eb39z65", "offline-run-20261207_083826-0eb39z65", "offline-run-20261207_083826-0eb39z65-1"]
+        "run-20261207_083000-0eb39z65", "offline-run-20261207_083826-0eb39z65",
+        "offline-run-20261207_083826-0eb39z65-1"]
 
 
 def test_the_run_id_is_read_from_a_part_whatever_its_suffix():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import CONF, make_cfg, run_cli
+from helpers import CONF, make_cfg, run_cli
 from trainer.run.config_check import RULES, ConfigValueError, check_values
 
 
@@ -15,7 +15,8 @@ def _options(group: str) -> list[str]:
 # every composition a user can pick: each option of each group that brings numeric settings (the split only
 # splits AlexNet: another model under it is refused, tested in tests/trainer/parallel/test_two_gpu_split.py)
 _PARTNER = {"two_gpu_split": ["model=alexnet"]}
-VARIANTS = [[], *([f"experiment={e}"] for e in _options("experiment")), *([f"schedule={s}"] for s in _options("schedule")),
+VARIANTS = [[], *([f"experiment={e}"] for e in _options("experiment")),
+            *([f"schedule={s}"] for s in _options("schedule")),
             *([f"strategy={s}", *_PARTNER.get(s, [])] for s in _options("strategy")),
             *([f"model={m}"] for m in _options("model")),
             ["data=imagenet", "data.root=/datasets/imagenet"], ["data=mnist"]]

@@ -6,11 +6,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF, make_cfg, run_cli
+from helpers import CONF, make_cfg, run_cli
 from models import input_shape, list_models
 from trainer.__main__ import default_data_overrides
-from trainer.run.module import ClassifierModule
 from trainer.parallel.fast_path import resolve
+from trainer.run.module import ClassifierModule
 from trainer.train import build_logger, build_optimizer, build_trainer
 
 
@@ -162,7 +162,8 @@ def test_help_says_what_the_tool_is_lists_its_commands_and_imports_no_deep_learn
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "trainer", "--help"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "powered by Hydra" not in result.stdout
-    for text in ("convnet-classics: train the classic ConvNets", "python -m trainer.evaluate", "python -m trainer.report",
+    for text in ("convnet-classics: train the classic ConvNets", "python -m trainer.evaluate",
+                 "python -m trainer.report",
                  "python -m trainer.export", "python -m trainer.bench", "python -m data_pipelines.prepare",
                  "python -m data_pipelines.verify", "make gpu-kit; make gpu-check", "model: alexnet, alexnet_onetower"):
         assert text in result.stdout, text
@@ -173,7 +174,7 @@ def test_help_says_what_the_tool_is_lists_its_commands_and_imports_no_deep_learn
 
 
 def test_a_misspelt_key_gets_the_nearest_real_one_not_a_hint_to_add_it(tmp_path):
-    from conftest import run_cli
+    from helpers import run_cli
 
     result = run_cli("trainer", "trainer.max_epoch=1", cwd=tmp_path, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -186,7 +187,8 @@ def test_a_misspelt_option_gets_the_nearest_ones_in_one_line(tmp_path, monkeypat
 
     monkeypatch.chdir(tmp_path)
     for override, said in [
-            ("model=resnt18", "model=resnt18 is not an option of model; did you mean model=resnet18 or model=resnet152? "
+            ("model=resnt18", "model=resnt18 is not an option of model; did you mean model=resnet18 or "
+                              "model=resnet152? "
                               "(the options: alexnet, alexnet_onetower, lenet5, resnet101, resnet152, resnet18, "
                               "resnet34, resnet50, vgg16, zfnet)"),
             ("strategy=dpp", "strategy=dpp is not an option of strategy; did you mean strategy=ddp? (the options: ddp, "

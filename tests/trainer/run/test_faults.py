@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ctrl_c_at, make_cfg, run_cli
+from helpers import ctrl_c_at, make_cfg, run_cli
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "logger=none", "schedule=constant"]
@@ -184,7 +184,8 @@ def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(t
         train(make_cfg(tmp_path / "steps", digits_cache, *common, "seed=7", f"ckpt_path={first['last_ckpt']}"))
     # 11. ...and a kill during a checkpoint write left its temporary file: the next start removes it
     folder = Path(first["last_ckpt"]).parent
-    dead, alive = folder / ".best.ckpt.tmp-4194303", folder / f".last.ckpt.tmp-{os.getppid()}"  # no such pid; a live one
+    # no such pid; a live one
+    dead, alive = folder / ".best.ckpt.tmp-4194303", folder / f".last.ckpt.tmp-{os.getppid()}"
     dead.write_bytes(b"half a checkpoint")
     alive.write_bytes(b"a write in progress")
     capsys.readouterr()

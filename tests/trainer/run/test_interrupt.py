@@ -15,15 +15,16 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import make_cfg
+from helpers import make_cfg
 from trainer.run.checkpoints import load_checkpoint
 
 SIGNAL_AT = Path(__file__).with_name("signal_at.py")
 
 
 def signal_at(cwd: Path, cache: Path, module: str, function: str, signame: str, *overrides: str):
-    return subprocess.run([sys.executable, str(SIGNAL_AT), module, function, signame, "trainer.enable_progress_bar=false",
-                           *overrides], cwd=cwd, env={**os.environ, "CONVNET_CACHE": str(cache)},
+    return subprocess.run([sys.executable, str(SIGNAL_AT), module, function, signame,
+                           "trainer.enable_progress_bar=false", *overrides], cwd=cwd,
+                          env={**os.environ, "CONVNET_CACHE": str(cache)},
                           capture_output=True, text=True, timeout=300)
 
 
@@ -152,7 +153,8 @@ def test_the_nan_guard_keeps_finite_weights_and_its_advice_a_lower_rate_is_the_r
     with pytest.raises(NonFiniteLossError) as stop:  # a checkpoint every step: one after the update that broke them
         train(make_cfg(tmp_path / "a", digits_cache, *common, "optim.lr=1e6"))
     said = re.match(r"the weights became NaN/inf in the update of global step (\d+) \(epoch 1\); training stopped\. "
-                    r"The last good checkpoint is kept: (\S+) \(checkpoints are written with finite weights only\); resume from it at a lower rate: python -m trainer .*"
+                    r"The last good checkpoint is kept: (\S+) \(checkpoints are written with finite weights only\); "
+                    r"resume from it at a lower rate: python -m trainer .*"
                     r"ckpt_path=\2 optim.lr=<lower rate>$", str(stop.value))
     assert said, str(stop.value)
     kept = load_checkpoint(said.group(2))
@@ -201,8 +203,9 @@ def test_a_ddp_run_signalled_in_an_epochs_last_step_stops_at_its_end_in_every_pr
     # There, rank 0 prints the epoch's line: its values logged with sync_dist are reductions over the processes,
     # which rank 0 once made alone while rank 1 was already saving (a collective of another kind): rank 1 died on
     # the mismatch (under the split, whose save gathers the towers, both hung: a Slurm preemption at an epoch's end)
-    result = signal_at(tmp_path, digits_cache, "trainer.run.callbacks.stop_on_signal", "StopOnSignal.on_train_batch_end",
-                       "SIGTERM", "strategy=ddp", "trainer.devices=2", "logger=none", "trainer.max_epochs=2",
+    result = signal_at(tmp_path, digits_cache, "trainer.run.callbacks.stop_on_signal",
+                       "StopOnSignal.on_train_batch_end", "SIGTERM", "strategy=ddp", "trainer.devices=2", "logger=none",
+                       "trainer.max_epochs=2",
                        "trainer.limit_train_batches=2", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
                        "trainer.log_every_n_steps=1", "hydra.run.dir=run")
     assert result.returncode == 143 and "Traceback" not in result.stderr, result.stderr[-3000:]

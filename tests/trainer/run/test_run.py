@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ctrl_c_at, library_lines, make_cfg, run_cli, wandb_inspect
+from helpers import ctrl_c_at, library_lines, make_cfg, run_cli, wandb_inspect
 from trainer.parallel import cpu_threads
+from trainer.results.tracking import wandb_online_configured
 from trainer.run.callbacks import NonFiniteLossError
 from trainer.run.checkpoints import AtomicCheckpointIO, CheckpointError, RunCheckpoint, load_checkpoint
 from trainer.run.interrupt import RunInterrupted
-from trainer.results.tracking import wandb_online_configured
 from trainer.train import train
 
 TINY = ["trainer.limit_train_batches=5", "trainer.limit_val_batches=3", "trainer.log_every_n_steps=1",
@@ -363,7 +363,8 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly_like_an_uninterrupted_run(tm
 
     real_build = train_module.build_trainer
     monkeypatch.setattr(train_module, "build_trainer", lambda *a, **k: _with_callback(real_build(*a, **k)))
-    with pytest.raises(RunInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at global step 14 \(in epoch 1 of 1, after 14 of its 45 batches\)") as stop:
+    with pytest.raises(RunInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at global step 14 \(in epoch 1 of 1, "
+                                             r"after 14 of its 45 batches\)") as stop:
         train(make_cfg(tmp_path / "stopped", digits_cache, *common))
     monkeypatch.setattr(train_module, "build_trainer", real_build)
     assert stop.value.exit_status == 130 and signal.getsignal(signal.SIGINT) is before  # the handler given back
@@ -400,8 +401,9 @@ def test_a_signal_stops_the_command_with_a_checkpoint_and_the_command_that_resum
     job.send_signal(signum)
     _, err = job.communicate(timeout=120)
     assert job.returncode == status, err[-3000:]
-    stopped = re.search(r"stopped by \S+(?: \(SIGINT\))? at global step (\d+) \((in epoch (\d+) of 30, after \d+ of its "
-                        r"45 batches|at the end of epoch (\d+) of 30)\); checkpoint: (\S+)\nresume with: (.+)", err)
+    stopped = re.search(r"stopped by \S+(?: \(SIGINT\))? at global step (\d+) \((in epoch (\d+) of 30, "
+                        r"after \d+ of its 45 batches|at the end of epoch (\d+) of 30)\); checkpoint: (\S+)\n"
+                        r"resume with: (.+)", err)
     assert stopped and "Traceback" not in err
     step, ckpt, command = int(stopped.group(1)), stopped.group(5), stopped.group(6)
     assert load_checkpoint(ckpt)["global_step"] == step and command.endswith(f"ckpt_path={ckpt}")
@@ -448,7 +450,8 @@ def test_a_resumed_run_keeps_its_wandb_run_id(tmp_path, digits_cache, capsys):
     # the closing line names both parts of the W&B run, joined on upload under its id
     parts = second["wandb_parts"]
     # (W&B adds -1 to the second part's name when both starts fell in the same second)
-    assert len(parts) == 2 and parts[-1] == second["wandb_dir"] and all(re.search(rf"-{run_id}(-1)?$", p) for p in parts)
+    assert len(parts) == 2 and parts[-1] == second["wandb_dir"]
+    assert all(re.search(rf"-{run_id}(-1)?$", p) for p in parts)
     assert f"upload: wandb sync --id {run_id} {parts[0]} {parts[1]})" in " ".join(capsys.readouterr().out.split())
 
 
@@ -504,7 +507,8 @@ def test_a_resume_that_extends_a_cosine_run_continues_it_and_never_raises_the_lr
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert ("error: this run's LR schedule differs from the checkpoint's (T_max=3 in the checkpoint, 6 now); "
             "resuming would change the learning rate's course without saying so. Either keep the checkpoint's "
-            "plan (trainer.max_epochs=3), or re-plan the schedule from here with schedule.replan=true") in refused.stderr
+            "plan (trainer.max_epochs=3), or re-plan the schedule from here with schedule.replan=true"
+            ) in refused.stderr
     assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
 
     resumed = run_cli("trainer", *common, "trainer.max_epochs=6", f"ckpt_path={last}", "schedule.replan=true",
@@ -539,7 +543,8 @@ def test_a_moved_run_folder_keeps_its_best_score_and_a_fresh_folder_does_not_inh
     callback = RunCheckpoint(dirpath=moved, monitor="val/top1_err")
     callback.load_state_dict(state)
     assert float(callback.best_model_score) == pytest.approx(1.87)
-    assert callback.best_model_path == str(moved / "best.ckpt") and list(callback.best_k_models) == [callback.best_model_path]
+    assert callback.best_model_path == str(moved / "best.ckpt")
+    assert list(callback.best_k_models) == [callback.best_model_path]
     assert callback.last_model_path == str(moved / "last.ckpt")
     fresh = RunCheckpoint(dirpath=tmp_path / "new" / "checkpoints", monitor="val/top1_err")
     with pytest.warns(UserWarning, match="dirpath has changed"):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import library_lines, make_cfg, run_cli, wandb_inspect
+from helpers import library_lines, make_cfg, run_cli, wandb_inspect
 from trainer.results.report.runs import settings_that_differ
 from trainer.train import train
 
@@ -49,7 +49,8 @@ def test_evaluate_scores_a_checkpoint_under_tencrop_into_its_wandb_run(runs):
     assert wandb_inspect(folders[0])["summary"]["paper/protocol"] == "center"
     assert "warning: protocol=tencrop on 32 px inputs" in result.stderr
     assert "IMAGENET_ROOT is not set: evaluating on the embedded digits sample (data=digits)" in result.stderr
-    # the console is this tool's (no bar off a terminal, no W&B banner); Lightning's lines are in the evaluation's run.log
+    # the console is this tool's (no bar off a terminal, no W&B banner); Lightning's lines are in the
+    # evaluation's run.log
     assert library_lines(result.stdout + result.stderr) == []
     (log,) = root.glob("outputs/evaluate/*/run.log")
     assert "GPU available: False" in log.read_text()
@@ -87,7 +88,8 @@ def test_report_has_a_row_per_run_and_protocol_marks_unfinished_runs_and_leaves_
     first_id, second_id = (wandb_inspect(r["wandb_dir"])["run_id"] for r in (first, second))
     assert set(rows) == {(first_id, "center"), (first_id, "tencrop"), (second_id, "center")}
     complete, evaluation, stopped = rows[(first_id, "center")], rows[(first_id, "tencrop")], rows[(second_id, "center")]
-    assert complete[1:4] == ["lenet5", "single", "digits"] and complete[6:8] == ["complete; partial: 128 of 360 images", "3"]
+    assert complete[1:4] == ["lenet5", "single", "digits"]
+    assert complete[6:8] == ["complete; partial: 128 of 360 images", "3"]
     # limit_val_batches=4: 4 batches of 32 and of 4 (the experiment's) of the 360 digits, so no gap to the paper
     assert stopped[6:8] == ["stopped after epoch 2 of 3; partial: 16 of 360 images", "2"]  # max_steps ended it
     assert complete[11] == "- / -" and stopped[11] == "- / -"

@@ -4,7 +4,7 @@ digits at 224 px, one image), and the test scales each protocol takes."""
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import make_cfg, run_cli
+from helpers import make_cfg, run_cli
 from trainer.train import train
 
 ONE_STEP = ["trainer.max_steps=1", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "logger=none",

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import make_cfg, run_cli
+from helpers import make_cfg, run_cli
 from models import create_model
 from trainer.train import train
 

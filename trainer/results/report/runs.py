@@ -8,8 +8,8 @@ import json
 import re
 from pathlib import Path
 
-from ..tracking import validation_history, wandb_inspect
 from ... import CONF
+from ..tracking import validation_history, wandb_inspect
 
 
 def read_part(run_dir: Path) -> dict:

@@ -15,7 +15,7 @@ class Row:
     data: str                 # what the run trained on (a data set, and its augmentation when not the set's own)
     differs: list[str]        # key=value of the settings this run does not share with every other run
     protocol: str
-    status: str               # complete | stopped after epoch k of N | stopped in epoch k of N | running, ... | evaluation
+    status: str               # complete | stopped after/in epoch k of N | running, ... | evaluation
     epochs: int               # the last validated epoch (from 1)
     top1: float | None        # the last validation's (or the evaluation's) errors, in percent
     top5: float | None
@@ -57,7 +57,9 @@ def _status(run: dict, epochs: int) -> str:
     reached = max(epochs, int(run["summary"].get("epoch") or 0))  # W&B's last logged epoch: a step in a later one
     if run.get("state") == "running":
         return f"running, in epoch {reached} of {planned}"
-    return f"stopped in epoch {reached} of {planned}" if reached > epochs else f"stopped after epoch {epochs} of {planned}"
+    if reached > epochs:
+        return f"stopped in epoch {reached} of {planned}"
+    return f"stopped after epoch {epochs} of {planned}"
 
 
 def rows_of(runs: list[dict]) -> tuple[list[Row], list[dict]]:
@@ -89,10 +91,12 @@ def rows_of(runs: list[dict]) -> tuple[list[Row], list[dict]]:
             rows.append(Row(**common, protocol=protocol, status=_status(run, epochs), epochs=epochs,
                             top1=last.get("val/top1_err"), top5=last.get("val/top5_err"),
                             best_top1=min(h["val/top1_err"] for h in run["history"]), paper=_paper(config, protocol),
-                            history=run["history"], partial=coverage(last.get("val/images"), last.get("val/set_images"))))
+                            history=run["history"],
+                            partial=coverage(last.get("val/images"), last.get("val/set_images"))))
         for protocol in evaluations:  # `python -m trainer.evaluate ... protocol=<p>` on this run's checkpoint
             rows.append(Row(**common, protocol=protocol, status="evaluation", epochs=epochs,
-                            top1=summary.get(f"eval/{protocol}/top1_err"), top5=summary.get(f"eval/{protocol}/top5_err"),
+                            top1=summary.get(f"eval/{protocol}/top1_err"),
+                            top5=summary.get(f"eval/{protocol}/top5_err"),
                             best_top1=None, paper=_paper(config, protocol),
                             partial=coverage(summary.get(f"eval/{protocol}/images"),
                                              summary.get(f"eval/{protocol}/set_images"))))
@@ -104,7 +108,8 @@ def write_markdown(rows: list[Row], left_out: list[dict], path: Path, extra: lis
     lines = ["# Runs and the papers", "",
              "Errors in percent: the last validation's (best top-1 in brackets), or an evaluation's; "
              "gap = run - paper (percentage points). The paper's figure is the one each run is measured against "
-             "(`trainer/results/papers.yaml`: same model, data set, protocol and, where the paper has one, training preset). "
+             "(`trainer/results/papers.yaml`: same model, data set, protocol and, where the paper has one, training "
+             "preset). "
              "\"differs\": the settings of a run that not every run of its model and data set here shares (resolved "
              "config; the machine, paths and bookkeeping left out). A row marked partial was validated on part of "
              "its set (`trainer.limit_val_batches`): it gets no gap, the papers' figures being the whole set's.", ""]

@@ -59,7 +59,8 @@ class NonFiniteLossGuard(pl.Callback):
             return
         window, self._count = self._flags[:self._count], 0
         if not bool(window.all()):
-            self._raise(trainer, self._first_step + int((~window).nonzero()[0, 0]), "the training loss became NaN/inf at")
+            first_bad = self._first_step + int((~window).nonzero()[0, 0])
+            self._raise(trainer, first_bad, "the training loss became NaN/inf at")
 
     def _raise(self, trainer, step: int, what: str) -> None:
         last = self.last_ckpt if self.last_ckpt is not None and self.last_ckpt.is_file() else None

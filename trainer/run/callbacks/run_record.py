@@ -4,8 +4,8 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import WandbLogger
 import torch
+from pytorch_lightning.loggers import WandbLogger
 
 from data_pipelines.sharding import data_parallel_rank_and_size
 from models import create_model
@@ -93,7 +93,8 @@ class RunRecord(pl.Callback):
         else:
             params = f"{params:,} trainable parameters"
         paper = f" ({CATALOGUE[name].paper})" if name in CATALOGUE else ""
-        shape = f"{hparams.get('in_channels', '?')} x {hparams.get('input_size', '?')} x {hparams.get('input_size', '?')}"
+        side = hparams.get('input_size', '?')
+        shape = f"{hparams.get('in_channels', '?')} x {side} x {side}"
         lines = [self.title or name,
                  f"  model: {name}{paper}, {params}, input {shape}, "
                  f"{hparams.get('num_classes', '?')} classes",

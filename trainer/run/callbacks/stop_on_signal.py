@@ -7,7 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from .. import interrupt
-from ..steps import epoch_number, at_epochs_last_batch, is_logging_step
+from ..steps import at_epochs_last_batch, epoch_number, is_logging_step
 
 
 def take_over_from_lightning(trainer) -> None:
@@ -90,7 +90,8 @@ class StopOnSignal(pl.Callback):
         progress["is_last_batch"] = False
 
     def _stop(self, trainer, where: str) -> None:
-        trainer.save_checkpoint(self.last_ckpt, weights_only=False)  # every process, at this same step (a split pair gathers)
+        # every process, at this same step (a split pair gathers)
+        trainer.save_checkpoint(self.last_ckpt, weights_only=False)
         signum = interrupt.received[0] if interrupt.received else signal.SIGINT  # else a peer got it
         raise interrupt.RunInterrupted(
             f"stopped by {interrupt.NAMES[signum]} at global step {trainer.global_step} ({where}); checkpoint: "

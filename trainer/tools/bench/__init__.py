@@ -20,8 +20,8 @@ one process on one device.
     python -m trainer.bench model=resnet18 data.batch_size=32 --steps 10
 """
 
-from .measure import Repeat, StepTimer, bench_bare, bench_trainer, synthetic_batch
 from .flops import dense_peak_flops, training_flops_per_image
+from .measure import Repeat, StepTimer, bench_bare, bench_trainer, synthetic_batch
 
 __all__ = ["Repeat", "StepTimer", "bench_bare", "bench_trainer", "synthetic_batch", "dense_peak_flops",
            "training_flops_per_image"]

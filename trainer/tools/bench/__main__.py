@@ -10,19 +10,18 @@ import warnings
 import torch
 from hydra import compose, initialize_config_dir
 
+from ... import CONF
 from ...cli import exit_on_user_error
-from ...run import console
 from ...optim import SDLM
-from ...run.config_check import ConfigValueError, check_values, target_is
 from ...parallel.devices import check_gpus_usable
 from ...parallel.fast_path import resolve, runs_on_cuda
+from ...run import console
+from ...run.config_check import ConfigValueError, check_values, target_is
 from ...train import strategy_plan
 from . import __doc__ as DOC
 from .breakdown import breakdown, print_table
 from .flops import dense_peak_flops, training_flops_per_image
 from .measure import AUTOCAST, bench_bare, bench_trainer, peak_gpu_mb
-from ... import CONF
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +93,8 @@ def run_breakdown(cfg, warmup: int, steps: int, repeats: int, tiny: bool = False
           f"ms per step", flush=True)
     result = breakdown(cfg, warmup, steps, repeats, device, tiny)
     print_table(result)
-    print(json.dumps({"model": "tiny" if tiny else cfg.model.model_name, "batch_size": cfg.data.batch_size, "device": str(device),
-                      "steps": steps, "repeats": repeats, **result}))
+    print(json.dumps({"model": "tiny" if tiny else cfg.model.model_name, "batch_size": cfg.data.batch_size,
+                      "device": str(device), "steps": steps, "repeats": repeats, **result}))
 
 
 def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False, trainer_only: bool = False) -> None:
@@ -104,8 +103,8 @@ def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False, t
         raise ConfigValueError("trainer.bench times the step against a bare PyTorch loop, which has no curvature "
                                "estimate for optim=sdlm; time SDLM with --beside (the trainer alone and beside others: "
                                "python -m trainer.bench --beside 2 experiment=lenet5_1998 data=mnist) or with the "
-                               "trainer's own progress lines: python -m trainer experiment=lenet5_1998 data=mnist trainer.max_steps=300 "
-                               "progress_every_s=2 logger=none (docs/reproducing.md)")
+                               "trainer's own progress lines: python -m trainer experiment=lenet5_1998 data=mnist "
+                               "trainer.max_steps=300 progress_every_s=2 logger=none (docs/reproducing.md)")
     check_gpus_usable(cfg.trainer.accelerator)
     overrides = strategy_plan(cfg)  # a strategy's checks before any process starts (Trainer overrides)
     cuda = runs_on_cuda(cfg, overrides.get("accelerator"))
@@ -132,7 +131,8 @@ def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False, t
         return
     trainer_img_s, bare_img_s = statistics.median(trainer_rates), statistics.median(bare_rates)
     figures = {"model": cfg.model.model_name, "strategy": cfg.strategy.name, "batch_size": cfg.data.batch_size,
-               "precision": cfg.trainer.precision, "device": str(device), "real_data": real_data, "trainer_img_s": round(trainer_img_s, 1), "bare_img_s": round(bare_img_s, 1),
+               "precision": cfg.trainer.precision, "device": str(device), "real_data": real_data,
+               "trainer_img_s": round(trainer_img_s, 1), "bare_img_s": round(bare_img_s, 1),
                "ratio": round(trainer_img_s / bare_img_s, 3),
                "trainer_step_ms": round(1000 * cfg.data.batch_size / trainer_img_s, 2),
                "bare_step_ms": round(1000 * cfg.data.batch_size / bare_img_s, 2),

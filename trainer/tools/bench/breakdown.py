@@ -26,9 +26,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from torch import nn
 from pytorch_lightning.callbacks import Checkpoint, ModelSummary, ProgressBar
 from pytorch_lightning.loggers import WandbLogger
+from torch import nn
 
 from models import create_model
 
@@ -120,7 +120,8 @@ def breakdown(cfg, warmup: int, steps: int, repeats: int, device, tiny: bool = F
                      "cpu_ms": round(c, 3), "cpu_over_bare_ms": round(c - c1, 3),
                      "cpu_added_ms": round(c - statistics.median(cpu[layer - 1]), 3) if layer > 1 else 0.0})
     return {"rows": rows, "overhead_ms_per_step": rows[-1]["over_bare_ms"],
-            "overhead_cpu_ms_per_step": rows[-1]["cpu_over_bare_ms"], "lightning_loop_cpu_ms": rows[1]["cpu_over_bare_ms"]}
+            "overhead_cpu_ms_per_step": rows[-1]["cpu_over_bare_ms"],
+            "lightning_loop_cpu_ms": rows[1]["cpu_over_bare_ms"]}
 
 
 def print_table(result: dict) -> None:

@@ -5,10 +5,10 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import WandbLogger
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from pytorch_lightning.loggers import WandbLogger
 
 from models import create_model
 
