@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 from torch.overrides import TorchFunctionMode
 
 from helpers import library_lines, make_cfg, run_cli
+from trainer.bench.breakdown import LAYERS
+from trainer.bench.measure import Repeat, synthetic_batch
 from trainer.parallel.fast_path import resolve
-from trainer.tools.bench import Repeat, synthetic_batch
-from trainer.tools.bench.breakdown import LAYERS
 from trainer.train import build_logger, build_optimizer, build_trainer
 
 # Reading a tensor's value on the host; on a GPU each one waits for all the work queued before it.

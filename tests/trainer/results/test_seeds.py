@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from helpers import run_cli
-from trainer.results.report.seeds import Spread
+from trainer.report.seeds import Spread
 from trainer.results.tracking import wandb_cli
 
 
@@ -53,10 +53,10 @@ def test_a_seed_sweep_is_one_wandb_group_and_one_row_with_its_interval_and_band(
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[1:4] == ["center", "3", "1, 2, 3"] and cells[4] == spread.text() and cells[6] == "0.95"
 
-    from trainer.results.report.plot import make_figure
-    from trainer.results.report.runs import collect
-    from trainer.results.report.seeds import seed_groups
-    from trainer.results.report.table import rows_of
+    from trainer.report.plot import make_figure
+    from trainer.report.runs import collect
+    from trainer.report.seeds import seed_groups
+    from trainer.report.table import rows_of
 
     rows, _ = rows_of(collect(tmp_path / "sweep"))
     groups = seed_groups(rows)
@@ -70,8 +70,8 @@ def test_a_seed_sweep_is_one_wandb_group_and_one_row_with_its_interval_and_band(
 def test_seeds_of_older_code_join_their_group_and_other_settings_do_not():
     """A setting one run lacks came with newer code (the run had its default); any other difference is another
     configuration, and so is another protocol."""
-    from trainer.results.report.seeds import seed_groups
-    from trainer.results.report.table import Row
+    from trainer.report.seeds import seed_groups
+    from trainer.report.table import Row
 
     def row(seed, top1, protocol="center", **settings):
         configuration = {"optim.lr": "0.1", **settings}

@@ -534,7 +534,7 @@ def test_an_onnx_export_is_one_self_contained_file_with_the_users_file_mode(tmp_
     import torch
 
     from models import create_model
-    from trainer.tools.export import export_onnx
+    from trainer.export import export_onnx
 
     net = create_model("lenet5", num_classes=10, in_channels=1).eval()
     out = tmp_path / "made" / "net.onnx"
