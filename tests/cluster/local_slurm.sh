@@ -23,7 +23,10 @@ if [ -f "$DIR/slurmctld.pid" ] && kill -0 "$(cat "$DIR/slurmctld.pid")" 2>/dev/n
 fi
 command -v slurmctld >/dev/null || { echo "slurmctld is not installed" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "starting Slurm needs root" >&2; exit 1; }
-rm -rf "$DIR/state" "$DIR/spool"  # a fresh controller: no jobs restored from an earlier run
+# a fresh controller and fresh nodes: no job restored from an earlier run, and no job folder of one left in a
+# node's spool (spool-node1/job00001 of an earlier cluster made the new cluster's job 1 fail to launch, "File
+# exists", and wait requeued and held)
+rm -rf "$DIR/state" "$DIR"/spool*
 mkdir -p "$DIR/state" "$DIR/spool"
 NODE=$(hostname -s)
 # the machine's CPUs: nproc alone answers OMP_NUM_THREADS where it is set (the suite's workers set it)
