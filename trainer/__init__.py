@@ -1,6 +1,7 @@
 """The Lightning and Hydra side: ``python -m trainer`` trains a model from the configs in ``conf/``.
 
     __main__.py, cli.py, train.py   the entry point, what every command shares, a run built from its parts
+    config_check.py                 every value a user can set, checked before anything starts
     evaluate.py, export.py          python -m trainer.evaluate (train's twin: conf/evaluate.yaml), .export
     report/, bench/                 python -m trainer.report (runs as a table and a plot), .bench
     run/          one run: the LightningModule, its callbacks, checkpoints, stop on a signal, folder, console
@@ -16,3 +17,14 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent  # the checkout: conf/ beside it, the git commit a run records
 CONF = PROJECT / "conf"
+
+
+def target_is(node, cls: type) -> bool:
+    """Whether a config node builds ``cls`` or a subclass of it: its ``_target_`` resolved to the class (imported),
+    never matched by name. (Here, at the bottom of the house: every package of ``trainer`` asks it.)"""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    target = OmegaConf.select(node, "_target_", default=None) if OmegaConf.is_config(node) else None
+    built = get_class(str(target)) if target else None
+    return isinstance(built, type) and issubclass(built, cls)

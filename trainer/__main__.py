@@ -7,7 +7,6 @@ if __name__ == "__main__":  # before the imports below (a second or two): Ctrl-C
 
     _interrupt.install()
 
-import os
 import sys
 from pathlib import Path
 
@@ -25,9 +24,10 @@ from .cli import (
     override_value,
     run_folder_of,
 )
+from .config_check import ConfigValueError, check_data_root, check_values
 from .parallel.cpu_threads import openmp_wait
+from .results import tracking
 from .run import console, interrupt
-from .run.config_check import ConfigValueError, check_data_root, check_values
 from .run.run_folder import RunFolderError, claim_run_folder, hold, launched_alone, remove_unstarted
 
 MULTIRUN_REFUSED = (
@@ -208,11 +208,7 @@ def resume_in_place(overrides: list[str]) -> list[str]:
 
 
 def main() -> None:
-    # W&B hands its service's address to child processes in WANDB_SERVICE. Inherited from whatever started this
-    # command (a notebook, a test runner that ran W&B itself), it attaches this run to that process's service,
-    # where an earlier start of the same run that was killed may still hold the run id: the resume then fails
-    # with "run ID ... is in use". Every run owns its own W&B service.
-    os.environ.pop("WANDB_SERVICE", None)
+    tracking.own_service()  # not one inherited from whatever started this command
     openmp_wait()  # before torch is loaded (trainer/parallel/cpu_threads.py)
     try:
         interrupt.setup_begins()
@@ -231,10 +227,7 @@ def main() -> None:
 
 def stopped_before_training(stop: "interrupt.StoppedBeforeTraining") -> None:
     """A signal in set-up: W&B closed if it had started, what this start made removed, one line; exits."""
-    wandb, part = sys.modules.get("wandb"), None
-    if wandb is not None and wandb.run is not None:  # started: closed before its folder goes
-        part = Path(wandb.run.dir).parent
-        wandb.run.finish(exit_code=stop.exit_status)
+    part = tracking.finish_started(stop.exit_status)
     removed = remove_unstarted(override_value(sys.argv[1:], "hydra.run.dir"),
                                override_value(sys.argv[1:], "hydra.output_subdir"), part)
     if console.process_rank() == 0:

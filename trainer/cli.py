@@ -16,12 +16,12 @@ def user_errors() -> tuple[type[Exception], ...]:
     from data_pipelines import DataConfigError
     from models.weights import WeightsError
 
+    from .config_check import ConfigValueError
     from .parallel.devices import GPUUnusableError
     from .parallel.peers import LostPeerError
     from .parallel.split_strategy import StrategyConfigError
     from .run.callbacks import NonFiniteLossError
     from .run.checkpoints import CheckpointError
-    from .run.config_check import ConfigValueError
     from .run.run_folder import RunFolderError
     from .run.storage import StorageError
 

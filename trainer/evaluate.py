@@ -19,7 +19,6 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import WandbLogger
 
 from data_pipelines.protocols import EVAL_PROTOCOLS
 from models.weights import torchvision_weights
@@ -32,13 +31,13 @@ from .cli import (
     override_value,
     run_folder_of,
 )
+from .config_check import ConfigValueError
 from .parallel.devices import check_gpus_usable
 from .parallel.fast_path import resolve, runs_on_cuda
+from .results import tracking
 from .results.paper_comparison import coverage, print_comparison, references_for, summary_fields, target
-from .results.tracking import wandb_offline
 from .run import console
 from .run.checkpoints import CheckpointError, check_compatible, load_checkpoint
-from .run.config_check import ConfigValueError, target_is
 
 
 def model_override(overrides: list[str]) -> list[str]:
@@ -124,19 +123,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
               f"eval/{cfg.protocol}/scales": list(datamodule.graph["scales"]) or None,
               **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name, cfg.data.get("preset"), partial)}
     fields = {k: v for k, v in fields.items() if v is not None}
-    if ckpt.get("wandb_run_id") and target_is(cfg.get("logger"), WandbLogger):
-        import wandb
-
-        # its own part of the training's W&B run, in the evaluation's folder (<run>/evaluate/<protocol>_<time>/):
-        # <run>/wandb and its latest-run stay the training's, which is what a user opens first
+    if ckpt.get("wandb_run_id") and tracking.uses_wandb(cfg.get("logger")):  # into the training's W&B run
         here = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
-        run = wandb.init(id=ckpt["wandb_run_id"], resume="allow", project=cfg.logger.project, dir=str(here),
-                         mode="offline" if wandb_offline(cfg.logger) else "online")
-        # under eval/<protocol>/ only: training's own paper/*, gap/* and val/* stay as training wrote them
-        run.summary.update({k if k.startswith("eval/") else f"eval/{cfg.protocol}/{k.replace('/', '_')}": v
-                            for k, v in fields.items()})
-        run.finish()
-        fields["wandb_dir"] = str(Path(run.dir).parent)
+        fields["wandb_dir"] = tracking.log_evaluation(ckpt["wandb_run_id"], cfg.logger, fields, cfg.protocol, here)
     source = cfg.get("ckpt_path") or f"model.weights={weights}"
     part = f" (on {partial}: partial)" if partial else ""
     scales = list(datamodule.graph["scales"])

@@ -10,13 +10,14 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 
 from data_pipelines.sharding import data_parallel_rank_and_size
 
+from . import target_is
 from .cli import user_errors
+from .config_check import check_values
 from .optim import SDLM, SDLMCurvature
 from .parallel import cpu_threads
 from .parallel.devices import check_gpus_usable
@@ -24,9 +25,9 @@ from .parallel.fast_path import NoProfiler, resolve, runs_on_cuda
 from .parallel.lost_peer import RequeueOnLostPeer
 from .parallel.peers import lost_peer, lost_peer_error, requeue_plan
 from .parallel.slurm_preemption import SlurmPreemption
+from .results import tracking
 from .results.paper_comparison import coverage, print_comparison, references_for, summary_fields
 from .results.summary import print_summary, run_title
-from .results.tracking import environment, git_state, run_parts, wandb_offline
 from .run import interrupt
 from .run.callbacks import (
     NonFiniteLossError,
@@ -45,8 +46,7 @@ from .run.checkpoints import (
     check_compatible,
     remove_stale_temporaries,
 )
-from .run.config_check import check_values, target_is
-from .run.console import drop_anonymous, quiet_known_noise
+from .run.console import quiet_known_noise
 from .run.resume import check_data_order, configured_lr, position, resume_plan
 from .run.run_folder import remove_unstarted
 from .run.steps import epoch_number
@@ -55,53 +55,13 @@ log = logging.getLogger(__name__)
 
 
 def build_logger(cfg: DictConfig, output_dir: Path, wandb_run_id: str | None = None):
-    """The configured Lightning logger, or ``False`` for ``logger=none``.
-
-    ``wandb_run_id``: continue that W&B run (a resumed or requeued run keeps its id: one W&B run).
-    """
+    """The configured Lightning logger, or ``False`` for ``logger=none``; W&B's continues ``wandb_run_id`` (a
+    resumed or requeued run keeps its id: one W&B run)."""
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
-    kwargs: dict[str, Any] = {"save_dir": str(output_dir)}
-    if not target_is(cfg.logger, WandbLogger):
-        return instantiate(cfg.logger, **kwargs)
-    kwargs["offline"] = wandb_offline(cfg.logger)
-    if wandb_run_id:
-        kwargs.update(id=wandb_run_id, resume="allow")
-    kwargs.update(sweep_labels(cfg))
-    logger = instantiate(cfg.logger, **kwargs)
-    drop_anonymous(logger)
-    return logger
-
-
-def sweep_labels(cfg: DictConfig) -> dict:
-    """For a point of a sweep (``-m``): the W&B group names the configuration less its seed (the experiment and
-    the point's overrides other than ``seed``), so that the seeds of one configuration are one group in W&B, as
-    they are one row in ``trainer.report``; the run name adds the point's swept values, and a tag names the
-    sweep. Empty for a single run."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return {}
-    hydra_cfg = HydraConfig.get()
-    sweep_dir = Path(hydra_cfg.sweep.dir)
-    try:  # the sweep's command line, which Hydra saved before launching: what varies has a sweep expression there
-        command_line = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
-    except (OSError, AttributeError):
-        command_line = hydra_cfg.overrides.task
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    swept = {o.get_key_element() for o in OverridesParser.create().parse_overrides(list(command_line))
-             if o.is_sweep_override()}
-    point = ",".join(o for o in hydra_cfg.overrides.task if o.split("=", 1)[0] in swept)
-    configuration = " ".join([cfg.experiment_name, *(o for o in hydra_cfg.overrides.task
-                                                     if o.split("=", 1)[0].lstrip("+~") not in ("seed", "experiment"))])
-    if len(configuration) > 128:  # W&B's limit for a group name
-        import hashlib
-
-        configuration = f"{configuration[:119]}~{hashlib.sha1(configuration.encode()).hexdigest()[:8]}"
-    return {"group": configuration, "name": f"{cfg.logger.name}-{point}" if point else cfg.logger.name,
-            "tags": [*cfg.logger.get("tags", []), f"sweep-{sweep_dir.name}"]}
+    if tracking.uses_wandb(cfg.logger):
+        return tracking.wandb_logger(cfg, output_dir, wandb_run_id)
+    return instantiate(cfg.logger, save_dir=str(output_dir))
 
 
 def build_optimizer(cfg: DictConfig):
@@ -167,7 +127,7 @@ def recipe(cfg: DictConfig) -> str:
 def strategy_plan(cfg: DictConfig) -> dict:
     """The strategy's own plan before any process starts (``strategy.plan``: a function of the config that
     returns Trainer overrides, such as the split's CPU processes on a machine without its GPUs), or none. What
-    a strategy cannot run at all is refused earlier, by ``run/config_check.py``."""
+    a strategy cannot run at all is refused earlier, by ``config_check.py``."""
     return get_method(cfg.strategy.plan)(cfg) if cfg.strategy.get("plan") else {}
 
 
@@ -240,33 +200,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     cpu_threads.apply(threads)
     next(c for c in trainer.callbacks if isinstance(c, RunRecord)).cpu_threads = (threads, threads_how)
     if logger:
-        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **git_state(), **environment()})
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **tracking.git_state(),
+                                **tracking.environment()})
     try:
         with interrupt.noted_signals():  # Ctrl-C / SIGTERM: a checkpoint at the next step (StopOnSignal)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except interrupt.RunInterrupted as e:  # stopped cleanly, its checkpoint written: not a failed run
-        try:
-            if trainer.is_global_zero and _wandb_dir(logger):  # where, as the message says it: the report reads it
-                logger.experiment.summary.update({"stopped": str(e).splitlines()[0], "epoch": epoch_number(trainer)})
-            _finish_wandb(logger, exit_code=0)
-        except Exception as failed:  # noqa: BLE001 - Slurm signals every process of a job: W&B's own may be gone
-            log.warning("W&B could not record the stop (its process had stopped too: %s); the checkpoint is written",
-                        (str(failed).strip().splitlines() or [type(failed).__name__])[0])
-            _let_wandb_go()
+        if trainer.is_global_zero:  # where, as the message says it: the report reads it
+            tracking.record_stop(logger, str(e).splitlines()[0], epoch_number(trainer))
         raise
     except BaseException as e:
         if not lost_peer(e):
             unstarted = trainer.global_step == resumed.get("global_step", 0) and trainer.world_size == 1 and \
                 isinstance(e, user_errors()) and not isinstance(e, NonFiniteLossError)  # e.g. a data set the run
             # cannot read, found as the data module sets up
-            part = _wandb_dir(logger) if unstarted else None
-            _finish_wandb(logger, exit_code=1)
+            part = tracking.run_folder(logger) if unstarted else None
+            tracking.finish(logger, exit_code=1)
             if unstarted:  # nothing trained: what this start made goes (the report would list a failed run)
                 e.removed = remove_unstarted(str(output_dir), _config_subdir(), Path(part) if part else None)
             raise
         requeued = next(c for c in trainer.callbacks if isinstance(c, RequeueOnLostPeer))
         error = requeued.error or lost_peer_error(e, output_dir, requeue_plan()[1])  # under Slurm: requeued, said
-        _finish_wandb(logger, exit_code=1)
+        tracking.finish(logger, exit_code=1)
         raise error from e
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -282,19 +237,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "output_dir": str(output_dir),
         "best_ckpt": trainer.checkpoint_callback.best_model_path,
         "last_ckpt": str(output_dir / "checkpoints" / "last.ckpt"),
-        "wandb_dir": _wandb_dir(logger) if trainer.is_global_zero else None,  # W&B runs on rank 0 only
-        "wandb_parts": _wandb_parts(logger) if trainer.is_global_zero else [],
-        "wandb_url": (getattr(logger.experiment, "url", None) if trainer.is_global_zero and _wandb_dir(logger)
-                      else None),
+        "wandb_dir": tracking.run_folder(logger) if trainer.is_global_zero else None,  # W&B: on rank 0 only
+        "wandb_parts": tracking.folders(logger) if trainer.is_global_zero else [],
+        "wandb_url": tracking.url(logger) if trainer.is_global_zero else None,
     }
     protocol = cfg.data.get("eval_protocol", "center")
     preset = cfg.data.get("preset")
     partial = coverage(result["val/images"], result["val/set_images"])  # limit_val_batches: part of the set
     comparison = summary_fields(result["val/top1_err"], result["val/top5_err"], protocol, references, cfg.data.name,
                                 preset, partial)
-    if trainer.is_global_zero and _wandb_dir(logger):
-        logger.experiment.summary.update(comparison)
-    _finish_wandb(logger, exit_code=0)  # close the run here, not at exit: train() may run again in-process
+    if trainer.is_global_zero:
+        tracking.summarize(logger, comparison)
+    tracking.finish(logger, exit_code=0)  # close the run here, not at exit: train() may run again in-process
     if trainer.is_global_zero:
         print_summary(cfg, result)
         print_comparison(result["val/top1_err"], result["val/top5_err"], protocol, cfg.data.name, references, preset,
@@ -309,41 +263,5 @@ def _config_subdir() -> str | None:
     return HydraConfig.get().output_subdir if HydraConfig.initialized() else None
 
 
-def _finish_wandb(logger, exit_code: int) -> None:
-    if isinstance(logger, WandbLogger) and logger._experiment is not None:
-        try:
-            logger.experiment.finish(exit_code=exit_code)
-        except Exception as e:  # W&B cannot write either (a full disk): the run's own error is the one to say
-            if exit_code == 0:
-                raise
-            log.warning("W&B could not close the run: %s", e)
-            _let_wandb_go()
-
-
-def _let_wandb_go() -> None:
-    """W&B's own process is gone (Slurm signals every process of a job; a full disk): its exit hook would only
-    print a traceback at exit. Torn down here instead, which takes the hook off first, whatever it then meets."""
-    import wandb
-
-    try:
-        wandb.teardown(exit_code=1)
-    except Exception:  # noqa: BLE001 - the process it would talk to is gone: nothing more to do
-        pass
-
-
 def _best_score(checkpoint: RunCheckpoint) -> float | None:
     return float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
-
-
-def _wandb_parts(logger) -> list[str]:
-    """Every folder of this W&B run: a run resumed offline has one per start (W&B joins them on upload)."""
-    if not _wandb_dir(logger):
-        return []
-    current = Path(_wandb_dir(logger))
-    return [str(p) for p in run_parts(current.parent, logger.experiment.id)] or [str(current)]
-
-
-def _wandb_dir(logger) -> str | None:
-    if isinstance(logger, WandbLogger):
-        return str(Path(logger.experiment.dir).parent)
-    return None

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
-from trainer.run.config_check import several_under_single
+from trainer.parallel.layout import several_under_single, split_refusal
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,11 @@ def point_job(point: DictConfig, gpus_per_node: int) -> tuple[dict[str, Any], li
                                   "node")
         devices = gpus_per_node
     devices = int(devices)
-    if devices < 1 or (point.strategy.name == "two_gpu_split" and devices % 2):
+    if devices < 1:
         raise SweepPointError(f"trainer.devices={devices} under strategy={point.strategy.name}: processes per node "
-                              "must be "
-                              f"{'an even number' if point.strategy.name == 'two_gpu_split' else 'at least 1'}")
+                              "must be at least 1")
+    if refusal := split_refusal(point.strategy.name, point.model.model_name, devices):  # the run's own rule
+        raise SweepPointError(refusal)
     resources = {"tasks_per_node": devices, "nodes": int(nodes), "gpus_per_node": devices if gpus_per_node else 0}
     overrides = [f"trainer.devices={devices}", f"trainer.num_nodes={nodes}"]
     if gpus_per_node and point.trainer.accelerator == "auto":

@@ -30,7 +30,7 @@ def test_a_points_job_follows_its_strategy(tmp_path, digits_cache, overrides, gp
                                                   "runs one process on one device: for several, use strategy=ddp"),
     (["strategy=ddp"], 0, "trainer.devices=auto on a partition without GPUs (hydra.launcher.gpus_per_node=0): "
                           "set trainer.devices=N"),
-    (["model=alexnet", "strategy=two_gpu_split", "trainer.devices=3"], 8, "processes per node must be an even number"),
+    (["model=alexnet", "strategy=two_gpu_split", "trainer.devices=3"], 8, "needs an even number of processes per node"),
 ])
 def test_a_point_that_cannot_be_a_job_is_named(tmp_path, digits_cache, overrides, gpus, message):
     # ValueError: Hydra's plugin discovery re-executes the module, so its classes are not the ones imported here

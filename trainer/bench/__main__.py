@@ -14,13 +14,13 @@ import warnings
 import torch
 from hydra import compose, initialize_config_dir
 
-from .. import CONF
+from .. import CONF, target_is
 from ..cli import exit_on_user_error
+from ..config_check import ConfigValueError, check_values
 from ..optim import SDLM
 from ..parallel.devices import check_gpus_usable
 from ..parallel.fast_path import resolve, runs_on_cuda
 from ..run import console
-from ..run.config_check import ConfigValueError, check_values, target_is
 from ..train import strategy_plan
 from . import __doc__ as DOC
 from .breakdown import breakdown, print_table

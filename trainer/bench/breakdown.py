@@ -27,11 +27,11 @@ import pytorch_lightning as pl
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import Checkpoint, ModelSummary, ProgressBar
-from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 
 from models import create_model
 
+from ..results import tracking
 from ..run.callbacks import NonFiniteLossGuard, RunRecord, StepMetrics
 from ..train import build_logger, build_optimizer, build_trainer
 from .measure import Repeat, StepTimer, bench_bare, synthetic_batch
@@ -92,8 +92,7 @@ def time_layer(cfg, layer: int, warmup: int, steps: int, device, tiny: bool = Fa
         if layer < 7:
             trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, ModelSummary)]
         trainer.fit(module, train_dataloaders=Repeat(synthetic_batch(cfg, "cpu"), warmup + steps))
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish()
+        tracking.finish(logger, exit_code=0)
     return 1000 * timer.elapsed / steps, 1000 * timer.cpu_elapsed / steps
 
 

@@ -8,11 +8,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from pytorch_lightning.loggers import WandbLogger
 
 from models import create_model
 
 from ..parallel import cpu_threads
+from ..results import tracking
 from ..train import build_logger, build_optimizer, build_trainer
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -115,8 +115,7 @@ def bench_trainer(cfg, warmup: int, steps: int, overrides: dict, real_data: bool
             trainer.fit(module, datamodule=instantiate(cfg.data))
         else:
             trainer.fit(module, train_dataloaders=Repeat(synthetic_batch(cfg, "cpu"), warmup + steps))
-        if isinstance(trainer.logger, WandbLogger):
-            trainer.logger.experiment.finish()
+        tracking.finish(trainer.logger, exit_code=0)
     return steps * cfg.data.batch_size / timer.elapsed, timer.first_step_s, trainer.is_global_zero
 
 

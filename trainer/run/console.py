@@ -17,7 +17,7 @@ source, each by its exact text or setting, so every other warning shows.
   helper uses the old class (pytorch_lightning/utilities/_pytree.py); nothing a user can change.
 - Lightning's "Tip: ... try installing litlogger": an advertisement, logged at every Trainer start.
 - W&B's "The anonymous setting has no effect": Lightning's WandbLogger passes ``anonymous=None``,
-  which W&B 0.31 counts as set; the setting is dropped before ``wandb.init`` (``drop_anonymous``).
+  which W&B 0.31 counts as set; the setting is dropped before ``wandb.init`` (``results/tracking.wandb_logger``).
 - Lightning's "Checkpoint directory ... exists and is not empty": said on the documented resume path, where
   the folder is the run's own; a new run always has a folder of its own (``trainer/run/run_folder.py``).
 """
@@ -114,13 +114,6 @@ def console_without_hydra() -> None:
         root.addHandler(handler)
         root.setLevel(logging.INFO)
     quiet_known_noise()
-
-
-def drop_anonymous(wandb_logger) -> None:
-    """Removes the ``anonymous=None`` Lightning adds to ``wandb.init``'s arguments (see the module's text)."""
-    init = getattr(wandb_logger, "_wandb_init", None)
-    if isinstance(init, dict) and init.get("anonymous") is None:
-        init.pop("anonymous", None)
 
 
 def process_rank(environ=os.environ) -> int:

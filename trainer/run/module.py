@@ -15,7 +15,7 @@ from models.dense import fully_convolutional
 from models.weights import load_weights
 
 from ..optim.map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
-from .config_check import loss_refusal
+from .loss_choice import loss_refusal
 from .steps import epoch_number
 
 

@@ -5,8 +5,8 @@ the honest choices)."""
 import math
 from typing import Any
 
+from .. import target_is
 from .checkpoints import CheckpointError
-from .config_check import target_is
 
 
 def _first_group(resumed: dict[str, Any]) -> dict:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..results.tracking import uses_wandb, wandb_places
+
 
 class StorageError(OSError):
     """A place the run must write to and cannot; the message names it and what to do."""
@@ -48,14 +50,6 @@ def check_home(environ=os.environ) -> None:
                            "W&B's WANDB_CONFIG_DIR, WANDB_CACHE_DIR and WANDB_DATA_DIR)")
 
 
-def wandb_places(environ=os.environ) -> dict[str, Path]:
-    """Where W&B writes outside the run folder: its settings, its cache and its data (artifacts' staging)."""
-    home = Path(environ.get("HOME", "~"))
-    return {"WANDB_CONFIG_DIR": Path(environ.get("WANDB_CONFIG_DIR") or home / ".config" / "wandb"),
-            "WANDB_CACHE_DIR": Path(environ.get("WANDB_CACHE_DIR") or home / ".cache" / "wandb"),
-            "WANDB_DATA_DIR": Path(environ.get("WANDB_DATA_DIR") or home / ".local" / "share" / "wandb")}
-
-
 def check_places(cfg: DictConfig, run_folder: Path | None = None, environ=os.environ) -> None:
     """Every place the run will write, writable, before anything is created.
 
@@ -63,11 +57,7 @@ def check_places(cfg: DictConfig, run_folder: Path | None = None, environ=os.env
         StorageError: naming the place, why, and what to do.
     """
     check_home(environ)
-    from pytorch_lightning.loggers import WandbLogger
-
-    from .config_check import target_is
-
-    if target_is(OmegaConf.select(cfg, "logger", default=None), WandbLogger):
+    if uses_wandb(OmegaConf.select(cfg, "logger", default=None)):
         for variable, place in wandb_places(environ).items():
             if not _writable(place):
                 raise StorageError(f"W&B cannot write {place} ({variable}; HOME={environ.get('HOME')} is read-only "

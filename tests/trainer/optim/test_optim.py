@@ -175,7 +175,7 @@ def test_the_papers_recipe_trains_with_its_curvature_and_schedule(tmp_path, digi
     assert all(bool((s["curvature"] >= 0).all()) for s in optimizer["state"].values())  # Gauss-Newton: >= 0
     assert optimizer["param_groups"][0]["lr"] == pytest.approx(2e-4 * 4)  # pass 3: 0.0002 per pattern x 4 a step
     assert result["val/top1_err"] < 90  # it learned something in 240 steps of 4 (chance: 90 %)
-    from trainer.run.config_check import ConfigValueError
+    from trainer.config_check import ConfigValueError
 
     with pytest.raises(ConfigValueError, match="model.loss=map is LeNet-5's MAP criterion on RBF outputs"):
         train(make_cfg(tmp_path / "r", digits_cache, "model=resnet18", "+model.loss=map", "+model.map_j=10",

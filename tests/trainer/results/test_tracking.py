@@ -1,4 +1,4 @@
-"""What the tool does with W&B's files (trainer/results/tracking.py)."""
+"""What the tool does with W&B's files (trainer/results/tracking/)."""
 
 from trainer.results.tracking import run_parts
 

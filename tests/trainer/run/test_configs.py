@@ -144,7 +144,7 @@ def test_experiments_set_their_papers_imagenet_augmentation(tmp_path, digits_cac
 
 
 def test_a_resnet_preset_without_its_scale_range_is_refused_before_the_run(tmp_path, digits_cache):
-    from trainer.run.config_check import ConfigValueError, check_values
+    from trainer.config_check import ConfigValueError, check_values
 
     cfg = make_cfg(tmp_path, digits_cache, "data=imagenet", "data.root=/x", "data.preset=resnet")
     with pytest.raises(ConfigValueError, match=r"data.preset=resnet draws the shorter side from data.scale_range"):

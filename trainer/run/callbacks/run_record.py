@@ -1,16 +1,15 @@
 """The run's record: its opening block, its W&B run id and validation results in every checkpoint."""
 
 import logging
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import WandbLogger
 
 from data_pipelines.sharding import data_parallel_rank_and_size
 from models import create_model
 from models.alexnet_split import AlexNetTower
 
+from ...results import tracking
 from ..steps import epoch_number
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ class RunRecord(pl.Callback):
     step.) The console and W&B: rank 0 only."""
 
     def __init__(self, logger=None, batch_size: int | None = None, title: str = "", recipe: str = "") -> None:
-        self.wandb = logger if isinstance(logger, WandbLogger) else None
+        self.wandb = logger if tracking.is_wandb(logger) else None
         self.val_history: list[dict] = []
         self.batch_size = batch_size  # the global batch: a mid-epoch checkpoint resumes at it only
         self.title, self.recipe = title, recipe
@@ -42,18 +41,11 @@ class RunRecord(pl.Callback):
             return
         log.info("\n".join(self.describe(trainer)))
         if self.wandb is not None:
-            for metric in ("val/top1_err", "val/top5_err"):  # the summary keeps the best and the last value
-                self.wandb.experiment.define_metric(metric, summary="min,last")
+            tracking.define_summaries(self.wandb, ("val/top1_err", "val/top5_err"))
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.wandb is not None and trainer.is_global_zero and self.val_history:  # a resumed run
-            from ...results.tracking import validations_logged
-
-            run = self.wandb.experiment
-            logged = validations_logged(Path(run.dir).parent.parent, run.id, current=Path(run.dir).parent)
-            missing = [h for h in self.val_history if h["trainer/global_step"] not in logged]
-            for record in missing:
-                run.log(record)
+            missing = tracking.log_missing_validations(self.wandb, self.val_history)
             if missing:
                 log.info("W&B: %d validation result(s) of the checkpoint were missing from the run's files "
                          "(epochs %s) and are logged again", len(missing),
@@ -121,8 +113,7 @@ class RunRecord(pl.Callback):
         lines.append(f"  run folder: {trainer.default_root_dir} (console.log: this console; run.log: every "
                      f"library's log lines)")
         if self.wandb is not None:
-            run = self.wandb.experiment
-            lines.append(f"  W&B: {getattr(run, 'url', None) or f'offline, {Path(run.dir).parent}'}")
+            lines.append(f"  W&B: {tracking.where(self.wandb)}")
         return lines
 
 

@@ -1,11 +1,11 @@
-"""Every value a user can set is checked before anything starts (trainer/run/config_check.py)."""
+"""Every value a user can set is checked before anything starts (trainer/config_check.py)."""
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from helpers import CONF, make_cfg, run_cli
-from trainer.run.config_check import RULES, ConfigValueError, check_values
+from trainer.config_check import RULES, ConfigValueError, check_values
 
 
 def _options(group: str) -> list[str]:
@@ -60,7 +60,7 @@ def test_every_numeric_setting_has_a_rule_and_the_defaults_pass(composed):
     for variant, cfg in composed:
         check_values(cfg)  # every shipped config is valid
         seen |= set(_numeric_keys(cfg))
-    assert sorted(seen - set(RULES)) == []  # a new numeric setting needs a rule in trainer/run/config_check.py
+    assert sorted(seen - set(RULES)) == []  # a new numeric setting needs a rule in trainer/config_check.py
     assert len(seen) >= 25  # the walk found the settings (26 today)
 
 
@@ -104,7 +104,7 @@ def test_the_precisions_allowed_are_lightnings_and_auto():
     def flat(kind):
         return [v for arg in get_args(kind) for v in (flat(arg) if get_args(arg) else [arg])]
 
-    from trainer.run.config_check import PRECISIONS
+    from trainer.config_check import PRECISIONS
 
     assert sorted(map(str, PRECISIONS)) == sorted(map(str, ["auto", *flat(_PRECISION_INPUT)]))
 

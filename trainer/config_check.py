@@ -15,6 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from data_pipelines.protocols import EVAL_PROTOCOLS
 from data_pipelines.sharding import batch_refusal
 
+from .parallel.layout import replicas, several_under_single, split_refusal
+from .run.loss_choice import loss_refusal
+
 
 class ConfigValueError(ValueError):
     """A setting whose value is outside what it allows (the message names the key, the value and the rule)."""
@@ -173,40 +176,13 @@ def check_values(cfg: DictConfig) -> None:
     check_named_files_and_rows(cfg)
 
 
-def target_is(node, cls: type) -> bool:
-    """Whether a config node builds ``cls`` or a subclass of it: its ``_target_`` resolved to the class (imported),
-    never matched by name."""
-    from hydra.utils import get_class
-
-    target = OmegaConf.select(node, "_target_", default=None) if OmegaConf.is_config(node) else None
-    built = get_class(str(target)) if target else None
-    return isinstance(built, type) and issubclass(built, cls)
-
-
-def loss_refusal(loss: str | None, model: str | None, map_j) -> str | None:
-    """Why ``model.loss`` cannot train this model, or None: the one rule, for the config check and the module."""
-    if loss not in (None, "cross_entropy", "map"):
-        return f"model.loss={loss} is not allowed: cross_entropy, or map (LeNet-5's criterion)"
-    if loss != "map":
-        return None
-    from models.catalogue import CATALOGUE
-
-    if not (model in CATALOGUE and CATALOGUE[model].rbf_output):
-        return (f"model.loss=map is LeNet-5's MAP criterion on RBF outputs (equation 9 of the paper); model={model} "
-                f"has no RBF output: use model.loss=cross_entropy")
-    if not (_number(map_j) and map_j > 0):
-        return ("model.loss=map needs its constant: model.map_j=<a number > 0> (10 in conf/model/lenet5.yaml, which "
-                "says why)")
-    return None
-
-
 def check_named_files_and_rows(cfg: DictConfig) -> None:
     """What a setting names must exist: the paper rows of ``compare_with`` (``trainer/results/papers.yaml``) and
     the file of ``model.weights`` (read later, when the model is built: after the run folder and W&B run)."""
     import difflib
     from pathlib import Path
 
-    from ..results.paper_comparison import load_references
+    from .results.paper_comparison import load_references
 
     rows = OmegaConf.select(cfg, "compare_with", default=None)
     if rows is not None:
@@ -234,38 +210,13 @@ def check_layout(cfg: DictConfig) -> None:
     strategy = OmegaConf.select(cfg, "strategy.name", default=None)
     devices, nodes = OmegaConf.select(cfg, "trainer.devices"), OmegaConf.select(cfg, "trainer.num_nodes")
     if _int(devices) and _int(nodes) and strategy in ("ddp", "two_gpu_split"):  # the replicas are known now
-        replicas = devices * nodes // (2 if strategy == "two_gpu_split" else 1)  # a split pair is one replica
         batch = OmegaConf.select(cfg, "data.batch_size")
-        if _int(batch) and (refusal := batch_refusal(batch, replicas)):
+        if _int(batch) and (refusal := batch_refusal(batch, replicas(strategy, devices, nodes))):
             raise ConfigValueError(refusal)
     model = OmegaConf.select(cfg, "model.model_name")
     refusal = several_under_single(strategy, devices, nodes) or split_refusal(strategy, model, devices)
     if refusal:
         raise ConfigValueError(refusal)
-
-
-def split_refusal(strategy: str | None, model: str | None, devices) -> str | None:
-    """Why ``strategy=two_gpu_split`` cannot run this model or this number of processes per node, or None."""
-    if strategy != "two_gpu_split":
-        return None
-    if model != "alexnet":
-        return (f"strategy=two_gpu_split splits the 2012 two-GPU AlexNet between two processes, but model={model}; "
-                f"use model=alexnet, or strategy=ddp to train {model} on several GPUs")
-    if not _int(devices) or devices < 2 or devices % 2:
-        return (f"strategy=two_gpu_split needs an even number of processes per node (each pair holds the two towers "
-                f"of one AlexNet), but trainer.devices={devices}; use trainer.devices=2 (one pair, as in the paper), "
-                f"4 or 8")
-    return None
-
-
-def several_under_single(strategy: str | None, devices, nodes) -> str | None:
-    """Why ``strategy=single`` cannot run these devices and nodes (it is one process on one device), or None.
-    One rule for a run and for a sweep's Slurm job (``hydra_plugins/convnet_classics/slurm_launcher.py``)."""
-    if strategy != "single" or (devices in (1, "1") and nodes in (1, "1")):
-        return None
-    many = f"trainer.devices={devices}" + (f" trainer.num_nodes={nodes}" if nodes not in (1, "1") else "")
-    return (f"{many} is not allowed with strategy=single, which runs one process on one device: for several, use "
-            f"strategy=ddp {many}")
 
 
 def check_data_root(cfg: DictConfig, first_process: bool = True) -> None:
