@@ -14,14 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
-import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from data_pipelines.protocols import EVAL_PROTOCOLS
-from models.weights import torchvision_weights
 
 from .cli import (
     default_data_overrides,
@@ -32,12 +27,12 @@ from .cli import (
     run_folder_of,
 )
 from .config_check import ConfigValueError
-from .parallel.devices import check_gpus_usable
-from .parallel.fast_path import resolve, runs_on_cuda
 from .results import tracking
 from .results.paper_comparison import coverage, print_comparison, references_for, summary_fields, target
 from .run import console
-from .run.checkpoints import CheckpointError, check_compatible, load_checkpoint
+
+# Hydra, Lightning, torch and DALI (seconds to import) are imported where they are used, after the command line
+# is checked: a mistyped protocol is said at once (tests/trainer/test_evaluate_and_report.py holds it).
 
 
 def model_override(overrides: list[str]) -> list[str]:
@@ -46,6 +41,8 @@ def model_override(overrides: list[str]) -> list[str]:
     Raises:
         CheckpointError: the checkpoint cannot be read (``load_checkpoint``'s one line).
     """
+    from .run.checkpoints import load_checkpoint
+
     path = override_value(overrides, "ckpt_path")
     if not path:
         return overrides  # evaluate() says that ckpt_path is missing
@@ -80,6 +77,16 @@ def test_scales(cfg: DictConfig, references) -> list[int] | None:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Validates ``cfg.ckpt_path`` (or the network with ``model.weights``) under ``cfg.protocol``; returns the
     errors and the paper fields."""
+    import pytorch_lightning as pl
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from models.weights import torchvision_weights
+
+    from .parallel.devices import check_gpus_usable
+    from .parallel.fast_path import resolve, runs_on_cuda
+    from .run.checkpoints import CheckpointError, check_compatible
+
     console.quiet_known_noise()  # the console as a run's: Lightning's and W&B's lines go to run.log only
     weights = cfg.model.get("weights")
     if not cfg.get("ckpt_path") and not weights:
@@ -145,8 +152,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return {"val/top1_err": top1, "val/top5_err": top5, **fields}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def _main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     with console.copied_to(Path(HydraConfig.get().runtime.output_dir)):
         exit_on_user_error(evaluate, cfg)
 
@@ -178,13 +186,17 @@ def main() -> None:
     if wrong := protocol_error(sys.argv[1:]) or override_syntax_error(sys.argv[1:]):
         print(f"error: {wrong}", file=sys.stderr)
         sys.exit(1)
+    from .run.checkpoints import CheckpointError
+
     try:  # a checkpoint that cannot be read is named before Hydra makes a folder for the evaluation
         overrides = model_override(sys.argv[1:])
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     sys.argv[1:] = log_beside_the_run(default_data_overrides(overrides, doing="evaluating"))
-    _main()
+    import hydra
+
+    hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")(_main)()
 
 
 if __name__ == "__main__":
