@@ -15,10 +15,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from data_pipelines.sharding import data_parallel_rank_and_size
 
-from . import target_is
 from .cli import user_errors
 from .config_check import check_values
-from .optim import SDLM, SDLMCurvature
 from .parallel import cpu_threads
 from .parallel.devices import check_gpus_usable
 from .parallel.fast_path import NoProfiler, resolve, runs_on_cuda
@@ -87,8 +85,6 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     callbacks = [RunRecord(logger, int(cfg.data.batch_size), title=run_title(cfg), recipe=recipe(cfg)), best, last,
                  step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
                  StopOnSignal(last_ckpt=folder / "last.ckpt"), RequeueOnLostPeer(output_dir)]
-    if target_is(cfg.optim, SDLM):  # its curvature, renewed before every pass
-        callbacks.append(SDLMCurvature())
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                         every_n_train_steps=cfg.checkpoint_every_n_steps))
@@ -171,17 +167,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for tmp in remove_stale_temporaries(output_dir / "checkpoints"):
             log.info("removed %s, left by a checkpoint write that was killed", tmp)
 
+    ckpt_path = checkpoint_to_resume(cfg, output_dir)
+    resumed = check_compatible(ckpt_path, cfg.model.model_name, cfg.data.num_classes) if ckpt_path else {}
+    change = resume_plan(resumed, cfg, ckpt_path) if resumed else {}
     datamodule = instantiate(cfg.data)
     schedule = cfg.schedule
     module = instantiate(cfg.model, optimizer=build_optimizer(cfg),
                          scheduler=instantiate(schedule.scheduler) if schedule.get("scheduler") else None,
                          scheduler_interval=schedule.get("interval", "epoch"),
-                         scheduler_monitor=schedule.get("monitor", "val/top1_err"))
-    ckpt_path = checkpoint_to_resume(cfg, output_dir)
-    resumed = check_compatible(ckpt_path, cfg.model.model_name, cfg.data.num_classes) if ckpt_path else {}
+                         scheduler_monitor=schedule.get("monitor", "val/top1_err"), schedule_replan=change,
+                         _convert_="all")  # the plan as plain dicts and lists: it goes into the checkpoint's states
     if resumed:
-        module.schedule_replan = resume_plan(resumed, cfg, ckpt_path)
-        change = module.schedule_replan
         if change.get("scheduler") and rank_zero_only.rank == 0:
             log.info("schedule %s from here: %s", "restarted at lr %g" % change["lr"] if change.get("lr") else
                      "re-planned", {k: v for k, v in change.get("scheduler", {}).items() if v is not None})

@@ -14,6 +14,7 @@ from models.catalogue import CATALOGUE
 from models.dense import fully_convolutional
 from models.weights import load_weights
 
+from ..optim import SDLM, SDLMCurvature
 from ..optim.map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
 from .loss_choice import loss_refusal
 from .steps import epoch_number
@@ -68,13 +69,16 @@ class ClassifierModule(pl.LightningModule):
         loss: ``cross_entropy``, or ``map``: LeNet-5's MAP criterion on its RBF outputs (equation 9 of the
             paper, ``trainer/optim/map_loss.py``), with the constant ``map_j``. ``val/loss`` is the
             cross-entropy of the evaluated class probabilities whatever the training loss.
+        schedule_replan: a resumed run's change of its schedule (``run/resume.py``'s ``resume_plan``), applied to
+            the checkpoint's scheduler and optimizer states as they are loaded; ``None`` for none.
     """
 
     def __init__(self, model_name: str, num_classes: int, input_size: int = 224, in_channels: int = 3,
                  optimizer: partial | None = None, scheduler: partial | None = None,
                  scheduler_interval: str = "epoch", scheduler_monitor: str = "val/top1_err",
                  channels_last: bool = False, compile: bool = False, dropout: float | None = None,
-                 weights: str | None = None, loss: str = "cross_entropy", map_j: float | None = None) -> None:
+                 weights: str | None = None, loss: str = "cross_entropy", map_j: float | None = None,
+                 schedule_replan: dict | None = None) -> None:
         super().__init__()
         # Only plain values go into the checkpoint, so it loads with torch.load(weights_only=True).
         self.save_hyperparameters("model_name", "num_classes", "input_size", "in_channels", "channels_last")
@@ -90,6 +94,7 @@ class ClassifierModule(pl.LightningModule):
         self.optimizer_factory = optimizer or partial(torch.optim.SGD, lr=0.01, momentum=0.9)
         self.scheduler_factory = scheduler
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
+        self.schedule_replan = schedule_replan or {}  # a resume's change of schedule (run/resume.py's resume_plan)
         self.channels_last, self.compile = channels_last, compile
         top5 = min(5, num_classes)
         # PAD_LABEL marks the entries that pad a replica's shard: never counted
@@ -201,7 +206,7 @@ class ClassifierModule(pl.LightningModule):
         checkpoint's scheduler state takes the new plan (e.g. a cosine's ``T_max``) and, for a warm restart,
         the optimizer the new learning rate, before Lightning restores them. PyTorch's schedulers step from
         the current LR, so a longer cosine goes on falling from where it is; a restarted one begins again."""
-        changes = getattr(self, "schedule_replan", {}) or {}
+        changes = self.schedule_replan
         lr, scale = changes.get("lr"), changes.get("lr_scale")
         for state in checkpoint.get("lr_schedulers") or []:
             restart = {k: v for k, v in changes.get("scheduler", {}).items()}
@@ -222,6 +227,12 @@ class ClassifierModule(pl.LightningModule):
         states = checkpoint.get("optimizer_states") or [{}]
         groups = states[0].get("param_groups") or [{}]
         self.resumed_lr = groups[0].get("lr")  # the rate the optimizer trains on at (the opening block says it)
+
+    def configure_callbacks(self) -> list:
+        """What the optimizer needs beside the step: SDLM its curvature, renewed before every pass."""
+        factory = self.optimizer_factory
+        built = factory.func if isinstance(factory, partial) else factory
+        return [SDLMCurvature()] if isinstance(built, type) and issubclass(built, SDLM) else []
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
