@@ -10,10 +10,9 @@ processes) with one info line. Here the machine's own evidence of GPUs (device f
 import glob
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
-
-import torch
 
 # the oldest driver branch for each CUDA major version (NVIDIA's CUDA toolkit release notes, table 3)
 MIN_DRIVER = {13: 580, 12: 525, 11: 450}
@@ -68,7 +67,14 @@ def check_gpus_usable(accelerator: str, environ=os.environ) -> None:
     Raises:
         GPUUnusableError: naming the evidence, the driver against what the installed torch needs, and the fix.
     """
-    if accelerator not in GPU_ACCELERATORS or torch.cuda.is_available():
+    if accelerator not in GPU_ACCELERATORS:
+        return
+    if accelerator == "auto" and not (glob.glob("/dev/nvidia[0-9]*") or shutil.which("nvidia-smi")
+                                      or environ.get("CUDA_VISIBLE_DEVICES", "").strip()):
+        return  # no sign of an NVIDIA GPU: the CPU is what auto means here, said without importing torch (1 s)
+    import torch
+
+    if torch.cuda.is_available():
         return
     evidence = nvidia_evidence(environ)
     if not evidence:
