@@ -87,6 +87,19 @@ def test_experiments_compose_to_the_paper_recipes(tmp_path, digits_cache, experi
             ("per_connection", 1.0, "map", 4)
 
 
+def test_debug_tiny_cuts_any_recipe_to_a_few_batches_without_wandb(tmp_path, digits_cache):
+    """debug=tiny: over an experiment too (it comes last in the defaults), one epoch of 5 batches and 2 of
+    validation, no logger; and such a run trains those 5 steps."""
+    from trainer.train import train
+
+    cfg = make_cfg(tmp_path, digits_cache, "experiment=alexnet_2012", "debug=tiny")
+    assert (cfg.trainer.max_epochs, cfg.trainer.limit_train_batches, cfg.trainer.limit_val_batches) == (1, 5, 2)
+    assert cfg.optim.momentum == 0.9 and "_target_" not in cfg.logger  # the recipe's, without W&B
+    result = train(make_cfg(tmp_path, digits_cache, "debug=tiny"))
+    assert result["global_step"] == 5 and result["epochs"] == 1 and result["wandb_dir"] is None
+    assert result["val/images"] == 2 * 32  # two batches of the digits' 32
+
+
 def test_default_data_follows_imagenet_root():
     assert default_data_overrides(["model=alexnet"], {"IMAGENET_ROOT": "/x"}) == ["model=alexnet", "data=imagenet"]
     assert default_data_overrides(["model=alexnet"], {}) == ["model=alexnet"]
