@@ -28,7 +28,7 @@ if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
 SLOW = ("cluster/", "trainer/run/test_faults.py", "trainer/run/test_interrupt.py", "trainer/run/test_run.py",
         "trainer/parallel/test_two_gpu_split.py", "trainer/parallel/test_cpu_threads.py",
         "trainer/test_evaluate_and_report.py", "trainer/test_evaluate_dense.py",
-        "trainer/results/test_seeds.py")
+        "trainer/report/test_seeds.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the marks
