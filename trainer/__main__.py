@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from . import CONF
 from .cli import (
+    REFUSED,
     default_data_overrides,
     did_you_mean,
     exit_on_user_error,
@@ -45,7 +46,7 @@ def _main(cfg: DictConfig) -> None:
     in_process_sweep = hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.launcher._target_.endswith(".BasicLauncher")
     if in_process_sweep and cfg.strategy.name != "single":
         print(MULTIRUN_REFUSED.format(strategy=cfg.strategy.name), file=sys.stderr)
-        sys.exit(2)
+        sys.exit(REFUSED)
     from .train import train  # heavy imports after Hydra has parsed the command line (fast --help)
 
     with console.copied_to(Path(hydra_cfg.runtime.output_dir)):
@@ -70,10 +71,10 @@ def check_before_start(overrides: list[str]) -> list[str]:
         check_home()
     except StorageError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(REFUSED)
     if unreadable := override_syntax_error(overrides):
         print(f"error: {unreadable}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(REFUSED)
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
@@ -82,7 +83,7 @@ def check_before_start(overrides: list[str]) -> list[str]:
         if message is None:
             return overrides
         print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(REFUSED)
     from .parallel.devices import GPUUnusableError, check_gpus_usable  # torch: imported by the run anyway
 
     try:
@@ -104,7 +105,7 @@ def check_before_start(overrides: list[str]) -> list[str]:
         return claim_folder(overrides, folder)
     except (ConfigValueError, GPUUnusableError, RunFolderError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(REFUSED)
 
 
 def misspelt(error: Exception, overrides: list[str]) -> str | None:

@@ -46,9 +46,19 @@ def default_data_overrides(overrides: list[str], environ=os.environ, doing: str 
     return overrides
 
 
-def exit_on_user_error(run, cfg: DictConfig) -> None:
+# Exit statuses, one rule for every command of the project (data_pipelines' commands follow it too):
+#   0  done
+#   1  FAILED: the command began its work and it failed (a run folder may exist; the message says what is kept)
+#   2  REFUSED: refused before anything was written, for what the command line names (a setting, a data set, a
+#      checkpoint, a folder to write into); argparse's own errors are 2 as well
+#   130 / 143  stopped by Ctrl-C / SIGTERM, with a checkpoint to resume from (run/interrupt.py)
+FAILED, REFUSED = 1, 2
+
+
+def exit_on_user_error(run, cfg: DictConfig, status: int = FAILED) -> None:
     """Runs ``run(cfg)``; a mistake in the user's input prints its message (which says how to fix it)
-    and exits with status 1, without a traceback."""
+    and exits with ``status`` (FAILED once the work has begun, REFUSED for a check before it), without a
+    traceback."""
     errors = user_errors()
     try:
         run(cfg)
@@ -57,7 +67,7 @@ def exit_on_user_error(run, cfg: DictConfig) -> None:
             print(f"error: {e}", file=sys.stderr)
         if getattr(e, "removed", ""):  # found before the first step (train.py): what the start made is gone
             print(f"nothing was trained{e.removed}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(status)
     except interrupt.RunInterrupted as e:  # Ctrl-C / SIGTERM: the checkpoint is written, say how to resume
         if console.process_rank() == 0:
             print(e, file=sys.stderr)

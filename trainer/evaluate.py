@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from data_pipelines.protocols import EVAL_PROTOCOLS
 
 from .cli import (
+    REFUSED,
     default_data_overrides,
     did_you_mean,
     exit_on_user_error,
@@ -33,6 +34,10 @@ from .run import console
 
 # Hydra, Lightning, torch and DALI (seconds to import) are imported where they are used, after the command line
 # is checked: a mistyped protocol is said at once (tests/trainer/test_evaluate_and_report.py holds it).
+
+
+NOTHING_TO_EVALUATE = ("nothing to evaluate: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt, or "
+                       "model.weights=PATH|torchvision with model=<name>")
 
 
 def model_override(overrides: list[str]) -> list[str]:
@@ -90,8 +95,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     console.quiet_known_noise()  # the console as a run's: Lightning's and W&B's lines go to run.log only
     weights = cfg.model.get("weights")
     if not cfg.get("ckpt_path") and not weights:
-        raise CheckpointError("nothing to evaluate: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt, or "
-                              "model.weights=PATH|torchvision with model=<name>")
+        raise CheckpointError(NOTHING_TO_EVALUATE)
     ckpt = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes) if cfg.get("ckpt_path") else {}
     check_gpus_usable(cfg.trainer.accelerator)
     cfg = resolve(cfg, cuda=runs_on_cuda(cfg))
@@ -182,17 +186,25 @@ def protocol_error(overrides: list[str]) -> str | None:
             f"protocols: {', '.join(EVAL_PROTOCOLS)})")
 
 
+def nothing_to_evaluate(overrides: list[str]) -> str | None:
+    """No checkpoint and no weights named: said before Hydra makes a folder for an evaluation of nothing."""
+    if override_value(overrides, "ckpt_path") or override_value(overrides, "model.weights"):
+        return None
+    return NOTHING_TO_EVALUATE
+
+
 def main() -> None:
-    if wrong := protocol_error(sys.argv[1:]) or override_syntax_error(sys.argv[1:]):
+    if wrong := (protocol_error(sys.argv[1:]) or override_syntax_error(sys.argv[1:])
+                 or nothing_to_evaluate(sys.argv[1:])):
         print(f"error: {wrong}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(REFUSED)
     from .run.checkpoints import CheckpointError
 
     try:  # a checkpoint that cannot be read is named before Hydra makes a folder for the evaluation
         overrides = model_override(sys.argv[1:])
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(REFUSED)
     sys.argv[1:] = log_beside_the_run(default_data_overrides(overrides, doing="evaluating"))
     import hydra
 

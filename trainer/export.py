@@ -25,6 +25,7 @@ import torch
 from models import create_model
 from models.weights import NET_PREFIX, TORCHVISION_NAMES
 
+from .cli import REFUSED
 from .run.checkpoints import CheckpointError, load_checkpoint
 
 ONNX_TOLERANCE = 1e-4  # largest |onnxruntime - PyTorch| over the batch, relative to the largest logit
@@ -147,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"the files together" if beside else "; one self-contained file")
             print(f"{args.out}: {hparams['model_name']} as ONNX, input `images` (N, {hparams['in_channels']}, {size}, "
                   f"{size}), output `logits`; onnxruntime matches PyTorch to {error:.1e} of the largest logit{data}")
-    except (ExportError, CheckpointError) as e:  # exit 1, as every command on a mistake in its input (argparse: 2)
+    except (ExportError, CheckpointError) as e:  # nothing written: refused (trainer/cli.py's exit statuses)
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return REFUSED
     return 0
 
 

@@ -91,7 +91,7 @@ def test_a_bad_value_stops_the_command_before_anything_is_written(tmp_path, digi
     folder = tmp_path / "work"
     folder.mkdir()
     result = run_cli("trainer", override, cwd=folder, env={"CONVNET_CACHE": str(digits_cache)}, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == message and "Traceback" not in result.stderr
     assert list(folder.iterdir()) == []  # no run folder, no W&B run
 
@@ -134,5 +134,5 @@ def test_what_a_run_would_find_wrong_only_after_its_start_is_refused_before(tmp_
     with pytest.raises(SystemExit) as stop:
         check_before_start([override])
     err = capsys.readouterr().err
-    assert stop.value.code == 1 and err.startswith(f"error: {said}") and err.count("\n") == 1, err
+    assert stop.value.code == 2 and err.startswith(f"error: {said}") and err.count("\n") == 1, err
     assert list(work.iterdir()) == []

@@ -68,7 +68,7 @@ def test_evaluate_under_center_reproduces_the_best_checkpoints_validation_score(
 
 def test_evaluate_without_a_checkpoint_says_what_to_pass(tmp_path):
     result = run_cli("trainer.evaluate", cwd=tmp_path, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert ("error: nothing to evaluate: pass ckpt_path=outputs/<model>/<run>/checkpoints/best.ckpt, or "
             "model.weights=PATH|torchvision with model=<name>") in result.stderr
 
@@ -123,7 +123,7 @@ def test_the_settings_that_differ_leave_out_the_machine_and_keys_older_runs_lack
 
 def test_report_on_a_folder_without_runs_is_a_clear_error(tmp_path):
     result = run_cli("trainer.report", str(tmp_path), "--out", str(tmp_path / "r"), cwd=tmp_path, timeout=120)
-    assert result.returncode == 1 and "error: no W&B runs (run-*.wandb) under" in result.stderr
+    assert result.returncode == 2 and "error: no W&B runs (run-*.wandb) under" in result.stderr
 
 
 def test_the_plot_has_a_panel_per_model_and_data_set_draws_0_percent_and_whole_epochs():
@@ -183,7 +183,7 @@ def test_a_wrong_protocol_is_one_line_before_any_heavy_import(tmp_path):
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "trainer.evaluate", "ckpt_path=x.ckpt",
                              "protocol=tencorp"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     said = [line for line in result.stderr.splitlines() if not line.startswith("import time")]
-    assert result.returncode == 1 and said == ["error: protocol=tencorp is not a test protocol; did you mean "
+    assert result.returncode == 2 and said == ["error: protocol=tencorp is not a test protocol; did you mean "
                                                "protocol=tencrop? (the protocols: center, tencrop, dense, multiscale)"]
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
     assert imported & {"torch", "pytorch_lightning", "nvidia.dali", "hydra", "wandb"} == set()

@@ -37,7 +37,7 @@ def test_a_resnet_exports_as_torchvisions_own_state_dict(checkpoints, tmp_path):
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(theirs.eval()(x), ours.eval()(x))
     again = export(checkpoints["resnet18"], "torchvision", tmp_path / "resnet18.pth", tmp_path)
-    assert again.returncode == 1 and "exists; it is left as it is" in again.stderr  # never overwritten
+    assert again.returncode == 2 and "exists; it is left as it is" in again.stderr  # never overwritten
 
 
 @pytest.mark.parametrize("name, size", [("resnet18", 64), ("lenet5", 32)])
@@ -68,5 +68,5 @@ def test_our_own_networks_export_as_their_builders_state_dict(checkpoints, tmp_p
 def test_not_a_checkpoint_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     result = export(tmp_path / "other.pt", "onnx", tmp_path / "x.onnx", tmp_path)
-    assert result.returncode == 1 and "is not a checkpoint written by this trainer" in result.stderr
+    assert result.returncode == 2 and "is not a checkpoint written by this trainer" in result.stderr
     assert not (tmp_path / "x.onnx").exists()

@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from .. import CONF, target_is
-from ..cli import exit_on_user_error
+from ..cli import REFUSED, exit_on_user_error
 from ..config_check import ConfigValueError, check_values
 from ..optim import SDLM
 from ..parallel.devices import check_gpus_usable
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         defaults += ["logger=wandb", "logger.offline=true"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*defaults, *args.overrides])
-    exit_on_user_error(check_values, cfg)  # what a run refuses (a split of another model than AlexNet, ...)
+    # what a run refuses (a split of another model than AlexNet, ...), before anything is measured
+    exit_on_user_error(lambda cfg: refusals(cfg, args.trainer_only), cfg, status=REFUSED)
     if args.breakdown:
         exit_on_user_error(lambda cfg: run_breakdown(cfg, args.warmup, args.steps, args.repeats, args.tiny_net), cfg)
     else:
@@ -101,14 +102,19 @@ def run_breakdown(cfg, warmup: int, steps: int, repeats: int, tiny: bool = False
                       "device": str(device), "steps": steps, "repeats": repeats, **result}))
 
 
-def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False, trainer_only: bool = False) -> None:
-    """Measures and prints (the first process only), the JSON line last."""
+def refusals(cfg, trainer_only: bool = False) -> None:
+    """What a run refuses (``config_check``), and SDLM against the bare loop, which estimates no curvature."""
+    check_values(cfg)
     if target_is(cfg.optim, SDLM) and not trainer_only:  # the bare loop has no curvature
         raise ConfigValueError("trainer.bench times the step against a bare PyTorch loop, which has no curvature "
                                "estimate for optim=sdlm; time SDLM with --beside (the trainer alone and beside others: "
                                "python -m trainer.bench --beside 2 experiment=lenet5_1998 data=mnist) or with the "
                                "trainer's own progress lines: python -m trainer experiment=lenet5_1998 data=mnist "
                                "trainer.max_steps=300 progress_every_s=2 logger=none (docs/reproducing.md)")
+
+
+def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False, trainer_only: bool = False) -> None:
+    """Measures and prints (the first process only), the JSON line last."""
     check_gpus_usable(cfg.trainer.accelerator)
     overrides = strategy_plan(cfg)  # a strategy's checks before any process starts (Trainer overrides)
     cuda = runs_on_cuda(cfg, overrides.get("accelerator"))

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..cli import REFUSED
 from .plot import write_plot
 from .runs import collect
 from .seeds import markdown, seed_groups
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"error: no W&B runs (run-*.wandb) under {args.root.resolve()}; runs live in "
               f"outputs/<model>/<run>/wandb/", file=sys.stderr)
-        return 1
+        return REFUSED
     rows, left_out = rows_of(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     groups = seed_groups(rows)

@@ -42,7 +42,7 @@ def test_an_old_driver_stops_the_run_naming_the_driver_and_the_fix(old_driver):
 @pytest.mark.parametrize("args", [[], ["model=alexnet", "strategy=two_gpu_split"]])
 def test_the_cli_refuses_before_training_instead_of_falling_back_to_the_cpu(old_driver, tmp_path, args):
     result = run_cli("trainer", *args, "logger=none", cwd=tmp_path, timeout=120)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: this machine has NVIDIA GPUs" in result.stderr and "535.104.05" in result.stderr
     assert "running the towers as" not in result.stderr + result.stdout and "Epoch" not in result.stdout
 

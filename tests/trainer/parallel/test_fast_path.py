@@ -183,12 +183,12 @@ def test_the_trainer_benchmark_runs_in_quick_mode(tmp_path, digits_cache, real_d
 
 def test_the_benchmark_refuses_what_the_strategy_cannot_run(tmp_path):
     result = run_cli("trainer.bench", "strategy=two_gpu_split", cwd=tmp_path, timeout=120)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: strategy=two_gpu_split splits the 2012 two-GPU AlexNet between two processes, but model=lenet5" \
         in result.stderr
     # SDLM's step needs a curvature estimate that the bare loop never makes (it crashed with a traceback)
     result = run_cli("trainer.bench", "experiment=lenet5_1998", cwd=tmp_path, timeout=120)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: trainer.bench times the step against a bare PyTorch loop, which has no curvature estimate for " \
            "optim=sdlm" in result.stderr
 

@@ -120,7 +120,7 @@ def test_split_trains_exactly_like_data_parallel_alexnet(split_run, tmp_path, di
 def test_bad_split_settings_are_refused_before_any_process_starts(tmp_path, digits_cache, args, message):
     result = run_cli("trainer", "strategy=two_gpu_split", *args, "logger=none", cwd=tmp_path,
                      env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"error: {message}" in result.stderr and "Traceback" not in result.stderr
     assert "runs on:" not in result.stdout + result.stderr  # refused before the run began
 

@@ -190,7 +190,7 @@ def test_a_misspelt_key_gets_the_nearest_real_one_not_a_hint_to_add_it(tmp_path)
     from helpers import run_cli
 
     result = run_cli("trainer", "trainer.max_epoch=1", cwd=tmp_path, timeout=120)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert ("error: trainer.max_epoch is not a setting of this config; did you mean trainer.max_epochs?"
             in result.stderr) and not (tmp_path / "outputs").exists()
 
@@ -211,7 +211,7 @@ def test_a_misspelt_option_gets_the_nearest_ones_in_one_line(tmp_path, monkeypat
             ("logger=nosuch", "logger=nosuch is not an option of logger (the options: csv, none, wandb)")]:
         with pytest.raises(SystemExit) as stop:
             check_before_start([override])
-        assert stop.value.code == 1 and capsys.readouterr().err == f"error: {said}\n"
+        assert stop.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"
     assert not (tmp_path / "outputs").exists()
 
 
@@ -227,7 +227,7 @@ def test_a_value_hydra_cannot_read_unquoted_is_one_line_with_the_quoting(tmp_pat
              "\"data.root='/data/donnée'\"")]:
         with pytest.raises(SystemExit) as stop:
             check_before_start(overrides)
-        assert stop.value.code == 1 and capsys.readouterr().err == f"error: {said}\n"
+        assert stop.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"
     # quoted as said, both reach the data check (the folder does not exist here)
     for quoted in (["data.root=/data/my images"], ["data.root='/data/donnée'"]):
         with pytest.raises(SystemExit):

@@ -58,7 +58,7 @@ def test_runs_started_together_own_their_folders_and_a_folder_is_continued_only_
     # a new config pointed at an existing run folder: refused, nothing written or replaced
     before = {p: p.read_bytes() for p in seven.rglob("*") if p.is_file()}
     code, out = finish(start(tmp_path, digits_cache, f"hydra.run.dir={seven}", "seed=1", "optim.lr=0.01", *TINY))
-    assert code == 1 and "Traceback" not in out
+    assert code == 2 and "Traceback" not in out
     assert f"hydra.run.dir={seven} is an existing run folder" in out
     assert f"ckpt_path={seven / 'checkpoints' / 'last.ckpt'}" in out and "leave out hydra.run.dir" in out
     assert {p: p.read_bytes() for p in seven.rglob("*") if p.is_file()} == before
@@ -67,7 +67,7 @@ def test_runs_started_together_own_their_folders_and_a_folder_is_continued_only_
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
     code, out = finish(start(tmp_path, digits_cache, f"hydra.run.dir={mine}", *TINY))
-    assert code == 1 and "is not empty and is not a run folder of this tool" in out
+    assert code == 2 and "is not empty and is not a run folder of this tool" in out
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
     # a requeued job (Slurm sets SLURM_RESTART_COUNT) continues the folder of its own command only
@@ -345,7 +345,7 @@ def test_places_a_run_cannot_write_are_refused_before_it_starts_with_one_message
             done = subprocess.run([sys.executable, "-m", "trainer", *TINY, *args], cwd=tmp_path, env=full,
                                   capture_output=True, text=True, timeout=300)
             out = done.stdout + done.stderr
-            assert done.returncode == 1 and message in out and "Traceback" not in out, (args, out[-2000:])
+            assert done.returncode == 2 and message in out and "Traceback" not in out, (args, out[-2000:])
             assert len([line for line in out.splitlines() if line.startswith("error:")]) == 1
         assert not (tmp_path / "outputs").exists()
     finally:
@@ -361,7 +361,7 @@ def test_places_a_run_cannot_write_are_refused_before_it_starts_with_one_message
     places.pop("WANDB_DATA_DIR")
     done = subprocess.run([sys.executable, "-m", "trainer", *TINY], cwd=tmp_path, env={**without_home, **places},
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1 and "HOME is not set" in done.stderr and "or set WANDB_DATA_DIR (as well as " \
+    assert done.returncode == 2 and "HOME is not set" in done.stderr and "or set WANDB_DATA_DIR (as well as " \
         "CONVNET_CACHE, WANDB_CONFIG_DIR, WANDB_CACHE_DIR)" in done.stderr, done.stderr[-2000:]
 
 
@@ -378,7 +378,7 @@ def test_two_starts_of_one_run_are_refused_while_the_first_trains(tmp_path, digi
         time.sleep(0.2)
     code, out = finish(start(tmp_path, digits_cache, f"ckpt_path={ckpt}", "trainer.max_epochs=30", "logger=none",
                              "schedule=constant"))
-    assert code == 1 and "Traceback" not in out, out[-2000:]
+    assert code == 2 and "Traceback" not in out, out[-2000:]
     assert f"error: the run folder {run} is in use: process {first.pid} on " in out
     assert len(list((run / ".hydra").glob("resumed-*"))) == 1  # the second start wrote nothing
     first.send_signal(signal.SIGTERM)  # the first one stops as Slurm or kill would stop it
@@ -425,7 +425,7 @@ def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_
     ]
     for args, message in cases:
         code, out = finish(start(tmp_path, digits_cache, *TINY, "logger=wandb", *args))
-        assert code == 1 and message in out and "Traceback" not in out and "zipfile" not in out, (args, out[-2000:])
+        assert code == 2 and message in out and "Traceback" not in out and "zipfile" not in out, (args, out[-2000:])
     # the same checks, run in this process (python -m trainer's own, before Hydra starts: seconds saved a case)
     from trainer.__main__ import check_before_start
 
@@ -451,7 +451,7 @@ def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_
         with pytest.raises(SystemExit) as stop:
             check_before_start([*TINY, "logger=wandb", *args])
         said = capsys.readouterr().err
-        assert stop.value.code == 1 and said.startswith("error: ") and message in said, (args, said)
+        assert stop.value.code == 2 and said.startswith("error: ") and message in said, (args, said)
     assert not (tmp_path / "outputs").exists() and not list(tmp_path.rglob("wandb"))  # no run folder, no W&B run
     assert not (tmp_path / "nowhere").exists()  # the digits were not written there
 
@@ -464,11 +464,11 @@ def test_bad_data_folders_and_files_that_are_not_checkpoints_are_refused_before_
     flipped.write_bytes(bytes(data))
     said = f"{flipped} is not a readable checkpoint (cut short, or damaged): UnicodeDecodeError"
     code, out = finish(start(tmp_path, digits_cache, *TINY, f"ckpt_path={flipped}"))
-    assert code == 1 and said in out and "Traceback" not in out, out[-2000:]
+    assert code == 2 and said in out and "Traceback" not in out, out[-2000:]
     for command in (["trainer.evaluate", f"ckpt_path={flipped}", "model=lenet5"],
                     ["trainer.export", str(flipped), "--format", "torchvision", "--out", str(tmp_path / "x.pth")]):
         done = run_cli(*command, cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
-        assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "x.pth").exists()  # evaluate made no folder
 
     from data_pipelines import write_digits  # an empty folder given as the digits' root is written into
@@ -516,7 +516,7 @@ def test_an_export_into_a_folder_it_cannot_write_is_one_line(tmp_path):
     try:
         for fmt, out in (("torchvision", ro / "sub" / "lenet5.pth"),):  # (ONNX writes through the same function)
             done = run_cli("trainer.export", str(ckpt), "--format", fmt, "--out", str(out), cwd=tmp_path, timeout=300)
-            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
             assert done.stderr.strip() == f"error: cannot write into {out.parent}: Read-only file system; give --out " \
                                           f"in a folder you can write to"
     finally:

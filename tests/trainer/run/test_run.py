@@ -139,7 +139,7 @@ def test_cli_missing_data_folder_is_a_clear_error_before_anything_is_written(tmp
     work.mkdir()
     result = run_cli("trainer", "model=alexnet", "trainer.max_epochs=1", cwd=work,
                      env={"IMAGENET_ROOT": str(tmp_path / "no-imagenet-here")}, timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert (f"error: data.root={tmp_path / 'no-imagenet-here'} does not exist; expected ROOT/train/<class>/<image>"
             in result.stderr)
     assert "Traceback" not in result.stderr and list(work.iterdir()) == []  # no run folder, no W&B run
@@ -279,7 +279,7 @@ def test_global_batch_must_divide_over_processes(tmp_path, digits_cache):
     work.mkdir()
     result = run_cli("trainer", "strategy=ddp", "trainer.devices=2", "data.batch_size=33", cwd=work,
                      env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 2
     message = ("error: data.batch_size=33 is the global batch and must divide evenly over the 2 data-parallel "
                "replicas; use a multiple of 2")
     assert result.stderr.count(message) == 1 and list(work.iterdir()) == []
@@ -504,7 +504,7 @@ def test_a_resume_that_extends_a_cosine_run_continues_it_and_never_raises_the_lr
     last = run / "checkpoints" / "last.ckpt"
 
     refused = run_cli("trainer", *common, "trainer.max_epochs=6", f"ckpt_path={last}", cwd=work, env=env)
-    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert ("error: this run's LR schedule differs from the checkpoint's (T_max=3 in the checkpoint, 6 now); "
             "resuming would change the learning rate's course without saying so. Either keep the checkpoint's "
             "plan (trainer.max_epochs=3), or re-plan the schedule from here with schedule.replan=true"
