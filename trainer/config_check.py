@@ -3,7 +3,7 @@
 ``RULES`` maps each numeric setting of the composed config to what it allows; a setting that only copies
 another (``trainer.devices: ${strategy.devices}``) is checked where the value was set, under that name. A bad
 value stops the command with ``error: <key>=<value> is not allowed: <what is allowed>`` and exit status 2.
-tests/trainer/run/test_config_check.py finds every numeric key of every composed config and requires a rule for it.
+tests/trainer/test_config_check.py finds every numeric key of every composed config and requires a rule for it.
 """
 
 import math
