@@ -23,12 +23,20 @@ class GPUUnusableError(RuntimeError):
     """The machine has NVIDIA GPUs, or the run asks for one, but torch cannot use any."""
 
 
+def _device_files() -> list[str]:
+    devices = sorted(glob.glob("/dev/nvidia[0-9]*"))
+    return [f"{len(devices)} device file(s) {', '.join(devices[:4])}"] if devices else []
+
+
+def _visible_devices(environ=os.environ) -> list[str]:
+    visible = environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    return [f"CUDA_VISIBLE_DEVICES={visible}"] if visible and visible not in ("-1", "NoDevFiles") and \
+        not visible.startswith("-") else []
+
+
 def nvidia_evidence(environ=os.environ) -> list[str]:
     """What says this machine has NVIDIA GPUs: device files, ``nvidia-smi -L``, ``CUDA_VISIBLE_DEVICES``."""
-    found = []
-    devices = sorted(glob.glob("/dev/nvidia[0-9]*"))
-    if devices:
-        found.append(f"{len(devices)} device file(s) {', '.join(devices[:4])}")
+    found = _device_files()
     try:
         listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
         gpus = [line for line in listed.stdout.splitlines() if line.startswith("GPU ")]
@@ -36,10 +44,7 @@ def nvidia_evidence(environ=os.environ) -> list[str]:
             found.append(f"nvidia-smi lists {len(gpus)} GPU(s) ({gpus[0].split(' (UUID')[0]})")
     except (OSError, subprocess.SubprocessError):
         pass
-    visible = environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    if visible and visible not in ("-1", "NoDevFiles") and not visible.startswith("-"):
-        found.append(f"CUDA_VISIBLE_DEVICES={visible}")
-    return found
+    return found + _visible_devices(environ)
 
 
 def driver_version() -> str | None:
@@ -69,8 +74,8 @@ def check_gpus_usable(accelerator: str, environ=os.environ) -> None:
     """
     if accelerator not in GPU_ACCELERATORS:
         return
-    if accelerator == "auto" and not (glob.glob("/dev/nvidia[0-9]*") or shutil.which("nvidia-smi")
-                                      or environ.get("CUDA_VISIBLE_DEVICES", "").strip()):
+    # the evidence that costs nothing to read (nvidia-smi only looked for)
+    if accelerator == "auto" and not (_device_files() or _visible_devices(environ) or shutil.which("nvidia-smi")):
         return  # no sign of an NVIDIA GPU: the CPU is what auto means here, said without importing torch (1 s)
     import torch
 

@@ -120,9 +120,9 @@ def run_folder(logger) -> str | None:
 
 def folders(logger) -> list[str]:
     """Every folder of this W&B run: a run resumed offline has one per start (W&B joins them on upload)."""
-    if not run_folder(logger):
+    if not (folder := run_folder(logger)):
         return []
-    current = Path(run_folder(logger))
+    current = Path(folder)
     return [str(p) for p in run_parts(current.parent, logger.experiment.id)] or [str(current)]
 
 
