@@ -1,6 +1,7 @@
 """The suite's fixtures and hooks: an isolated HOME, a cached digits folder, a folder per module, the GPU and slow
 marks, the workers' CPU share. What tests share besides fixtures is in helpers.py."""
 
+import gc
 import os
 import shutil
 from pathlib import Path
@@ -45,6 +46,12 @@ def pytest_collection_modifyitems(config, items):
         if needed > have:
             item.add_marker(pytest.mark.skip(reason=f"needs {needed} CUDA GPU(s), this machine has {have}: "
                                                     f"run `make gpu-check` on a GPU machine"))
+
+
+def pytest_collection_finish(session):
+    """The libraries the test modules loaded are frozen, as python -m trainer freezes its own (trainer/cli.py's
+    resume_collector): the collections during the tests' in-process runs skip them."""
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")

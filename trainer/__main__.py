@@ -23,6 +23,8 @@ from .cli import (
     exit_on_user_error,
     override_syntax_error,
     override_value,
+    pause_collector,
+    resume_collector,
     run_folder_of,
 )
 from .config_check import ConfigValueError, check_data_root, check_values
@@ -48,6 +50,8 @@ def _main(cfg: DictConfig) -> None:
         print(MULTIRUN_REFUSED.format(strategy=cfg.strategy.name), file=sys.stderr)
         sys.exit(REFUSED)
     from .train import train  # heavy imports after Hydra has parsed the command line (fast --help)
+
+    resume_collector()  # paused by main() for the imports
 
     with console.copied_to(Path(hydra_cfg.runtime.output_dir)):
         exit_on_user_error(train, cfg)
@@ -209,6 +213,7 @@ def resume_in_place(overrides: list[str]) -> list[str]:
 
 
 def main() -> None:
+    pause_collector()  # until the libraries are loaded (_main)
     tracking.own_service()  # not one inherited from whatever started this command
     openmp_wait()  # before torch is loaded (trainer/parallel/cpu_threads.py)
     try:

@@ -25,6 +25,8 @@ from .cli import (
     exit_on_user_error,
     override_syntax_error,
     override_value,
+    pause_collector,
+    resume_collector,
     run_folder_of,
 )
 from .config_check import ConfigValueError
@@ -92,6 +94,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from .parallel.fast_path import resolve, runs_on_cuda
     from .run.checkpoints import CheckpointError, check_compatible
 
+    resume_collector()  # paused by main() for the imports
     console.quiet_known_noise()  # the console as a run's: Lightning's and W&B's lines go to run.log only
     weights = cfg.model.get("weights")
     if not cfg.get("ckpt_path") and not weights:
@@ -194,6 +197,7 @@ def nothing_to_evaluate(overrides: list[str]) -> str | None:
 
 
 def main() -> None:
+    pause_collector()  # until the libraries are loaded (evaluate)
     if wrong := (protocol_error(sys.argv[1:]) or override_syntax_error(sys.argv[1:])
                  or nothing_to_evaluate(sys.argv[1:])):
         print(f"error: {wrong}", file=sys.stderr)

@@ -1,8 +1,10 @@
 """``python -m trainer.bench``: see the package docstring."""
 
+from ..cli import pause_collector, resume_collector
 from ..parallel.cpu_threads import openmp_wait
 
 openmp_wait()  # as python -m trainer runs, before torch is loaded
+pause_collector()  # and the collector, as python -m trainer does, until the libraries are loaded
 
 import argparse
 import json
@@ -26,6 +28,8 @@ from . import __doc__ as DOC
 from .breakdown import breakdown, print_table
 from .flops import dense_peak_flops, training_flops_per_image
 from .measure import AUTOCAST, bench_bare, bench_trainer, peak_gpu_mb
+
+resume_collector()
 
 
 def main(argv: list[str] | None = None) -> int:
