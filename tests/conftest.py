@@ -25,37 +25,21 @@ if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
 
 
 # The files of end-to-end runs, several processes and the local Slurm: marked ``slow``, which ``make test-fast``
-# leaves out (what a developer runs between edits); ``make test`` runs everything. Listed longest first (seconds
-# on 2 cores, 2026-12-07), the order the workers take them in: a long file started last would leave the other
-# worker idle at the end (the Makefile turns off xdist's own order, by the number of tests in a file).
-SLOW = ("trainer/run/test_faults.py",  # 203 s
-        "cluster/test_slurm_jobs.py",  # 172
-        "trainer/run/test_run.py",  # 152
-        "trainer/parallel/test_two_gpu_split.py",  # 133
-        "trainer/run/test_interrupt.py",  # 111
-        "cluster/test_torchrun.py",  # 97
-        "cluster/test_slurm_two_nodes.py",  # 83
-        "trainer/test_evaluate_dense.py",  # 52
-        "trainer/test_evaluate_and_report.py",  # 34
-        "trainer/parallel/test_cpu_threads.py",  # 31
-        "trainer/report/test_seeds.py",  # 24
-        "cluster/")
+# leaves out (what a developer runs between edits); ``make test`` runs everything.
+SLOW = ("cluster/", "trainer/run/test_faults.py", "trainer/run/test_interrupt.py", "trainer/run/test_run.py",
+        "trainer/parallel/test_two_gpu_split.py", "trainer/parallel/test_cpu_threads.py",
+        "trainer/test_evaluate_and_report.py", "trainer/test_evaluate_dense.py",
+        "trainer/report/test_seeds.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the marks
 def pytest_collection_modifyitems(config, items):
     """``@pytest.mark.gpu(n)``: skipped, with the reason, where fewer than n CUDA GPUs can be used. The files of
-    ``SLOW`` come first, in its order, with the ``slow`` mark."""
+    ``SLOW`` get the ``slow`` mark."""
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     tests = Path(__file__).parent
-
-    def slow_rank(item) -> int:  # its place in SLOW; after them, the other files as collected
-        path = Path(item.fspath).relative_to(tests).as_posix()
-        return next((rank for rank, prefix in enumerate(SLOW) if path.startswith(prefix)), len(SLOW))
-
-    items.sort(key=slow_rank)  # stable: a file's tests keep their order
     for item in items:
-        if slow_rank(item) < len(SLOW):
+        if Path(item.fspath).relative_to(tests).as_posix().startswith(SLOW):
             item.add_marker(pytest.mark.slow)
         marker = item.get_closest_marker("gpu")
         needed = (marker.args[0] if marker and marker.args else 1) if marker else 0
