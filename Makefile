@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# compat: the project folder on sys.path, so Hydra's plugin discovery (pkgutil over hydra_plugins/) finds the Slurm launcher
 	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,lint,export,docs]' --config-settings editable_mode=compat 2>&1 | $(QUIET_PIP)
-	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich, matplotlib, onnx, onnxscript, onnxruntime, mkdocs, material"
+	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, wandb, nvidia.dali, torchmetrics, sklearn, rich, matplotlib, onnx, onnxscript, onnxruntime, safetensors, mkdocs, material"
 	@touch $(STAMP)
 
 train: $(STAMP)

@@ -1,4 +1,5 @@
-"""``python -m trainer.export CKPT --format torchvision|onnx --out FILE``: a trained network, out of this project.
+"""``python -m trainer.export CKPT --format torchvision|safetensors|onnx --out FILE``: a trained network, out of this
+project.
 
 - ``torchvision``: a plain state dict. For the networks torchvision ships (ResNets, VGG-16, the
   one-tower AlexNet) it loads strictly into ``torchvision.models.<arch>(num_classes=...)``; for this
@@ -10,7 +11,7 @@
   checked with onnxruntime against PyTorch on a batch before the command says it is done.
 
 The file is written beside its target and renamed into place; an existing file is never overwritten.
-ONNX needs the optional ``export`` dependencies (``make install`` installs them).
+ONNX and safetensors need the optional ``export`` dependencies (``make install`` installs them).
 """
 
 import argparse
@@ -72,22 +73,39 @@ def _write_beside(out: Path, write) -> list[Path]:
         shutil.rmtree(folder, ignore_errors=True)  # ours: made just above
 
 
-def export_torchvision(net: torch.nn.Module, hparams: dict, out: Path) -> str:
-    """Writes the state dict; returns the line that loads it (checked here, strictly)."""
+def _safetensors():
+    try:
+        import safetensors.torch
+    except ImportError as e:
+        raise ExportError("--format safetensors needs the safetensors package: make install (or pip install "
+                          "'.[export]')") from e
+    return safetensors.torch
+
+
+def export_state_dict(net: torch.nn.Module, hparams: dict, out: Path, fmt: str = "torchvision") -> str:
+    """Writes the state dict, with ``torch.save`` (``fmt="torchvision"``) or as safetensors; returns the line that
+    loads it (checked here, strictly)."""
     name, classes, channels = hparams["model_name"], hparams["num_classes"], hparams["in_channels"]
     state = {k: v.contiguous() for k, v in net.state_dict().items()}  # NCHW, whatever the training layout
-    _write_beside(out, lambda path: torch.save(state, path))
+    if fmt == "safetensors":
+        st = _safetensors()
+        metadata = {"model_name": name, "num_classes": str(classes), "in_channels": str(channels),
+                    "input_size": str(hparams.get("input_size", 224))}
+        _write_beside(out, lambda path: st.save_file(state, str(path), metadata=metadata))
+        load, read = st.load_file, f"safetensors.torch.load_file({str(out)!r})"
+    else:
+        _write_beside(out, lambda path: torch.save(state, path))
+        load, read = (lambda path: torch.load(path, weights_only=True)), f"torch.load({str(out)!r}, weights_only=True)"
     if name in TORCHVISION_NAMES and channels == 3:
         import torchvision
 
         loader = f"torchvision.models.{TORCHVISION_NAMES[name]}(num_classes={classes})"
-        getattr(torchvision.models, TORCHVISION_NAMES[name])(num_classes=classes).load_state_dict(
-            torch.load(out, weights_only=True))
+        getattr(torchvision.models, TORCHVISION_NAMES[name])(num_classes=classes).load_state_dict(load(out))
     else:
         loader = f"models.create_model({name!r}, num_classes={classes}, in_channels={channels})"
         net = create_model(name, num_classes=classes, in_channels=channels)
-        net.load_state_dict(torch.load(out, weights_only=True))
-    return f"{loader}.load_state_dict(torch.load({str(out)!r}, weights_only=True))"
+        net.load_state_dict(load(out))
+    return f"{loader}.load_state_dict({read})"
 
 
 def export_onnx(net: torch.nn.Module, hparams: dict, out: Path, batch: int = 4) -> float:
@@ -132,13 +150,13 @@ def weight_bytes(net: torch.nn.Module) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a checkpoint of this trainer (best.ckpt, last.ckpt, ...)")
-    parser.add_argument("--format", choices=["torchvision", "onnx"], required=True)
+    parser.add_argument("--format", choices=["torchvision", "safetensors", "onnx"], required=True)
     parser.add_argument("--out", type=Path, required=True, help="the file to write (must not exist)")
     args = parser.parse_args(argv)
     try:
         net, hparams = network_from_checkpoint(args.checkpoint)
-        if args.format == "torchvision":
-            line = export_torchvision(net, hparams, args.out)
+        if args.format in ("torchvision", "safetensors"):
+            line = export_state_dict(net, hparams, args.out, args.format)
             print(f"{args.out}: the state dict of {hparams['model_name']} ({hparams['num_classes']} classes); load "
                   f"it with\n  {line}")
         else:

@@ -1,4 +1,5 @@
-"""``python -m trainer.export``: a checkpoint out as torchvision's state dict or ONNX, round trips checked."""
+"""``python -m trainer.export``: a checkpoint out as torchvision's state dict (pickled or safetensors) or ONNX, round
+trips checked."""
 
 import numpy as np
 import onnxruntime
@@ -38,6 +39,30 @@ def test_a_resnet_exports_as_torchvisions_own_state_dict(checkpoints, tmp_path):
     assert torch.equal(theirs.eval()(x), ours.eval()(x))
     again = export(checkpoints["resnet18"], "torchvision", tmp_path / "resnet18.pth", tmp_path)
     assert again.returncode == 2 and "exists; it is left as it is" in again.stderr  # never overwritten
+
+
+def test_a_resnet_exports_as_safetensors_that_torchvisions_model_loads(checkpoints, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    out = tmp_path / "resnet18.safetensors"
+    result = export(checkpoints["resnet18"], "safetensors", out, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (f"torchvision.models.resnet18(num_classes=10).load_state_dict(safetensors.torch.load_file('{out}'))"
+            in result.stdout)
+    theirs = torchvision.models.resnet18(num_classes=10)
+    theirs.load_state_dict(load_file(out))  # strict: torchvision's names, every tensor
+    saved = torch.load(checkpoints["resnet18"], weights_only=True)["state_dict"]
+    assert all(torch.equal(v, saved[f"net.{k}"]) for k, v in load_file(out).items())
+    with safe_open(out, "pt") as f:
+        assert f.metadata() == {"model_name": "resnet18", "num_classes": "10", "in_channels": "3",
+                                "input_size": "64"}
+    assert out.read_bytes()[8:9] == b"{" and b"PK" not in out.read_bytes()[:4]  # safetensors' header, not a zip
+    again = export(checkpoints["lenet5"], "safetensors", out, tmp_path)
+    assert again.returncode == 2 and "exists; it is left as it is" in again.stderr  # never overwritten
+    lenet = export(checkpoints["lenet5"], "safetensors", tmp_path / "lenet5.safetensors", tmp_path)
+    assert "models.create_model('lenet5', num_classes=10, in_channels=1).load_state_dict(" in lenet.stdout
+    create_model("lenet5", num_classes=10, in_channels=1).load_state_dict(load_file(tmp_path / "lenet5.safetensors"))
 
 
 @pytest.mark.parametrize("name, size", [("resnet18", 64), ("lenet5", 32)])
