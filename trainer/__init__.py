@@ -18,6 +18,13 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent  # the checkout: conf/ beside it, the git commit a run records
 CONF = PROJECT / "conf"
 
+try:  # ${minus:a,b} in conf/: a cosine runs over the epochs after its warm-up (conf/schedule/cosine.yaml). Registered
+    from omegaconf import OmegaConf  # here, where every command and test that composes a config passes
+
+    OmegaConf.register_new_resolver("minus", lambda a, b: a - b, replace=True)
+except ImportError:  # tools/gpu_check's installer runs on the standard library alone, before OmegaConf exists
+    pass
+
 
 def target_is(node, cls: type) -> bool:
     """Whether a config node builds ``cls`` or a subclass of it: its ``_target_`` resolved to the class (imported),

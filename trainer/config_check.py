@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from data_pipelines.protocols import EVAL_PROTOCOLS
 from data_pipelines.sharding import batch_refusal
 
+from . import target_is
 from .parallel.layout import replicas, several_under_single, split_refusal
 from .run.loss_choice import loss_refusal
 
@@ -95,9 +96,14 @@ RULES: dict[str, Rule] = {
     "model.input_size": at_least(8),
     "model.in_channels": Rule(lambda v: v in (1, 3) and _int(v), "1 (grey) or 3 (RGB)", 2),
     "model.dropout": between(0, 1, high_open=True),
+    "model.label_smoothing": between(0, 1, high_open=True),
+    "model.mixup_alpha": non_negative(),
+    "model.cutmix_alpha": non_negative(),
     "optim.lr": positive(),
     "optim.momentum": between(0, 1, high_open=True),
     "optim.weight_decay": non_negative(),
+    "optim.norm_weight_decay": Rule(lambda v: v is None or (_number(v) and v >= 0), "null, or a number >= 0", -1),
+    "optim.bias_weight_decay": Rule(lambda v: v is None or (_number(v) and v >= 0), "null, or a number >= 0", -1),
     "optim.batch_size_for_lr": at_least(1, or_none=True),
     "optim.mu": positive(),
     "optim.samples": at_least(1),
@@ -115,6 +121,8 @@ RULES: dict[str, Rule] = {
     "schedule.scheduler.patience": at_least(0),
     "schedule.scheduler.threshold": non_negative(),
     "schedule.scheduler.T_max": at_least(1),
+    "schedule.warmup_epochs": at_least(0),
+    "schedule.warmup_factor": between(0, 1, low_open=True),
     "schedule.restart_lr": Rule(lambda v: v is None or (_number(v) and v > 0), "null, or a number > 0", -1),
     "trainer.devices": at_least(1, or_auto=True),
     "trainer.num_nodes": at_least(1),
@@ -166,14 +174,35 @@ def check_values(cfg: DictConfig) -> None:
                                "data.scale_range=[256,480]")
     refusal = loss_refusal(OmegaConf.select(cfg, "model.loss", default=None),
                            OmegaConf.select(cfg, "model.model_name"),
-                           OmegaConf.select(cfg, "model.map_j", default=None))
+                           OmegaConf.select(cfg, "model.map_j", default=None),
+                           OmegaConf.select(cfg, "model.label_smoothing", default=0.0),
+                           bool(OmegaConf.select(cfg, "model.mixup_alpha", default=0.0) or
+                                OmegaConf.select(cfg, "model.cutmix_alpha", default=0.0)))
     if refusal:
         raise ConfigValueError(refusal)
+    check_warmup(cfg)
     if OmegaConf.select(cfg, "schedule.restart_lr", default=None) and not OmegaConf.select(cfg, "ckpt_path",
                                                                                            default=None):
         raise ConfigValueError("schedule.restart_lr restarts a resumed run's schedule: give the checkpoint with "
                                "ckpt_path=...; a new run starts at optim.lr")
     check_named_files_and_rows(cfg)
+
+
+def check_warmup(cfg: DictConfig) -> None:
+    """A warm-up leaves epochs to the schedule after it, and that schedule steps by epochs, not by a metric."""
+    warmup = OmegaConf.select(cfg, "schedule.warmup_epochs", default=0) or 0
+    if not warmup:
+        return
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=-1)
+    if epochs != -1 and warmup >= epochs:
+        raise ConfigValueError(f"schedule.warmup_epochs={warmup} leaves no epoch of the schedule after it: "
+                               f"trainer.max_epochs={epochs} must be larger")
+    from torch.optim.lr_scheduler import ReduceLROnPlateau  # torch only for a run with a warm-up
+
+    if target_is(OmegaConf.select(cfg, "schedule.scheduler", default=None), ReduceLROnPlateau):
+        raise ConfigValueError("schedule.warmup_epochs works in front of a schedule that steps by epochs; "
+                               "schedule=plateau steps by a metric (torch's SequentialLR cannot chain it): use "
+                               "schedule=step or cosine with a warm-up, or schedule.warmup_epochs=0")
 
 
 def check_named_files_and_rows(cfg: DictConfig) -> None:

@@ -62,9 +62,15 @@ def build_logger(cfg: DictConfig, output_dir: Path, wandb_run_id: str | None = N
     return instantiate(cfg.logger, save_dir=str(output_dir))
 
 
+# optim's settings that are not the optimizer's arguments: the module groups the parameters by them
+DECAY_BY_KIND = ("norm_weight_decay", "bias_weight_decay")
+
+
 def build_optimizer(cfg: DictConfig):
     """The partial optimizer, with the linear LR scaling rule applied when the global batch was changed."""
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    for key in DECAY_BY_KIND:
+        optim.pop(key, None)
     reference = optim.pop("batch_size_for_lr", None)
     if reference:
         optim["lr"] = configured_lr(cfg)
@@ -72,6 +78,20 @@ def build_optimizer(cfg: DictConfig):
             log.info("global batch %d instead of %d: lr scaled linearly to %g", cfg.data.batch_size, reference,
                      optim["lr"])
     return instantiate(optim)
+
+
+def build_module(cfg: DictConfig, replan: dict | None = None, scheduled: bool = True) -> pl.LightningModule:
+    """``cfg.model``'s module with the run's optimizer, weight-decay groups, schedule and warm-up (``scheduled``; the
+    benchmark times steps without them), and a resume's change of its schedule (``run/resume.py``'s
+    ``resume_plan``)."""
+    schedule = cfg.schedule if scheduled else {}
+    return instantiate(cfg.model, optimizer=build_optimizer(cfg), **{k: cfg.optim.get(k) for k in DECAY_BY_KIND},
+                       scheduler=instantiate(schedule.scheduler) if schedule.get("scheduler") else None,
+                       scheduler_interval=schedule.get("interval", "epoch"),
+                       scheduler_monitor=schedule.get("monitor", "val/top1_err"), schedule_replan=replan or {},
+                       warmup_epochs=schedule.get("warmup_epochs") or 0,
+                       warmup_factor=schedule.get("warmup_factor", 0.01), seed=cfg.seed,
+                       _convert_="all")  # the plan as plain dicts and lists: it goes into the checkpoint's states
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.Trainer:
@@ -113,6 +133,8 @@ def recipe(cfg: DictConfig) -> str:
     """The recipe in words: the experiment, the schedule and its length, the seed."""
     scheduler = cfg.schedule.get("scheduler")
     schedule = scheduler._target_.rsplit(".", 1)[-1] if scheduler else "constant lr"
+    if cfg.schedule.get("warmup_epochs"):
+        schedule = f"{cfg.schedule.warmup_epochs} warm-up epochs, then {schedule}"
     length = (f"{cfg.trainer.max_epochs} epochs" if cfg.trainer.max_epochs and cfg.trainer.max_epochs > 0 else "") + (
         f", at most {cfg.trainer.max_steps} steps" if cfg.trainer.get("max_steps", -1) > 0 else "")
     preset = cfg.data.get("preset")
@@ -171,12 +193,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resumed = check_compatible(ckpt_path, cfg.model.model_name, cfg.data.num_classes) if ckpt_path else {}
     change = resume_plan(resumed, cfg, ckpt_path) if resumed else {}
     datamodule = instantiate(cfg.data)
-    schedule = cfg.schedule
-    module = instantiate(cfg.model, optimizer=build_optimizer(cfg),
-                         scheduler=instantiate(schedule.scheduler) if schedule.get("scheduler") else None,
-                         scheduler_interval=schedule.get("interval", "epoch"),
-                         scheduler_monitor=schedule.get("monitor", "val/top1_err"), schedule_replan=change,
-                         _convert_="all")  # the plan as plain dicts and lists: it goes into the checkpoint's states
+    module = build_module(cfg, change)
     if resumed:
         if change.get("scheduler") and rank_zero_only.rank == 0:
             log.info("schedule %s from here: %s", "restarted at lr %g" % change["lr"] if change.get("lr") else

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from pytorch_lightning.callbacks import Checkpoint, ModelSummary, ProgressBar
 from torch import nn
 
@@ -33,7 +32,7 @@ from models import create_model
 
 from ..results import tracking
 from ..run.callbacks import NonFiniteLossGuard, RunRecord, StepMetrics
-from ..train import build_logger, build_optimizer, build_trainer
+from ..train import build_logger, build_module, build_optimizer, build_trainer
 from .measure import Repeat, StepTimer, bench_bare, synthetic_batch
 
 LAYERS = ("bare PyTorch loop", "Lightning's loop, minimal module", "+ the trainer's module", "+ W&B logger",
@@ -82,7 +81,7 @@ def time_layer(cfg, layer: int, warmup: int, steps: int, device, tiny: bool = Fa
     if layer == 2:
         module = _MinimalModule(cfg, network())
     else:
-        module = instantiate(cfg.model, optimizer=build_optimizer(cfg), scheduler=None)
+        module = build_module(cfg, scheduled=False)
         module.net = network()
     with tempfile.TemporaryDirectory() as folder:
         logger = build_logger(cfg, Path(folder)) if layer >= 4 else False

@@ -13,7 +13,7 @@ from models import create_model
 
 from ..parallel import cpu_threads
 from ..results import tracking
-from ..train import build_logger, build_optimizer, build_trainer
+from ..train import build_logger, build_module, build_optimizer, build_trainer
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -102,7 +102,7 @@ def bench_trainer(cfg, warmup: int, steps: int, overrides: dict, real_data: bool
 
     start = time.perf_counter()
     together = from_environment()
-    module = instantiate(cfg.model, optimizer=build_optimizer(cfg), scheduler=None)
+    module = build_module(cfg, scheduled=False)
     reset_peak_memory()
     with tempfile.TemporaryDirectory() as folder:
         if real_data:  # as many epochs as the steps need

@@ -5,6 +5,7 @@ from functools import partial
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import LinearLR, SequentialLR
 from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -16,7 +17,10 @@ from models.weights import load_weights
 
 from ..optim import SDLM, SDLMCurvature
 from ..optim.map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
+from ..optim.param_groups import parameter_groups
+from .batch_mixing import batch_mixing, mix_batch, step_seed
 from .loss_choice import loss_refusal
+from .resume import main_schedule_state
 from .steps import epoch_number
 
 
@@ -69,6 +73,16 @@ class ClassifierModule(pl.LightningModule):
         loss: ``cross_entropy``, or ``map``: LeNet-5's MAP criterion on its RBF outputs (equation 9 of the
             paper, ``trainer/optim/map_loss.py``), with the constant ``map_j``. ``val/loss`` is the
             cross-entropy of the evaluated class probabilities whatever the training loss.
+        mixup_alpha, cutmix_alpha: MixUp and CutMix of the training batches, with these Beta(alpha, alpha)
+            parameters (``run/batch_mixing.py``); both on: one of them for each batch; 0: off.
+        seed: the run's seed, from which each step's mixing is drawn.
+        norm_weight_decay, bias_weight_decay: the weight decay of the normalisation layers' parameters, and of the
+            other layers' biases (``trainer/optim/param_groups.py``); ``None``: the optimizer's, as for every weight.
+        label_smoothing: the training cross-entropy's target is ``1 - e`` on the label plus ``e / classes`` on
+            every class (Szegedy et al. 2016, section 7; torch's ``cross_entropy(label_smoothing=e)``); 0: none.
+        warmup_epochs: the learning rate rises linearly over these first epochs from ``warmup_factor`` times its
+            value, then ``scheduler`` runs from the full rate (Goyal et al. 2017's gradual warm-up; torchvision's
+            ``--lr-warmup-epochs``, ``LinearLR`` then ``SequentialLR``); 0: none.
         schedule_replan: a resumed run's change of its schedule (``run/resume.py``'s ``resume_plan``), applied to
             the checkpoint's scheduler and optimizer states as they are loaded; ``None`` for none.
     """
@@ -78,6 +92,9 @@ class ClassifierModule(pl.LightningModule):
                  scheduler_interval: str = "epoch", scheduler_monitor: str = "val/top1_err",
                  channels_last: bool = False, compile: bool = False, dropout: float | None = None,
                  weights: str | None = None, loss: str = "cross_entropy", map_j: float | None = None,
+                 label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, seed: int = 0,
+                 norm_weight_decay: float | None = None,
+                 bias_weight_decay: float | None = None, warmup_epochs: int = 0, warmup_factor: float = 0.01,
                  schedule_replan: dict | None = None) -> None:
         super().__init__()
         # Only plain values go into the checkpoint, so it loads with torch.load(weights_only=True).
@@ -86,13 +103,18 @@ class ClassifierModule(pl.LightningModule):
         self.net = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **extra)
         if weights:
             load_weights(self.net, model_name, weights)
-        if refusal := loss_refusal(loss, model_name, map_j):  # the config check's rule, for a module built in code
+        mixes = bool(mixup_alpha or cutmix_alpha)
+        if refusal := loss_refusal(loss, model_name, map_j, label_smoothing, mixes):  # the config check's rule
             raise ValueError(refusal)
         self.rbf_output = CATALOGUE[model_name].rbf_output  # LeNet-5's fixed RBF layer (net.output)
-        self.loss_name, self.map_j = loss, map_j
+        self.loss_name, self.map_j, self.label_smoothing = loss, map_j, float(label_smoothing)
+        self.num_classes, self.seed = num_classes, seed
+        self.mixing = batch_mixing(num_classes, mixup_alpha, cutmix_alpha)
         self.example_input_array = torch.zeros(2, in_channels, input_size, input_size)  # shapes in the summary
         self.optimizer_factory = optimizer or partial(torch.optim.SGD, lr=0.01, momentum=0.9)
         self.scheduler_factory = scheduler
+        self.norm_weight_decay, self.bias_weight_decay = norm_weight_decay, bias_weight_decay
+        self.warmup_epochs, self.warmup_factor = int(warmup_epochs), float(warmup_factor)
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
         self.schedule_replan = schedule_replan or {}  # a resume's change of schedule (run/resume.py's resume_plan)
         self.channels_last, self.compile = channels_last, compile
@@ -114,17 +136,26 @@ class ClassifierModule(pl.LightningModule):
         return self.net(x)
 
     @staticmethod
-    def _loss(logits: torch.Tensor, labels: torch.Tensor, j: float | None = None) -> torch.Tensor:
+    def _loss(logits: torch.Tensor, labels: torch.Tensor, j: float | None = None,
+              smoothing: float = 0.0) -> torch.Tensor:
         # Mean over the real samples: the entries that pad a replica's shard to equal length carry
         # PAD_LABEL (data_pipelines.sharding); a batch of padding alone gives 0, not NaN.
         if j is None:
-            total = F.cross_entropy(logits, labels, ignore_index=PAD_LABEL, reduction="sum")
+            total = F.cross_entropy(logits, labels, ignore_index=PAD_LABEL, reduction="sum", label_smoothing=smoothing)
         else:
             total = map_loss(logits, labels, j, ignore_index=PAD_LABEL, reduction="sum")
         return total / (labels != PAD_LABEL).sum().clamp_min(1)
 
     def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self._loss(logits, labels, self.map_j if self.loss_name == "map" else None)
+        """The training loss against ``labels``, or against mixed targets: class probabilities (N, classes), a row
+        of zeros for an entry that pads the shard (``batch_mixing.mix_batch``)."""
+        if self.loss_name == "map":
+            return self._loss(logits, labels, self.map_j)
+        if labels.dim() == 2:
+            per_entry = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.label_smoothing)
+            real = labels.sum(-1) > 0
+            return (per_entry * real).sum() / real.sum().clamp_min(1)
+        return self._loss(logits, labels, smoothing=self.label_smoothing)
 
     def curvature_split(self) -> tuple[torch.nn.Module, callable]:
         """Where optim=sdlm's Gauss-Newton matrix splits the network from the loss: the module giving the
@@ -138,6 +169,10 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
+        if self.mixing is not None:  # MixUp / CutMix on the batch's device (run/batch_mixing.py): labels -> targets
+            replica, _ = data_parallel_rank_and_size(self.trainer)
+            images, labels = mix_batch(self.mixing, images, labels, self.num_classes,
+                                       step_seed(self.seed, self.trainer.global_step, replica))
         # Nothing logged here: callbacks.StepMetrics sends the loss (a tensor until then), the learning
         # rate and the throughput to the loggers every log_every_n_steps, and the progress bar shows it.
         # (LightningModule.log on every step cost 0.35 ms of host time a step, and prog_bar=True a host
@@ -207,15 +242,17 @@ class ClassifierModule(pl.LightningModule):
         the optimizer the new learning rate, before Lightning restores them. PyTorch's schedulers step from
         the current LR, so a longer cosine goes on falling from where it is; a restarted one begins again."""
         changes = self.schedule_replan
-        lr, scale = changes.get("lr"), changes.get("lr_scale")
-        for state in checkpoint.get("lr_schedulers") or []:
-            restart = {k: v for k, v in changes.get("scheduler", {}).items()}
-            for key in ("base_lrs", "_last_lr"):  # a restart: every group begins at the new lr
-                if key in restart and lr is not None:
-                    restart[key] = [lr] * len(state.get(key) or [0])
-                elif scale and state.get(key):  # a new optim.lr: the schedule's course, scaled to it
-                    restart[key] = [value * scale for value in state[key]]
-            state.update(restart)
+        lr, scale, planned = changes.get("lr"), changes.get("lr_scale"), changes.get("scheduler", {})
+        groups = len(((checkpoint.get("optimizer_states") or [{}])[0]).get("param_groups") or [0])
+        for top in checkpoint.get("lr_schedulers") or []:
+            main = main_schedule_state(top)  # after a warm-up: the schedule it hands over to
+            main.update(planned)
+            for state in (top, *top.get("_schedulers", [])):
+                for key in ("base_lrs", "_last_lr"):
+                    if lr is not None and key in planned and (state is main or state is top):
+                        state[key] = [lr] * groups  # a restart: every group begins at the new lr
+                    elif scale and state.get(key):  # a new optim.lr: the schedule's course, scaled to it
+                        state[key] = [value * scale for value in state[key]]
         for optimizer in checkpoint.get("optimizer_states") or []:
             for group in optimizer.get("param_groups", []):
                 if lr is not None:
@@ -235,11 +272,16 @@ class ClassifierModule(pl.LightningModule):
         return [SDLMCurvature()] if isinstance(built, type) and issubclass(built, SDLM) else []
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=parameter_groups(self, self.norm_weight_decay,
+                                                                   self.bias_weight_decay))
         optimizer.register_load_state_dict_post_hook(match_parameter_layouts)
-        if self.scheduler_factory is None:
+        scheduler = self.scheduler_factory(optimizer=optimizer) if self.scheduler_factory else None
+        if self.warmup_epochs:
+            warmup = LinearLR(optimizer, start_factor=self.warmup_factor, total_iters=self.warmup_epochs)
+            scheduler = SequentialLR(optimizer, [warmup, scheduler], [self.warmup_epochs]) if scheduler else warmup
+        if scheduler is None:
             return optimizer
-        scheduler = {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": self.scheduler_interval}
-        if isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler["monitor"] = self.scheduler_monitor
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        config = {"scheduler": scheduler, "interval": self.scheduler_interval}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = self.scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}

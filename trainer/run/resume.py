@@ -1,6 +1,6 @@
 """A resume checked against the run it continues: the checkpoint's batch size, seed and replicas in mid-epoch, its
-learning rate and LR schedule against this run's (a new rate, a re-plan, a warm restart, or a refusal that names
-the honest choices)."""
+optimizer's parameter groups, its learning rate and LR schedule against this run's (a new rate, a re-plan, a warm
+restart, or a refusal that names the honest choices)."""
 
 import math
 from typing import Any
@@ -13,6 +13,19 @@ def _first_group(resumed: dict[str, Any]) -> dict:
     states = resumed.get("optimizer_states") or []
     groups = states[0].get("param_groups", []) if states else []
     return groups[0] if groups else {}
+
+
+def main_schedule_state(state: dict) -> dict:
+    """The state of the schedule a run follows after its warm-up: inside a ``SequentialLR`` (warm-up, then the
+    schedule: ``run/module.py``) its last part; else the state itself."""
+    return state["_schedulers"][-1] if state.get("_schedulers") else state
+
+
+def saved_warmup(state: dict) -> int:
+    """The warm-up epochs of a checkpoint's schedule state (0: none)."""
+    if state.get("_schedulers"):
+        return int(state["_milestones"][0])
+    return int(state.get("total_iters", 0)) if "start_factor" in state else 0  # a warm-up alone (LinearLR)
 
 
 def _fit_loop(resumed: dict[str, Any]) -> dict:
@@ -145,7 +158,8 @@ def schedule_changes(resumed: dict[str, Any], scheduler_cfg, replan: bool, resta
         return {"scheduler": restart if states else {}, "lr": float(restart_lr)}
     if scheduler_cfg is None or not states:
         return {}
-    changed = {k: (states[0][k], v) for k, v in planned.items() if k in states[0] and states[0][k] != v}
+    main = main_schedule_state(states[0])
+    changed = {k: (main[k], v) for k, v in planned.items() if k in main and main[k] != v}
     if changed and not replan:
         setting = ", ".join(f"{k}={old} in the checkpoint, {new} now" for k, (old, new) in changed.items())
         keep = " ".join(f"trainer.max_epochs={old}" if k == "T_max" else f"schedule.scheduler.{k}={old}"
@@ -157,7 +171,7 @@ def schedule_changes(resumed: dict[str, Any], scheduler_cfg, replan: bool, resta
             f"value at the new horizon, never rising), or restart it with schedule.restart_lr=<lr>")
     if saved_lr(resumed) == 0 and left and left > 0:
         weights = f"model.weights={path}" if path else "model.weights=<checkpoint>"
-        ended = f"its cosine schedule ended at epoch {states[0].get('T_max')}" if cosine else "its schedule is at 0"
+        ended = f"its cosine schedule ended at epoch {main.get('T_max')}" if cosine else "its schedule is at 0"
         raise CheckpointError(
             f"the checkpoint's learning rate is 0 ({ended}), so the {left} epoch(s) left would train at lr 0 and "
             f"change nothing. Either restart the schedule from a learning rate of your choice, "
@@ -165,6 +179,43 @@ def schedule_changes(resumed: dict[str, Any], scheduler_cfg, replan: bool, resta
             f"start a new run from these weights: python -m trainer {weights} trainer.max_epochs={left} "
             f"(a new run folder and W&B run)")
     return {"scheduler": {k: new for k, (_, new) in changed.items()}, "lr": None} if changed else {}
+
+
+def check_parameter_groups(resumed: dict[str, Any], path, norm_weight_decay, bias_weight_decay) -> None:
+    """The checkpoint's optimizer grouped its parameters as this run's settings would (``optim/param_groups.py``).
+
+    Raises:
+        CheckpointError: the groups differ: the optimizer's state (momentum) could not be matched to them.
+    """
+    from ..optim.param_groups import group_count
+
+    states = resumed.get("optimizer_states") or []
+    saved = len(states[0].get("param_groups", [])) if states else None
+    wanted = group_count(norm_weight_decay, bias_weight_decay)
+    if saved is None or saved == wanted:
+        return
+    now = f"optim.norm_weight_decay={norm_weight_decay} optim.bias_weight_decay={bias_weight_decay}".replace("None",
+                                                                                                          "null")
+    raise CheckpointError(
+        f"{path} was trained with its parameters in {saved} weight-decay group(s), and this run's settings ({now}) "
+        f"make {wanted}: the optimizer's state could not be matched to them. Resume with the checkpoint's "
+        f"optim.norm_weight_decay and optim.bias_weight_decay (its run folder's .hydra/config.yaml has them), or "
+        f"start a new run from its weights: model.weights={path}")
+
+
+def check_warmup(resumed: dict[str, Any], path, warmup_epochs: int) -> None:
+    """The checkpoint's schedule had this run's warm-up (``schedule.warmup_epochs``).
+
+    Raises:
+        CheckpointError: another warm-up: the schedule's state (where the warm-up hands over) would not fit it.
+    """
+    states = resumed.get("lr_schedulers") or []
+    saved = saved_warmup(states[0]) if states else warmup_epochs
+    if saved != warmup_epochs:
+        raise CheckpointError(
+            f"{path} was trained with schedule.warmup_epochs={saved}, and this run has {warmup_epochs}: its LR "
+            f"schedule's state holds where the warm-up ends. Resume with schedule.warmup_epochs={saved}, or start "
+            f"a new run from its weights: model.weights={path}")
 
 
 def resume_plan(resumed: dict[str, Any], cfg, path) -> dict[str, Any]:
@@ -175,6 +226,8 @@ def resume_plan(resumed: dict[str, Any], cfg, path) -> dict[str, Any]:
     such a resume)."""
     check_batch_size(resumed, path, int(cfg.data.batch_size))
     check_data_order(resumed, path, int(cfg.data.get("seed", cfg.seed)), None)
+    check_parameter_groups(resumed, path, cfg.optim.get("norm_weight_decay"), cfg.optim.get("bias_weight_decay"))
+    check_warmup(resumed, path, int(cfg.schedule.get("warmup_epochs") or 0))
     schedule = cfg.schedule
     plan = schedule_changes(resumed, schedule.get("scheduler"), bool(schedule.get("replan")),
                             schedule.get("restart_lr"), int(cfg.trainer.max_epochs), path)

@@ -1,0 +1,36 @@
+"""A run with the modern recipe's options on (warm-up, label smoothing, MixUp and CutMix, exempt biases) resumes
+exactly, and its warmed-up cosine re-plans. End to end: a ``slow`` file (tests/conftest.py)."""
+
+import shutil
+
+from helpers import make_cfg
+from trainer.run.checkpoints import load_checkpoint
+from trainer.run.module import ClassifierModule
+from trainer.train import train
+
+
+def test_a_run_with_the_modern_options_resumes_exactly_and_its_warmed_up_cosine_re_plans(tmp_path, digits_cache):
+    """Warm-up, label smoothing, MixUp and CutMix and the exempt biases on: stopped by max_steps inside the warm-up,
+    resumed, the run ends with the weights of one never stopped; extended with schedule.replan from there, the
+    cosine after the warm-up (not the warm-up) takes the new horizon."""
+    common = ["schedule.warmup_epochs=2", "model.label_smoothing=0.1", "model.mixup_alpha=0.2",
+              "model.cutmix_alpha=1.0", "logger=none", "optim.bias_weight_decay=0.0", "trainer.limit_train_batches=5",
+              "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"]
+    whole = train(make_cfg(tmp_path / "whole", digits_cache, *common, "trainer.max_epochs=3"))
+    first = train(make_cfg(tmp_path / "parts", digits_cache, *common, "trainer.max_epochs=3", "trainer.max_steps=7"))
+    assert (whole["global_step"], first["global_step"]) == (15, 7)  # 5 steps an epoch; 7: in epoch 2, warming up
+    shutil.copy(first["last_ckpt"], tmp_path / "step7.ckpt")
+    resumed = train(make_cfg(tmp_path / "parts", digits_cache, *common, "trainer.max_epochs=3",
+                             f"ckpt_path={first['last_ckpt']}"))
+    a, b = load_checkpoint(whole["last_ckpt"]), load_checkpoint(resumed["last_ckpt"])
+    assert resumed["global_step"] == 15
+    assert max((a["state_dict"][k] - b["state_dict"][k]).abs().max().item() for k in a["state_dict"]) <= 1e-6
+    assert a["lr_schedulers"] == b["lr_schedulers"] and b["lr_schedulers"][0]["_schedulers"][1]["T_max"] == 1
+    biases = [n for n, _ in ClassifierModule("lenet5", 10, 32, 1).named_parameters() if n.endswith(".bias")]
+    assert [len(g["params"]) for g in b["optimizer_states"][0]["param_groups"]][1] == len(biases) == 5
+
+    longer = train(make_cfg(tmp_path / "longer", digits_cache, *common, "trainer.max_epochs=5", "schedule.replan=true",
+                            f"ckpt_path={tmp_path / 'step7.ckpt'}"))
+    state = load_checkpoint(longer["last_ckpt"])["lr_schedulers"][0]
+    assert longer["global_step"] == 25 and state["_milestones"] == [2]
+    assert state["_schedulers"][1]["T_max"] == 3 and state["_schedulers"][0]["total_iters"] == 2  # 5 - 2; as it was
