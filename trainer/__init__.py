@@ -18,10 +18,21 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent  # the checkout: conf/ beside it, the git commit a run records
 CONF = PROJECT / "conf"
 
-try:  # ${minus:a,b} in conf/: a cosine runs over the epochs after its warm-up (conf/schedule/cosine.yaml). Registered
-    from omegaconf import OmegaConf  # here, where every command and test that composes a config passes
+
+
+def _model_input(name: str, part: str) -> int:
+    """A network's design input, ``size`` or ``channels``, from the one place that says it (torch-free)."""
+    from models.catalogue import CATALOGUE
+
+    channels, size, _ = CATALOGUE[name].input_shape
+    return {"size": size, "channels": channels}[part]
+
+
+try:  # The resolvers of conf/, registered here, where every command and test that composes a config passes:
+    from omegaconf import OmegaConf  # ${minus:a,b}: a cosine over the epochs after its warm-up (schedule/cosine.yaml)
 
     OmegaConf.register_new_resolver("minus", lambda a, b: a - b, replace=True)
+    OmegaConf.register_new_resolver("model_input", _model_input, replace=True)  # conf/model_base/classifier.yaml
 except ImportError:  # tools/gpu_check's installer runs on the standard library alone, before OmegaConf exists
     pass
 

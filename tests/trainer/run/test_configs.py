@@ -23,6 +23,9 @@ def test_every_model_has_a_config_and_matches_the_registry(tmp_path, digits_cach
     for name in list_models():
         cfg = make_cfg(tmp_path, digits_cache, f"model={name}")
         assert (cfg.model.in_channels, cfg.model.input_size, cfg.model.input_size) == input_shape(name)
+        own = OmegaConf.load(CONF / "model" / f"{name}.yaml")  # the shape is the catalogue's alone
+        assert own.model_name == name and not {"input_size", "in_channels", "_target_"} & set(own)
+    assert make_cfg(tmp_path, digits_cache, "model=resnet18", "model.input_size=64").model.input_size == 64
 
 
 @pytest.mark.parametrize("name", ["lenet5", "alexnet", "resnet18"])
