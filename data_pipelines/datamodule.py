@@ -96,7 +96,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         num_workers: DALI CPU threads per process, or ``auto``: the CPUs the process may use, less one
             (``dali_threads``); 0 is taken as 1 (DALI always has a thread of its own).
         hw_decoder_load: with ``mixed``, the share of JPEGs the hardware decoder of an A100/H100 takes
-            (DALI's default 0.65; the rest goes to nvJPEG's CUDA decoder).
+            (``None``: DALI's default, ``dali_loader.HW_DECODER_LOAD``; the rest goes to nvJPEG's CUDA decoder).
         mmap: DALI memory-maps the files (its default); ``False`` reads them instead (``dont_use_mmap``),
             which DALI's documentation advises on network file systems.
         name: short data set name used in run names.
@@ -108,7 +108,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                  resize_size: int = 256, channels: int = 3, preset: str = "alexnet", eval_protocol: str = "center",
                  scale_range: tuple[int, int] | None = (256, 480), decoder: str = "auto",
                  num_workers: int | str = "auto",
-                 hw_decoder_load: float = HW_DECODER_LOAD, mmap: bool = True, name: str = "imagenet",
+                 hw_decoder_load: float | None = None, mmap: bool = True, name: str = "imagenet",
                  seed: int = 0, how_to_make: str | None = None, eval_scales: list[int] | None = None) -> None:
         super().__init__()
         for value, valid, key in ((preset, PRESETS, "preset"), (eval_protocol, EVAL_PROTOCOLS, "eval_protocol"),
@@ -118,7 +118,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.root = root if root not in (None, "") else os.environ.get("IMAGENET_ROOT")
         self.num_classes, self.batch_size, self.name, self.seed = num_classes, batch_size, name, seed
         self.how_to_make = how_to_make
-        self.decoder, self.num_workers, self.hw_decoder_load, self.mmap = decoder, num_workers, hw_decoder_load, mmap
+        self.decoder, self.num_workers, self.mmap = decoder, num_workers, mmap
+        self.hw_decoder_load = HW_DECODER_LOAD if hw_decoder_load is None else hw_decoder_load
         whole = image_size if preset in DIGIT_PRESETS else resize_size  # a digit's whole image is its field
         scales = tuple(eval_scales or ((whole,) if eval_protocol == "dense" else ()))
         if eval_protocol == "multiscale" and len(scales) < 2:

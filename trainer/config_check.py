@@ -92,7 +92,8 @@ RULES: dict[str, Rule] = {
     "data.image_size": at_least(8),
     "data.resize_size": at_least(1, or_none=True),
     "data.scale_range": size_range(),
-    "data.hw_decoder_load": between(0, 1),
+    "data.hw_decoder_load": Rule(lambda v: v is None or (_number(v) and 0 <= v <= 1), "null (DALI's default), or "
+                                "a number in [0, 1]", 2),
     "model.input_size": at_least(8),
     "model.in_channels": Rule(lambda v: v in (1, 3) and _int(v), "1 (grey) or 3 (RGB)", 2),
     "model.dropout": between(0, 1, high_open=True),
