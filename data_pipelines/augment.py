@@ -12,7 +12,7 @@ import numpy as np
 import nvidia.dali.math as dmath
 from nvidia.dali import fn, types
 
-from .protocols import DENSE_PROTOCOLS, EVAL_PROTOCOLS  # noqa: F401 (augment's names, as before)
+from .protocols import AUTO_AUGMENTS, DENSE_PROTOCOLS, EVAL_PROTOCOLS  # noqa: F401 (augment's names, as before)
 
 # Krizhevsky et al. 2012, section 4.1: PCA over ImageNet's RGB pixels, 0-255 scale.
 PCA_STDEV = np.array([19.7208, 37.0939, 121.7801], dtype=np.float32)  # sqrt of the eigenvalues
@@ -35,6 +35,9 @@ DIGIT_PRESETS = ("digits", "mnist", "mnist_distorted")  # a digit placed in a la
 # vertical translations, scaling, squeezing and horizontal shearing"); the paper gives no ranges, these
 # are ours: shifts of up to 2 px, scale +-10 %, squeeze +-10 %, shear +-0.15
 DISTORTION = dict(shift=2.0, scale=0.1, squeeze=0.1, shear=0.15)
+# torchvision's RandomErasing: a box of 2-33 % of the image, aspect ratio log-uniform in [0.3, 3.3], set to 0 after
+# normalisation (the mean colour)
+ERASE_AREA, ERASE_RATIO = (0.02, 0.33), (0.3, 3.3)
 # tencrop: the four corners and the centre (crop_pos x, y), each also mirrored (AlexNet section 4.1)
 TEN_CROP_POSITIONS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))
 
@@ -131,9 +134,32 @@ def prepared_crop(encoded, decode: dict, image_size: int, resize_size: int, squa
                                                        crop_pos_y=pos_y)
 
 
+def trivial_augment(images):
+    """TrivialAugment Wide on HWC uint8 images: one operation of its suite, at a random magnitude of 31 bins, per
+    image (needs a pipeline with ``enable_conditionals``)."""
+    from nvidia.dali.auto_aug import trivial_augment as ta
+
+    return ta.trivial_augment_wide(images)
+
+
+def random_erase(images, probability: float, size: int):
+    """torchvision's ``RandomErasing`` on normalised CHW images ``size`` px square: with ``probability``, a box of
+    ``ERASE_AREA`` of the image at an aspect ratio log-uniform in ``ERASE_RATIO`` is set to 0. (torchvision retries
+    a box that does not fit up to 10 times; here its sides are cut to the image.)"""
+    area = fn.random.uniform(range=list(ERASE_AREA)) * float(size * size)
+    ratio = dmath.exp(fn.random.uniform(range=[float(np.log(ERASE_RATIO[0])), float(np.log(ERASE_RATIO[1]))]))
+    height = dmath.min(dmath.sqrt(area * ratio), float(size))
+    width = dmath.min(dmath.sqrt(area / ratio), float(size))
+    on = fn.cast(fn.random.coin_flip(probability=probability), dtype=types.FLOAT)
+    top = fn.random.uniform(range=[0.0, 1.0]) * (size - height)
+    left = fn.random.uniform(range=[0.0, 1.0]) * (size - width)
+    return fn.erase(images, anchor=fn.stack(top, left), shape=fn.stack(height * on, width * on), axis_names="HW",
+                    fill_value=0.0)
+
+
 def train_images(encoded, decode: dict, preset: str, image_size: int, resize_size: int, channels: int,
                  scale_range: tuple[int, int] = (256, 480), prepared_side: int | None = None,
-                 prepared_square: bool = False):
+                 prepared_square: bool = False, auto_augment: str | None = None, erase: float = 0.0):
     """The training augmentation of ``preset``.
 
     Args:
@@ -152,6 +178,8 @@ def train_images(encoded, decode: dict, preset: str, image_size: int, resize_siz
         prepared_side: the shorter side of every image when the data is a prepared copy
             (``prepare resize``); equal to ``resize_size``, the ``alexnet`` preset only crops and flips.
         prepared_square: the prepared copy kept the centre square (``prepare resize --square``).
+        auto_augment: ``trivial_augment`` (``trivial_augment``, before the normalisation), or None.
+        erase: the probability of ``random_erase`` (after the normalisation); 0: never.
     """
     mean, std = normalization(preset, channels)
     mirror, crop = fn.random.coin_flip(), {}
@@ -175,8 +203,11 @@ def train_images(encoded, decode: dict, preset: str, image_size: int, resize_siz
             images = distorted(images, image_size)
     else:
         raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(PRESETS)}")
-    return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std,
-                                    mirror=mirror, **crop)
+    if auto_augment == "trivial_augment":
+        images = trivial_augment(images)
+    images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std,
+                                      mirror=mirror, **crop)
+    return random_erase(images, erase, image_size) if erase else images
 
 
 def eval_images(encoded, decode: dict, protocol: str, preset: str, image_size: int, resize_size: int,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from .augment import DENSE_PROTOCOLS, DIGIT_PRESETS, EVAL_PROTOCOLS, PRESETS
+from .augment import AUTO_AUGMENTS, DENSE_PROTOCOLS, DIGIT_PRESETS, EVAL_PROTOCOLS, PRESETS
 from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
 from .layout import DataConfigError, DataLayoutError, Listing, check_class_count, list_dataset, take_listed_before_start
@@ -102,6 +102,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         name: short data set name used in run names.
         how_to_make: the command that makes ``root`` when it does not exist (said in the error).
         seed: with the epoch and the data-parallel replica, picks the sample order and augmentation.
+        auto_augment: ``trivial_augment``: TrivialAugment Wide on every training image (``augment.train_images``);
+            ``None``: none.
+        random_erase: the probability that a training image has a random box erased (torchvision's
+            ``RandomErasing``); 0: never.
     """
 
     def __init__(self, root: str | None, num_classes: int, batch_size: int = 128, image_size: int = 224,
@@ -109,12 +113,17 @@ class ImageFolderDataModule(pl.LightningDataModule):
                  scale_range: tuple[int, int] | None = (256, 480), decoder: str = "auto",
                  num_workers: int | str = "auto",
                  hw_decoder_load: float | None = None, mmap: bool = True, name: str = "imagenet",
-                 seed: int = 0, how_to_make: str | None = None, eval_scales: list[int] | None = None) -> None:
+                 seed: int = 0, how_to_make: str | None = None, eval_scales: list[int] | None = None,
+                 auto_augment: str | None = None, random_erase: float = 0.0) -> None:
         super().__init__()
         for value, valid, key in ((preset, PRESETS, "preset"), (eval_protocol, EVAL_PROTOCOLS, "eval_protocol"),
                                   (decoder, DECODERS, "decoder")):
             if value not in valid:
                 raise DataConfigError(f"data.{key}={value} is not one of {', '.join(valid)}")
+        if auto_augment not in (None, *AUTO_AUGMENTS):
+            raise DataConfigError(f"data.auto_augment={auto_augment} is not null or {', '.join(AUTO_AUGMENTS)}")
+        if auto_augment and channels == 1:  # DALI's suite on one channel corrupted the heap (glibc abort), measured
+            raise DataConfigError(f"data.auto_augment={auto_augment} works on RGB images, not grey ones (channels=1)")
         self.root = root if root not in (None, "") else os.environ.get("IMAGENET_ROOT")
         self.num_classes, self.batch_size, self.name, self.seed = num_classes, batch_size, name, seed
         self.how_to_make = how_to_make
@@ -128,7 +137,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
                                   f"data.eval_scales=[224,256,384,480,640] (ResNet's)")
         self.graph = dict(preset=preset, protocol=eval_protocol, image_size=image_size, resize_size=resize_size,
                           channels=channels, scale_range=tuple(scale_range) if scale_range else None,
-                          scales=scales if eval_protocol in DENSE_PROTOCOLS else ())
+                          scales=scales if eval_protocol in DENSE_PROTOCOLS else (), auto_augment=auto_augment,
+                          random_erase=float(random_erase))
         self.threads, self.threads_how = 1, ""  # set in setup(), once the processes are known
         self.classes: list[str] = []
         self.listing: Listing | None = None

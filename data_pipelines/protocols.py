@@ -1,4 +1,5 @@
-"""The test protocols by name (no DALI here: the commands check a name before their heavy imports).
+"""The test protocols and the automatic augmentations by name (no DALI here: the commands check a name before their
+heavy imports).
 
 center: one centre crop; tencrop: the four corners and the centre, each also mirrored (AlexNet section 4.1);
 dense: the whole image at one test scale, the network applied fully convolutionally (models/dense.py);
@@ -8,3 +9,6 @@ its largest and the loader cuts every image back out (dali_loader.py). ``augment
 
 EVAL_PROTOCOLS = ("center", "tencrop", "dense", "multiscale")
 DENSE_PROTOCOLS = ("dense", "multiscale")
+# data.auto_augment's choices besides null: TrivialAugment Wide (Müller & Hutter 2021; torchvision's --auto-augment
+# ta_wide), DALI's own (nvidia.dali.auto_aug), on the decoded image before normalisation (augment.py)
+AUTO_AUGMENTS = ("trivial_augment",)

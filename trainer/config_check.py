@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from data_pipelines.protocols import EVAL_PROTOCOLS
+from data_pipelines.protocols import AUTO_AUGMENTS, EVAL_PROTOCOLS
 from data_pipelines.sharding import batch_refusal
 
 from . import target_is
@@ -92,6 +92,7 @@ RULES: dict[str, Rule] = {
     "data.image_size": at_least(8),
     "data.resize_size": at_least(1, or_none=True),
     "data.scale_range": size_range(),
+    "data.random_erase": between(0, 1),
     "data.hw_decoder_load": Rule(lambda v: v is None or (_number(v) and 0 <= v <= 1), "null (DALI's default), or "
                                 "a number in [0, 1]", 2),
     "model.input_size": at_least(8),
@@ -145,6 +146,7 @@ RULES: dict[str, Rule] = {
                                             "16-mixed, bf16-mixed, 16-true, bf16-true, 64-true, transformer-engine, "
                                             "transformer-engine-float16, or Lightning's short forms 32, 16, bf16, 64"),
     "data.eval_protocol": one_of(EVAL_PROTOCOLS),
+    "data.auto_augment": Rule(lambda v: v is None or v in AUTO_AUGMENTS, f"null, or {', '.join(AUTO_AUGMENTS)}", "ta"),
 }
 _ABSENT = object()
 
@@ -182,6 +184,11 @@ def check_values(cfg: DictConfig) -> None:
     if refusal:
         raise ConfigValueError(refusal)
     check_warmup(cfg)
+    if OmegaConf.select(cfg, "data.auto_augment", default=None) and OmegaConf.select(cfg, "data.channels",
+                                                                                   default=3) == 1:
+        raise ConfigValueError(f"data.auto_augment={cfg.data.auto_augment} works on RGB images, and this model reads "
+                               f"grey ones (model.in_channels=1): DALI's suite of colour operations does not take "
+                               f"one channel; set data.auto_augment=null")
     if OmegaConf.select(cfg, "schedule.restart_lr", default=None) and not OmegaConf.select(cfg, "ckpt_path",
                                                                                            default=None):
         raise ConfigValueError("schedule.restart_lr restarts a resumed run's schedule: give the checkpoint with "

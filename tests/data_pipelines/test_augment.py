@@ -80,3 +80,55 @@ def test_grey_images_for_lenet(tmp_path):
                       channels=1)
     assert x.shape == (1, 1, 32, 32)
     assert len(torch.unique(x)) == 2  # the digit and the black field around it (shifted by up to 2 px)
+
+
+def test_trivial_augment_and_erasing_change_images_keep_shapes_and_labels_and_follow_the_seed(jpegs):
+    labels = [3, 1, 4, 1, 5, 9, 2, 6]
+    plain = batches(jpegs, labels, preset="inception")
+    both = batches(jpegs, labels, preset="inception", auto_augment="trivial_augment", random_erase=1.0)
+    again = batches(jpegs, labels, preset="inception", auto_augment="trivial_augment", random_erase=1.0)
+    for (x, y), (x_plain, y_plain), (x_again, y_again) in zip(both, plain, again):
+        assert x.shape == x_plain.shape == (4, 3, 224, 224) and torch.equal(y, y_plain)
+        assert torch.equal(x, x_again) and torch.equal(y, y_again)  # the same seed, the same images
+    images = torch.cat([x for x, _ in both])
+    assert not torch.equal(images, torch.cat([x for x, _ in plain]))
+    erased = (images == 0).all(dim=1).flatten(1).float().mean(1)  # each image's share of all-zero pixels
+    assert ((erased >= 0.015) & (erased <= 0.34)).all(), erased  # one box of 2-33 % of the image, every time
+    other_seed = torch.cat([x for x, _ in batches(jpegs, labels, preset="inception", seed=1,
+                                                  auto_augment="trivial_augment", random_erase=1.0)])
+    assert not torch.equal(images, other_seed)
+    never = torch.cat([x for x, _ in batches(jpegs, labels, preset="inception", random_erase=0.0)])
+    assert (never == 0).all(dim=1).flatten(1).float().mean(1).max() < 0.01
+    (val, _), _ = batches(jpegs, labels, train=False, auto_augment="trivial_augment", random_erase=1.0)
+    (val_plain, _), _ = batches(jpegs, labels, train=False)
+    assert torch.equal(val, val_plain)  # validation is never augmented
+
+
+def test_trivial_augment_resumes_mid_epoch_exactly(jpegs):
+    settings = dict(preset="inception", auto_augment="trivial_augment", random_erase=0.5, batch_size=2)
+    whole = batches(jpegs, **settings)
+    files, labels = jpegs, list(range(len(jpegs)))
+    base = dict(batch_size=2, train=True, protocol="center", image_size=224, resize_size=256, channels=3,
+                num_threads=1, preset="inception", auto_augment="trivial_augment", random_erase=0.5)
+    stopped = DALILoader(files, labels, **base)
+    for i, _ in enumerate(stopped):
+        if i == 1:
+            break
+    resumed = DALILoader(files, labels, **base)
+    resumed.load_state_dict(stopped.state_dict())
+    for (x, y), (x_ref, y_ref) in zip(list(resumed), whole[2:]):
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
+def test_trivial_augment_on_grey_images_is_refused_before_dali_runs(tmp_path, digits_cache):
+    from data_pipelines import DigitsDataModule
+    from data_pipelines.layout import DataConfigError
+    from helpers import make_cfg
+    from trainer.config_check import ConfigValueError, check_values
+
+    with pytest.raises(ConfigValueError, match=r"data.auto_augment=trivial_augment works on RGB images, and this "
+                                               r"model reads grey ones \(model.in_channels=1\)"):
+        check_values(make_cfg(tmp_path, digits_cache, "data.auto_augment=trivial_augment"))  # LeNet-5's digits
+    with pytest.raises(DataConfigError, match="works on RGB images, not grey ones"):
+        DigitsDataModule(str(digits_cache / "digits"), 10, channels=1, auto_augment="trivial_augment")
+    check_values(make_cfg(tmp_path, digits_cache, "model=resnet18", "data.auto_augment=trivial_augment"))

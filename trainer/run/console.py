@@ -7,7 +7,7 @@ time and source (``conf/hydra/job_logging/console.yaml``: ``OnTheConsole`` lets 
 records and every warning), W&B's banner and closing block are silenced (``WANDB_SILENT``; the summary says
 where the W&B run is), and Lightning's model summary is replaced by the opening block's model line.
 
-Five messages of the pinned libraries are not worth a user's attention, and are filtered here at their
+Six messages of the pinned libraries are not worth a user's attention, and are filtered here at their
 source, each by its exact text or setting, so every other warning shows.
 
 - Lightning's "The `srun` command is available on your system but is not used": printed on any machine
@@ -20,6 +20,9 @@ source, each by its exact text or setting, so every other warning shows.
   which W&B 0.31 counts as set; the setting is dropped before ``wandb.init`` (``results/tracking.wandb_logger``).
 - Lightning's "Checkpoint directory ... exists and is not empty": said on the documented resume path, where
   the folder is the run's own; a new run always has a folder of its own (``trainer/run/run_folder.py``).
+- DALI's "`nvidia.dali.fn.experimental.equalize` is now deprecated" (and ``.filter``): its own TrivialAugment
+  suite (``nvidia.dali.auto_aug``, ``data.auto_augment=trivial_augment``) calls the old names, at every epoch's
+  pipeline; DALI raises it under a filter of its own, so it is dropped on its way to the console.
 """
 
 import io
@@ -33,11 +36,17 @@ from datetime import datetime
 from pathlib import Path
 
 LIGHTNING_TIP = "Tip: For seamless cloud logging"
+DALI_OWN_ALIAS = re.compile(r"`nvidia\.dali\.fn\.experimental\.(equalize|filter)` is now deprecated")
 
 
 class _DropTip(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return LIGHTNING_TIP not in record.getMessage()
+
+
+class _DropDaliAlias(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not DALI_OWN_ALIAS.search(record.getMessage())
 
 
 OURS = ("trainer", "data_pipelines", "models", "hydra_plugins", "__main__")
@@ -77,6 +86,9 @@ def quiet_known_noise() -> None:
         target = logging.getLogger(name)
         if not any(isinstance(f, _DropTip) for f in target.filters):
             target.addFilter(_DropTip())
+    warning_log = logging.getLogger("py.warnings")
+    if not any(isinstance(f, _DropDaliAlias) for f in warning_log.filters):
+        warning_log.addFilter(_DropDaliAlias())
     lightning_through_the_root()
 
 

@@ -3,7 +3,7 @@ exactly, and its warmed-up cosine re-plans. End to end: a ``slow`` file (tests/c
 
 import shutil
 
-from helpers import make_cfg
+from helpers import make_cfg, run_cli
 from trainer.run.checkpoints import load_checkpoint
 from trainer.run.module import ClassifierModule
 from trainer.train import train
@@ -34,3 +34,19 @@ def test_a_run_with_the_modern_options_resumes_exactly_and_its_warmed_up_cosine_
     state = load_checkpoint(longer["last_ckpt"])["lr_schedulers"][0]
     assert longer["global_step"] == 25 and state["_milestones"] == [2]
     assert state["_schedulers"][1]["T_max"] == 3 and state["_schedulers"][0]["total_iters"] == 2  # 5 - 2; as it was
+
+
+def test_every_modern_option_on_the_command_line_trains_with_a_quiet_console(tmp_path, digits_cache):
+    """Each option of the modern recipe at once, as a user types them: the run trains, says its warm-up, and the
+    console has no warning (DALI's TrivialAugment suite raises DALI's own deprecations at every epoch:
+    trainer/run/console.py drops them)."""
+    result = run_cli("trainer", "model=resnet18", "model.input_size=64", "debug=tiny", "trainer.max_epochs=2",
+                     "data.auto_augment=trivial_augment", "data.random_erase=0.1", "model.label_smoothing=0.1",
+                     "model.mixup_alpha=0.2", "model.cutmix_alpha=1.0", "schedule.warmup_epochs=1",
+                     "optim.norm_weight_decay=0.0", cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)},
+                     timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert "1 warm-up epochs, then CosineAnnealingLR, 2 epochs" in console
+    assert "epoch 2/2: val top-1 error" in console
+    assert not [line for line in console.splitlines() if line.startswith("warning:")], console[-3000:]
