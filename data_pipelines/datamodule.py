@@ -106,6 +106,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
             ``None``: none.
         random_erase: the probability that a training image has a random box erased (torchvision's
             ``RandomErasing``); 0: never.
+        train_image_size: the side of the training crops when it differs from ``image_size``, which validation
+            crops (torchvision's ResNet-50 V2 recipe trains at 176 and validates at 224 from a shorter side of
+            232, Touvron et al. 2019's "train-test resolution discrepancy"); ``None``: ``image_size``.
     """
 
     def __init__(self, root: str | None, num_classes: int, batch_size: int = 128, image_size: int = 224,
@@ -114,7 +117,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
                  num_workers: int | str = "auto",
                  hw_decoder_load: float | None = None, mmap: bool = True, name: str = "imagenet",
                  seed: int = 0, how_to_make: str | None = None, eval_scales: list[int] | None = None,
-                 auto_augment: str | None = None, random_erase: float = 0.0) -> None:
+                 auto_augment: str | None = None, random_erase: float = 0.0,
+                 train_image_size: int | None = None) -> None:
         super().__init__()
         for value, valid, key in ((preset, PRESETS, "preset"), (eval_protocol, EVAL_PROTOCOLS, "eval_protocol"),
                                   (decoder, DECODERS, "decoder")):
@@ -139,6 +143,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                           channels=channels, scale_range=tuple(scale_range) if scale_range else None,
                           scales=scales if eval_protocol in DENSE_PROTOCOLS else (), auto_augment=auto_augment,
                           random_erase=float(random_erase))
+        self.train_image_size = train_image_size or image_size
         self.threads, self.threads_how = 1, ""  # set in setup(), once the processes are known
         self.classes: list[str] = []
         self.listing: Listing | None = None
@@ -191,13 +196,17 @@ class ImageFolderDataModule(pl.LightningDataModule):
                                   "use data.decoder=auto or cpu")
         return decoder, (device.index or 0) if decoder == "mixed" else None
 
+    def graph_for(self, train: bool) -> dict:
+        """The pipeline's settings for training or for validation (their crops may differ: ``train_image_size``)."""
+        return {**self.graph, "image_size": self.train_image_size} if train else self.graph
+
     def _loader(self, split: str, train: bool) -> DALILoader:
         rank, replicas = data_parallel_rank_and_size(self.trainer)
         decoder, device_id = self.decoder_for_device()
         files, labels = self.listing.files[split], self.listing.labels[split]
         epoch = (lambda: self.trainer.current_epoch) if train and self.trainer is not None else (lambda: 0)
         return DALILoader(files, labels, file_root=self.listing.root, mmap=self.mmap,
-                          batch_size=self.per_process_batch_size, train=train, **self.graph, seed=self.seed,
+                          batch_size=self.per_process_batch_size, train=train, **self.graph_for(train), seed=self.seed,
                           epoch_fn=epoch, rank=rank, replicas=replicas, device_id=device_id,
                           decoder=decoder, num_threads=self.threads, hw_decoder_load=self.hw_decoder_load)
 
@@ -212,7 +221,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                                                                             replace=False)
         decoder, device_id = self.decoder_for_device()
         loader = DALILoader([files[i] for i in pick], labels[pick], file_root=self.listing.root, mmap=self.mmap,
-                            batch_size=min(len(pick), 100), train=True, **self.graph, seed=self.seed + 1,
+                            batch_size=min(len(pick), 100), train=True, **self.graph_for(True), seed=self.seed + 1,
                             epoch_fn=lambda: epoch, rank=0, replicas=1, device_id=device_id, decoder=decoder,
                             num_threads=self.threads, hw_decoder_load=self.hw_decoder_load)
         return torch.cat([images for images, _ in loader])[:len(pick)]

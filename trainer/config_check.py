@@ -90,6 +90,7 @@ RULES: dict[str, Rule] = {
     "data.num_workers": at_least(1, or_auto=True),
     "cpu_threads": at_least(1, or_auto=True),  # DALI threads: it always has one (not DataLoader's 0)
     "data.image_size": at_least(8),
+    "data.train_image_size": at_least(8, or_none=True),
     "data.resize_size": at_least(1, or_none=True),
     "data.scale_range": size_range(),
     "data.random_erase": between(0, 1),

@@ -125,6 +125,26 @@ def test_imagenet_layout_batches(tmp_path):
     assert x.shape == (2, 3, 24, 24) and sorted(y.tolist()) == [0, 1]
 
 
+def test_training_crops_can_be_smaller_than_validations(tmp_path, digits_cache):
+    """torchvision's V2 recipe: train at 176, validate at 224 of a shorter side of 232 (here 16 / 24 of 28)."""
+    from helpers import make_cfg
+    from trainer.config_check import ConfigValueError, check_values
+
+    dm = ImageFolderDataModule(root=str(make_layout(tmp_path / "d")), num_classes=2, batch_size=2, image_size=24,
+                               resize_size=28, num_workers=1, preset="inception", train_image_size=16)
+    dm.setup()
+    (x, _), (xv, _) = next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))
+    assert x.shape == (2, 3, 16, 16) and xv.shape == (2, 3, 24, 24)
+    same = ImageFolderDataModule(root=str(tmp_path / "d"), num_classes=2, batch_size=2, image_size=24,
+                                 resize_size=28, num_workers=1, preset="inception")
+    same.setup()
+    assert next(iter(same.train_dataloader()))[0].shape == (2, 3, 24, 24)  # null: image_size
+    cfg = make_cfg(tmp_path, digits_cache, "model=resnet18", "data.train_image_size=176")
+    assert (cfg.data.train_image_size, cfg.data.image_size) == (176, 224)
+    with pytest.raises(ConfigValueError, match="data.train_image_size=4 is not allowed"):
+        check_values(make_cfg(tmp_path, digits_cache, "data.train_image_size=4"))
+
+
 def test_dense_views_are_each_whole_image_at_each_test_scale(tmp_path):
     """protocol=dense|multiscale: every image whole, its shorter side at each scale, each of its own size (not the
     padded batch's), normalised as the centre crop is."""

@@ -40,6 +40,9 @@ def make_venv(venv: Path, python: str, torch: str, torchvision: str) -> Path:
     """The target-like environment (made once; online); returns its python3."""
     py = venv / "bin" / "python3"
     if not (venv / ".ready").is_file():
+        if subprocess.run([python, "-c", ""], capture_output=True).returncode != 0:  # absent, or a pyenv shim
+            sys.exit(f"error: {python} does not run here; give the target's Python with --python PATH "
+                     f"(e.g. ~/.pyenv/versions/3.12.1/bin/python3.12)")
         subprocess.run([python, "-m", "venv", "--clear", str(venv)], check=True)
         packages = [p.format(torch=torch, torchvision=torchvision) for p in TARGET_SET]
         subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages], check=True)
