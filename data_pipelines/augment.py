@@ -12,7 +12,13 @@ import numpy as np
 import nvidia.dali.math as dmath
 from nvidia.dali import fn, types
 
-from .protocols import AUTO_AUGMENTS, DENSE_PROTOCOLS, EVAL_PROTOCOLS  # noqa: F401 (augment's names, as before)
+from .protocols import (  # noqa: F401 (augment's names, as before)
+    AUTO_AUGMENTS,
+    DENSE_PROTOCOLS,
+    DIGIT_PRESETS,
+    EVAL_PROTOCOLS,
+    PRESETS,
+)
 
 # Krizhevsky et al. 2012, section 4.1: PCA over ImageNet's RGB pixels, 0-255 scale.
 PCA_STDEV = np.array([19.7208, 37.0939, 121.7801], dtype=np.float32)  # sqrt of the eigenvalues
@@ -29,8 +35,6 @@ IMAGENET_STD = (58.395, 57.12, 57.375)      # (0.229, 0.224, 0.225) x 255
 # to 255 (ink). ImageNet's statistics would put the background at -2 and saturate the first tanh layers.
 LENET_MEAN, LENET_STD = 20.0, 200.0
 
-PRESETS = ("alexnet", "resnet", "inception", "digits", "mnist", "mnist_distorted")
-DIGIT_PRESETS = ("digits", "mnist", "mnist_distorted")  # a digit placed in a larger field (LeNet-5's input)
 # LeNet-5's distortions (LeCun et al. 1998, section III.C: "planar affine transformations: horizontal and
 # vertical translations, scaling, squeezing and horizontal shearing"); the paper gives no ranges, these
 # are ours: shifts of up to 2 px, scale +-10 %, squeeze +-10 %, shear +-0.15

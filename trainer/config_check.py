@@ -124,6 +124,9 @@ RULES: dict[str, Rule] = {
     "schedule.scheduler.patience": at_least(0),
     "schedule.scheduler.threshold": non_negative(),
     "schedule.scheduler.T_max": at_least(1),
+    "ema.decay": Rule(lambda v: v is None or (_number(v) and 0 < v < 1), "null, or a number in (0, 1)", 1),
+    "ema.every_n_steps": at_least(1),
+    "eval_weights": one_of(("live", "ema")),
     "schedule.warmup_epochs": at_least(0),
     "schedule.warmup_factor": between(0, 1, low_open=True),
     "schedule.restart_lr": Rule(lambda v: v is None or (_number(v) and v > 0), "null, or a number > 0", -1),
@@ -185,6 +188,7 @@ def check_values(cfg: DictConfig) -> None:
     if refusal:
         raise ConfigValueError(refusal)
     check_warmup(cfg)
+    check_ema(cfg)
     if OmegaConf.select(cfg, "data.auto_augment", default=None) and OmegaConf.select(cfg, "data.channels",
                                                                                    default=3) == 1:
         raise ConfigValueError(f"data.auto_augment={cfg.data.auto_augment} works on RGB images, and this model reads "
@@ -195,6 +199,18 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigValueError("schedule.restart_lr restarts a resumed run's schedule: give the checkpoint with "
                                "ckpt_path=...; a new run starts at optim.lr")
     check_named_files_and_rows(cfg)
+
+
+def check_ema(cfg: DictConfig) -> None:
+    """``eval_weights=ema`` needs an average, and the two-GPU split's towers are not averaged (yet)."""
+    decay = OmegaConf.select(cfg, "ema.decay", default=None)
+    if OmegaConf.select(cfg, "eval_weights", default="live") == "ema" and not decay:
+        raise ConfigValueError("eval_weights=ema reports the weights' moving average, but there is none "
+                               "(ema.decay=null): set ema.decay (e.g. 0.99998, torchvision's), or eval_weights=live")
+    if decay and OmegaConf.select(cfg, "strategy.name", default=None) == "two_gpu_split":
+        raise ConfigValueError("ema.decay with strategy=two_gpu_split: each tower would average its half, and the "
+                               "checkpoint joins the towers' trained weights only, not their averages (not built "
+                               "yet); use strategy=ddp, or ema.decay=null")
 
 
 def check_warmup(cfg: DictConfig) -> None:

@@ -43,7 +43,8 @@ NOTHING_TO_EVALUATE = ("nothing to evaluate: pass ckpt_path=outputs/<model>/<run
 
 
 def model_override(overrides: list[str]) -> list[str]:
-    """Adds ``model=<the checkpoint's model>`` unless the command line chose one.
+    """Adds ``model=<the checkpoint's model>`` and the input it was trained at (``model.input_size``,
+    ``model.in_channels``), each unless the command line chose it.
 
     Raises:
         CheckpointError: the checkpoint cannot be read (``load_checkpoint``'s one line).
@@ -53,8 +54,13 @@ def model_override(overrides: list[str]) -> list[str]:
     path = override_value(overrides, "ckpt_path")
     if not path:
         return overrides  # evaluate() says that ckpt_path is missing
-    name = (load_checkpoint(path, mmap=True).get("hyper_parameters") or {}).get("model_name")  # weights not read
-    return [*overrides, f"model={name}"] if name and override_value(overrides, "model") is None else overrides
+    hparams = load_checkpoint(path, mmap=True).get("hyper_parameters") or {}  # the weights are not read
+    if not hparams.get("model_name"):
+        return overrides
+    added = [f"model={hparams['model_name']}"] if override_value(overrides, "model") is None else []
+    added += [f"model.{key}={hparams[key]}" for key in ("input_size", "in_channels")
+              if key in hparams and override_value(overrides, f"model.{key}") is None]
+    return [*overrides, *added]
 
 
 def test_scales(cfg: DictConfig, references) -> list[int] | None:
@@ -65,7 +71,7 @@ def test_scales(cfg: DictConfig, references) -> list[int] | None:
     Raises:
         ConfigValueError: ``multiscale`` with no scales given and none in the model's rows.
     """
-    from data_pipelines.augment import DENSE_PROTOCOLS
+    from data_pipelines.protocols import DENSE_PROTOCOLS
 
     if cfg.protocol not in DENSE_PROTOCOLS:
         return None
@@ -92,7 +98,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from .parallel.devices import check_gpus_usable
     from .parallel.fast_path import resolve, runs_on_cuda
-    from .run.checkpoints import CheckpointError, check_compatible
+    from .run.checkpoints import CheckpointError, check_compatible, checkpoint_weights
 
     resume_collector()  # paused by main() for the imports
     console.quiet_known_noise()  # the console as a run's: Lightning's and W&B's lines go to run.log only
@@ -105,7 +111,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     references = references_for(cfg.model.model_name, cfg.get("compare_with"))
     cfg.data.eval_protocol = cfg.protocol
     cfg.data.eval_scales = test_scales(cfg, references)
-    from data_pipelines.augment import DIGIT_PRESETS
+    from data_pipelines.protocols import DIGIT_PRESETS
 
     if cfg.protocol == "tencrop" and cfg.data.get("preset") in DIGIT_PRESETS:
         print(f"warning: protocol=tencrop on {cfg.data.image_size} px inputs: on digits the ten views are the whole "
@@ -122,7 +128,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         print("note: torchvision's weights expect mean/std normalisation: evaluating with data.preset=resnet's")
     datamodule, module = instantiate(cfg.data), instantiate(cfg.model)  # model.weights are loaded here
     if ckpt:
-        module.load_state_dict(ckpt["state_dict"])  # the checkpoint is read once
+        module.load_state_dict(checkpoint_weights(ckpt, cfg.get("eval_weights", "live"), cfg.ckpt_path))  # read once
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
                          benchmark=cfg.trainer.benchmark, logger=False, enable_checkpointing=False,
                          # on a terminal only: off one (a log file, a Slurm job) a bar leaves only its frames
@@ -135,6 +141,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     fields = {f"eval/{cfg.protocol}/top1_err": top1, f"eval/{cfg.protocol}/top5_err": top5,
               f"eval/{cfg.protocol}/images": images, f"eval/{cfg.protocol}/set_images": set_images,
               f"eval/{cfg.protocol}/scales": list(datamodule.graph["scales"]) or None,
+              f"eval/{cfg.protocol}/weights": cfg.get("eval_weights", "live") if ckpt else None,
               **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name, cfg.data.get("preset"), partial)}
     fields = {k: v for k, v in fields.items() if v is not None}
     if ckpt.get("wandb_run_id") and tracking.uses_wandb(cfg.get("logger")):  # into the training's W&B run

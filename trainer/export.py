@@ -27,7 +27,7 @@ from models import create_model
 from models.weights import NET_PREFIX, TORCHVISION_NAMES
 
 from .cli import REFUSED
-from .run.checkpoints import CheckpointError, load_checkpoint
+from .run.checkpoints import CheckpointError, checkpoint_weights, load_checkpoint
 
 ONNX_TOLERANCE = 1e-4  # largest |onnxruntime - PyTorch| over the batch, relative to the largest logit
 ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB per message, less room for the graph itself
@@ -37,14 +37,16 @@ class ExportError(ValueError):
     """A checkpoint or an output that cannot be exported to (the message says why)."""
 
 
-def network_from_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
-    """The checkpoint's network in evaluation mode, and its hyperparameters."""
+def network_from_checkpoint(path: Path, weights: str = "live") -> tuple[torch.nn.Module, dict]:
+    """The checkpoint's network in evaluation mode, with its trained weights or their moving average (``weights``:
+    ``live`` or ``ema``), and its hyperparameters."""
     ckpt = load_checkpoint(path)
     hparams = ckpt.get("hyper_parameters")
     if not isinstance(hparams, dict) or not hparams:
         raise ExportError(f"{path} is not a checkpoint written by this trainer (no hyper_parameters)")
     net = create_model(hparams["model_name"], num_classes=hparams["num_classes"], in_channels=hparams["in_channels"])
-    net.load_state_dict({k[len(NET_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(NET_PREFIX)})
+    state = checkpoint_weights(ckpt, weights, path)
+    net.load_state_dict({k[len(NET_PREFIX):]: v for k, v in state.items() if k.startswith(NET_PREFIX)})
     return net.eval(), hparams
 
 
@@ -152,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint of this trainer (best.ckpt, last.ckpt, ...)")
     parser.add_argument("--format", choices=["torchvision", "safetensors", "onnx"], required=True)
     parser.add_argument("--out", type=Path, required=True, help="the file to write (must not exist)")
+    parser.add_argument("--weights", choices=["live", "ema"], default="live",
+                        help="the trained weights (default), or their moving average (a run with ema.decay)")
     args = parser.parse_args(argv)
     try:
-        net, hparams = network_from_checkpoint(args.checkpoint)
+        net, hparams = network_from_checkpoint(args.checkpoint, args.weights)
         if args.format in ("torchvision", "safetensors"):
             line = export_state_dict(net, hparams, args.out, args.format)
             print(f"{args.out}: the state dict of {hparams['model_name']} ({hparams['num_classes']} classes); load "

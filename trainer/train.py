@@ -28,6 +28,7 @@ from .results.paper_comparison import coverage, print_comparison, references_for
 from .results.summary import print_summary, run_title
 from .run import interrupt
 from .run.callbacks import (
+    EMAWeights,
     NonFiniteLossError,
     NonFiniteLossGuard,
     ProgressBar,
@@ -36,6 +37,7 @@ from .run.callbacks import (
     StepMetrics,
     StopOnSignal,
 )
+from .run.callbacks.ema import adjusted_decay
 from .run.callbacks.stop_on_signal import take_over_from_lightning
 from .run.checkpoints import (
     AtomicCheckpointIO,
@@ -98,13 +100,15 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     """The Lightning Trainer of ``cfg.trainer``, with ``overrides`` (e.g. ``accelerator``) on top."""
     folder = output_dir / "checkpoints"
     # Two callbacks: Lightning's save_last only rewrites last.ckpt when the best one changes.
-    best = RunCheckpoint(dirpath=folder, filename="best", monitor="val/top1_err", mode="min", save_top_k=1,
+    best = RunCheckpoint(dirpath=folder, filename="best", monitor=f"{reported(cfg)}/top1_err", mode="min", save_top_k=1,
                          auto_insert_metric_name=False, enable_version_counter=False)
     last = LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
     step_metrics = StepMetrics()
     callbacks = [RunRecord(logger, int(cfg.data.batch_size), title=run_title(cfg), recipe=recipe(cfg)), best, last,
                  step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
                  StopOnSignal(last_ckpt=folder / "last.ckpt"), RequeueOnLostPeer(output_dir)]
+    if ema := ema_callback(cfg):
+        callbacks.append(ema)
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                         every_n_train_steps=cfg.checkpoint_every_n_steps))
@@ -129,6 +133,22 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     return trainer
 
 
+def ema_callback(cfg: DictConfig) -> EMAWeights | None:
+    """The weights' moving average the config asks for (``ema.decay``), or None."""
+    ema = cfg.get("ema") or {}
+    if not ema.get("decay"):
+        return None
+    decay, epochs = float(ema.decay), int(cfg.trainer.max_epochs)
+    if ema.get("adjust") and epochs > 0:
+        decay = adjusted_decay(decay, int(cfg.data.batch_size), int(ema.every_n_steps), epochs)
+    return EMAWeights(decay, int(ema.every_n_steps), int(cfg.schedule.get("warmup_epochs") or 0))
+
+
+def reported(cfg: DictConfig) -> str:
+    """Whose validation is the run's result: ``val`` (the trained weights) or ``val_ema`` (``eval_weights=ema``)."""
+    return "val_ema" if cfg.get("eval_weights") == "ema" else "val"
+
+
 def recipe(cfg: DictConfig) -> str:
     """The recipe in words: the experiment, the schedule and its length, the seed."""
     scheduler = cfg.schedule.get("scheduler")
@@ -137,6 +157,8 @@ def recipe(cfg: DictConfig) -> str:
         schedule = f"{cfg.schedule.warmup_epochs} warm-up epochs, then {schedule}"
     length = (f"{cfg.trainer.max_epochs} epochs" if cfg.trainer.max_epochs and cfg.trainer.max_epochs > 0 else "") + (
         f", at most {cfg.trainer.max_steps} steps" if cfg.trainer.get("max_steps", -1) > 0 else "")
+    if ema := ema_callback(cfg):
+        length += f"; EMA of the weights, decay {ema.decay:.6g} every {ema.every_n_steps} step(s)"
     preset = cfg.data.get("preset")
     return (f"experiment={cfg.experiment_name}: {schedule}, {length}; augmentation {preset}; seed {cfg.seed}"
             if preset else f"experiment={cfg.experiment_name}: {schedule}, {length}; seed {cfg.seed}")
@@ -237,10 +259,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tracking.finish(logger, exit_code=1)
         raise error from e
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "val_ema/"))}
     result = {
         "val/top1_err": metrics.get("val/top1_err"),
         "val/top5_err": metrics.get("val/top5_err"),
+        "val_ema/top1_err": metrics.get("val_ema/top1_err"),
+        "val_ema/top5_err": metrics.get("val_ema/top5_err"),
+        "reported": reported(cfg),
         "val/images": metrics.get("val/images"),
         "val/set_images": metrics.get("val/set_images"),
         "best/top1_err": _best_score(trainer.checkpoint_callback),  # the first one: best
@@ -257,15 +282,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     protocol = cfg.data.get("eval_protocol", "center")
     preset = cfg.data.get("preset")
     partial = coverage(result["val/images"], result["val/set_images"])  # limit_val_batches: part of the set
-    comparison = summary_fields(result["val/top1_err"], result["val/top5_err"], protocol, references, cfg.data.name,
-                                preset, partial)
+    top1, top5 = result[f"{reported(cfg)}/top1_err"], result[f"{reported(cfg)}/top5_err"]  # eval_weights's
+    comparison = summary_fields(top1, top5, protocol, references, cfg.data.name, preset, partial)
     if trainer.is_global_zero:
         tracking.summarize(logger, comparison)
     tracking.finish(logger, exit_code=0)  # close the run here, not at exit: train() may run again in-process
     if trainer.is_global_zero:
         print_summary(cfg, result)
-        print_comparison(result["val/top1_err"], result["val/top5_err"], protocol, cfg.data.name, references, preset,
-                         partial=partial)
+        print_comparison(top1, top5, protocol, cfg.data.name, references, preset, partial=partial)
     return {**result, **comparison}
 
 

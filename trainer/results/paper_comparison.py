@@ -138,7 +138,7 @@ def print_comparison(top1: float | None, top5: float | None, protocol: str, data
         console.print(f"note: this run was {PARTIAL_NOTE.format(part=partial)}")
         return
     if ref is not None and ref.protocol != protocol:
-        from data_pipelines.augment import EVAL_PROTOCOLS
+        from data_pipelines.protocols import EVAL_PROTOCOLS
 
         how = (f"python -m trainer.evaluate ckpt_path=... protocol={ref.protocol} scores it under the paper's"
                if ref.protocol in EVAL_PROTOCOLS else f"{ref.protocol} is not reproduced here")

@@ -23,7 +23,11 @@ def print_summary(cfg: DictConfig, result: dict[str, Any]) -> None:
     for row in [
         ("val top-1 error (final)", percent(result["val/top1_err"], " %")),
         ("val top-5 error (final)", percent(result["val/top5_err"], " %")),
-        ("val top-1 error (best)", percent(result["best/top1_err"], " %")),
+        *([("EMA val top-1 error (final)", percent(result["val_ema/top1_err"], " %")),
+           ("EMA val top-5 error (final)", percent(result["val_ema/top5_err"], " %"))]
+          if result.get("val_ema/top1_err") is not None else []),
+        (f"{'EMA ' if result.get('reported') == 'val_ema' else ''}val top-1 error (best)",
+         percent(result["best/top1_err"], " %")),
         *([("validated on", f"{coverage(result.get('val/images'), result.get('val/set_images'))} (partial)")]
           if coverage(result.get("val/images"), result.get("val/set_images")) else []),
         ("epochs / steps", f"{result['epochs']} / {result['global_step']}"),

@@ -230,3 +230,18 @@ def check_compatible(path, model_name: str, num_classes: int, mmap: bool = False
                               f"is model={model_name} with {num_classes} classes; pass model={theirs[0]} and a "
                               f"data set with {theirs[1]} classes, or another checkpoint")
     return ckpt
+
+
+def checkpoint_weights(ckpt: dict[str, Any], which: str = "live", path=None) -> dict[str, Any]:
+    """The LightningModule's weights a checkpoint holds: the trained ones (``live``) or their moving average
+    (``ema``: ``callbacks/ema.py``).
+
+    Raises:
+        CheckpointError: ``ema`` asked of a checkpoint of a run without an average.
+    """
+    if which != "ema":
+        return ckpt["state_dict"]
+    if "ema_state_dict" not in ckpt:
+        raise CheckpointError(f"{path} holds no moving average of the weights (its run had ema.decay=null): ask "
+                              f"for its trained weights (eval_weights=live, or export --weights live)")
+    return ckpt["ema_state_dict"]

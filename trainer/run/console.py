@@ -7,7 +7,7 @@ time and source (``conf/hydra/job_logging/console.yaml``: ``OnTheConsole`` lets 
 records and every warning), W&B's banner and closing block are silenced (``WANDB_SILENT``; the summary says
 where the W&B run is), and Lightning's model summary is replaced by the opening block's model line.
 
-Six messages of the pinned libraries are not worth a user's attention, and are filtered here at their
+Seven messages of the pinned libraries are not worth a user's attention, and are filtered here at their
 source, each by its exact text or setting, so every other warning shows.
 
 - Lightning's "The `srun` command is available on your system but is not used": printed on any machine
@@ -23,6 +23,9 @@ source, each by its exact text or setting, so every other warning shows.
 - DALI's "`nvidia.dali.fn.experimental.equalize` is now deprecated" (and ``.filter``): its own TrivialAugment
   suite (``nvidia.dali.auto_aug``, ``data.auto_augment=trivial_augment``) calls the old names, at every epoch's
   pipeline; DALI raises it under a filter of its own, so it is dropped on its way to the console.
+- Lightning's "You're using the WeightAveraging callback with a model that overrides the configure_model
+  callback": said of every run with ``ema.decay``; the module's ``configure_model`` only compiles (``model.compile``),
+  it shards nothing.
 """
 
 import io
@@ -79,6 +82,8 @@ def quiet_known_noise() -> None:
     logging.captureWarnings(True)
     os.environ.setdefault("WANDB_SILENT", "true")  # W&B's banner and closing block: our summary says where it is
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"You're using the WeightAveraging callback with a model that overrides "
+                                              r"the configure_model callback")
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)

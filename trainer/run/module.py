@@ -212,6 +212,19 @@ class ClassifierModule(pl.LightningModule):
         self.val_top5.update(scores, labels)
         self.val_images.update((labels != PAD_LABEL).sum())
 
+    def score_into_metrics(self, images, labels) -> None:
+        """Scores a validation batch into the top-1/top-5 metrics only (what the EMA callback asks of the average)."""
+        scores = self.evaluation_scores(images)
+        self.val_top1.update(scores, labels)
+        self.val_top5.update(scores, labels)
+
+    def errors_and_reset(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top-1 and top-5 errors (%) of what ``score_into_metrics`` scored, over every process; then reset."""
+        errors = (100.0 * (1.0 - self.val_top1.compute()), 100.0 * (1.0 - self.val_top5.compute()))
+        self.val_top1.reset()
+        self.val_top5.reset()
+        return errors
+
     def on_validation_epoch_end(self) -> None:
         # compute() syncs the counts over processes, so every rank holds the same global error
         # (sync_dist then averages equal values: it only tells Lightning the value is global).

@@ -10,10 +10,11 @@ from trainer.train import train
 
 
 def test_a_run_with_the_modern_options_resumes_exactly_and_its_warmed_up_cosine_re_plans(tmp_path, digits_cache):
-    """Warm-up, label smoothing, MixUp and CutMix and the exempt biases on: stopped by max_steps inside the warm-up,
-    resumed, the run ends with the weights of one never stopped; extended with schedule.replan from there, the
-    cosine after the warm-up (not the warm-up) takes the new horizon."""
-    common = ["schedule.warmup_epochs=2", "model.label_smoothing=0.1", "model.mixup_alpha=0.2",
+    """EMA, warm-up, label smoothing, MixUp and CutMix and the exempt biases on: stopped by max_steps inside the
+    warm-up, resumed, the run ends with the weights (and their average) of one never stopped; extended with
+    schedule.replan from there, the cosine after the warm-up (not the warm-up) takes the new horizon."""
+    common = ["ema.decay=0.9", "ema.every_n_steps=2", "ema.adjust=false",
+              "schedule.warmup_epochs=2", "model.label_smoothing=0.1", "model.mixup_alpha=0.2",
               "model.cutmix_alpha=1.0", "logger=none", "optim.bias_weight_decay=0.0", "trainer.limit_train_batches=5",
               "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"]
     whole = train(make_cfg(tmp_path / "whole", digits_cache, *common, "trainer.max_epochs=3"))
@@ -26,6 +27,8 @@ def test_a_run_with_the_modern_options_resumes_exactly_and_its_warmed_up_cosine_
     assert resumed["global_step"] == 15
     assert max((a["state_dict"][k] - b["state_dict"][k]).abs().max().item() for k in a["state_dict"]) <= 1e-6
     assert a["lr_schedulers"] == b["lr_schedulers"] and b["lr_schedulers"][0]["_schedulers"][1]["T_max"] == 1
+    assert max((a["ema_state_dict"][k] - b["ema_state_dict"][k]).abs().max().item() for k in a["state_dict"]) <= 1e-6
+    assert a["ema_averaging_state"] == b["ema_averaging_state"]  # the same updates, the warm-up's reset included
     biases = [n for n, _ in ClassifierModule("lenet5", 10, 32, 1).named_parameters() if n.endswith(".bias")]
     assert [len(g["params"]) for g in b["optimizer_states"][0]["param_groups"]][1] == len(biases) == 5
 
@@ -41,6 +44,7 @@ def test_every_modern_option_on_the_command_line_trains_with_a_quiet_console(tmp
     console has no warning (DALI's TrivialAugment suite raises DALI's own deprecations at every epoch:
     trainer/run/console.py drops them)."""
     result = run_cli("trainer", "model=resnet18", "model.input_size=64", "debug=tiny", "trainer.max_epochs=2",
+                     "ema.decay=0.99998", "ema.every_n_steps=2", "eval_weights=ema",
                      "data.auto_augment=trivial_augment", "data.random_erase=0.1", "model.label_smoothing=0.1",
                      "model.mixup_alpha=0.2", "model.cutmix_alpha=1.0", "schedule.warmup_epochs=1",
                      "optim.norm_weight_decay=0.0", cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)},
@@ -48,5 +52,21 @@ def test_every_modern_option_on_the_command_line_trains_with_a_quiet_console(tmp
     assert result.returncode == 0, result.stderr[-3000:]
     console = result.stdout + result.stderr
     assert "1 warm-up epochs, then CosineAnnealingLR, 2 epochs" in console
-    assert "epoch 2/2: val top-1 error" in console
+    assert "epoch 2/2: val top-1 error" in console and "EMA top-1" in console
+    assert "EMA of the weights, decay 0.99936 every 2 step(s)" in console  # 1 - 2e-5 x global batch 32 x 2 / 2
     assert not [line for line in console.splitlines() if line.startswith("warning:")], console[-3000:]
+
+
+def test_a_ddp_run_averages_the_weights_in_every_process_alike(tmp_path, digits_cache):
+    """Two processes over gloo with EMA: both validate the average (its errors computed over both), and the
+    checkpoint holds it."""
+    result = run_cli("trainer", "strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "debug=tiny",
+                     "model.input_size=32", "ema.decay=0.9", "ema.every_n_steps=1", "ema.adjust=false",
+                     "eval_weights=ema", cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "runs on: 2 process(es)" in result.stdout + result.stderr
+    (last,) = tmp_path.glob("outputs/lenet5/*/checkpoints/last.ckpt")
+    ckpt = load_checkpoint(last)
+    assert int(ckpt["ema_averaging_state"]["n_averaged"]) == 5  # debug=tiny: 5 steps of 16 images a process
+    history = ckpt["callbacks"]["RunRecord"]["val_history"]
+    assert history[-1]["val_ema/top1_err"] >= 0 and history[-1]["val/images"] == 64

@@ -54,7 +54,7 @@ class RunRecord(pl.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "val_ema/"))}
         if metrics:  # the step Lightning logs epoch-end results at (_LoggerConnector.log_metrics)
             self.val_history.append({**metrics, "epoch": epoch_number(trainer),
                                      "trainer/global_step": trainer.fit_loop.epoch_loop._batches_that_stepped})

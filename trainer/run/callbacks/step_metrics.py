@@ -90,14 +90,21 @@ class StepMetrics(pl.Callback):
         lr 0.00095, 41 s`` (Lightning calls on_train_epoch_end once the epoch's validation is done). The
         train loss is the mean over the epoch's steps (this process's batches)."""
         score = getattr(trainer.checkpoint_callback, "best_model_score", None)
+        monitor = getattr(trainer.checkpoint_callback, "monitor", "val/top1_err")  # the run's result (eval_weights)
+
+        def best(key: str) -> str:  # the checkpoint callbacks run after this one (Lightning's order): this epoch too
+            return f" (best {min(float(score), float(metrics[key])):.2f} %)" if score is not None and key == monitor \
+                else ""
+
         items = []
         if "val/top1_err" in metrics:
-            top1 = float(metrics["val/top1_err"])  # the checkpoint callbacks run after this one (Lightning's order):
-            best = f" (best {min(float(score), top1):.2f} %)" if score is not None else ""  # this epoch counts too
             part = coverage(metrics.get("val/images"), metrics.get("val/set_images"))
-            best += f" on {part}" if part else ""
-            items += [f"val top-1 error {top1:.2f} %{best}",
+            items += [f"val top-1 error {float(metrics['val/top1_err']):.2f} %{best('val/top1_err')}"
+                      f"{f' on {part}' if part else ''}",
                       f"top-5 {float(metrics['val/top5_err']):.2f} %", f"val loss {float(metrics['val/loss']):.4g}"]
+        if "val_ema/top1_err" in metrics:  # the weights' moving average (callbacks/ema.py)
+            items += [f"EMA top-1 {float(metrics['val_ema/top1_err']):.2f} %{best('val_ema/top1_err')}",
+                      f"EMA top-5 {float(metrics['val_ema/top5_err']):.2f} %"]
         if self._loss_sum is not None and self._epoch_steps:
             items.append(f"train loss {float(self._loss_sum) / self._epoch_steps:.4g}")
         since = " since the resume" if self._resumed_mid_epoch else ""
