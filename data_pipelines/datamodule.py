@@ -12,7 +12,7 @@ from .dali_loader import HW_DECODER_LOAD, DALILoader
 from .digits import write_digits
 from .layout import DataConfigError, DataLayoutError, Listing, check_class_count, list_dataset, take_listed_before_start
 from .manifest import read_manifest
-from .sharding import batch_refusal, cpu_share, data_parallel_rank_and_size
+from .sharding import batch_refusal, dali_threads, data_parallel_rank_and_size
 
 DECODERS = ("auto", "cpu", "mixed")
 # Folders whose images this project encoded itself (decoded and written whole): nothing in them is truncated
@@ -28,17 +28,6 @@ def unverified_warning(root: str, listing: Listing) -> str | None:
             f"need, so a truncated file whose break lies below the crop is trained on without an error, and one "
             f"broken where it is read stops the run mid-epoch. Run python -m data_pipelines.verify {root} once "
             f"(all cores): it lists the unreadable files and the readers then leave them out")
-
-
-def dali_threads(num_workers: int | str, processes_on_node: int = 1) -> tuple[int, str]:
-    """DALI's CPU threads for this process, and how they were chosen (for the start-up line).
-
-    ``auto``: this process's share of the CPUs (``cpu_share``), less one for the training loop itself.
-    """
-    if num_workers != "auto":
-        return max(1, int(num_workers)), f"data.num_workers={num_workers}"  # DALI always has a thread of its own
-    share, how = cpu_share(processes_on_node)
-    return max(1, share - 1), how
 
 
 def prepared_copy(root: str, graph: dict) -> tuple[int | None, bool]:

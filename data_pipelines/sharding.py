@@ -39,3 +39,14 @@ def cpu_share(processes_on_node: int = 1) -> tuple[int, str]:
     shared = processes_on_node > 1 and cpus == os.cpu_count()
     how = f"{cpus} CPUs usable" + (f", shared by {processes_on_node} processes" if shared else " by this process")
     return max(1, cpus // processes_on_node if shared else cpus), how
+
+
+def dali_threads(num_workers: int | str, processes_on_node: int = 1) -> tuple[int, str]:
+    """DALI's CPU threads for this process, and how they were chosen (for the start-up line).
+
+    ``auto``: this process's share of the CPUs (``cpu_share``), less one for the training loop itself.
+    """
+    if num_workers != "auto":
+        return max(1, int(num_workers)), f"data.num_workers={num_workers}"  # DALI always has a thread of its own
+    share, how = cpu_share(processes_on_node)
+    return max(1, share - 1), how

@@ -68,8 +68,8 @@ def for_run(cfg, trainer) -> tuple[int, str]:
     """``choose`` for a run's config and its (built, not yet started) Lightning Trainer."""
     from pytorch_lightning.accelerators import CPUAccelerator
 
-    from data_pipelines.datamodule import dali_threads
     from data_pipelines.protocols import DIGIT_PRESETS
+    from data_pipelines.sharding import dali_threads
     from models.summary import training_flops
 
     processes = trainer.num_devices  # the run's processes on this node
