@@ -130,7 +130,7 @@ def list_before_start(root: str | Path) -> "Listing":
 
 def check_class_count(root: str | Path, classes: list[str], num_classes: int) -> None:
     """The class folders against ``data.num_classes`` (the model's outputs): checked before the run starts
-    (``trainer/config_check.py``) and as the data module sets up.
+    (``trainer/config_check/``) and as the data module sets up.
 
     Raises:
         DataLayoutError: fewer than 2 classes, or another number than ``num_classes``, with the fix.

@@ -1,7 +1,7 @@
 """The Lightning and Hydra side: ``python -m trainer`` trains a model from the configs in ``conf/``.
 
     __main__.py, cli.py, train.py   the entry point, what every command shares, a run built from its parts
-    config_check.py                 every value a user can set, checked before anything starts
+    config_check/                   every value a user can set, checked before anything starts
     evaluate.py, export.py          python -m trainer.evaluate (train's twin: conf/evaluate.yaml), .export
     report/, bench/                 python -m trainer.report (runs as a table and a plot), .bench
     run/          one run: the LightningModule, its callbacks, checkpoints, stop on a signal, folder, console

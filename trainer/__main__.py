@@ -95,10 +95,13 @@ def check_before_start(overrides: list[str]) -> list[str]:
         check_gpus_usable(cfg.trainer.accelerator)
         check_data_root(cfg, first_process=console.process_rank() == 0)
         if cfg.get("ckpt_path"):  # the checkpoint's model and schedule against this run's (loads torch: only here)
-            from .run.checkpoints import CheckpointError, check_compatible
-            from .run.resume import resume_plan
+            from .run.checkpoint_file import CheckpointError, check_checkpoint_file
 
             try:
+                check_checkpoint_file(cfg.ckpt_path)  # not a checkpoint at all: said before torch loads
+                from .run.checkpoints import check_compatible
+                from .run.resume import resume_plan
+
                 resumed = check_compatible(cfg.ckpt_path, cfg.model.model_name, cfg.data.num_classes, mmap=True)
                 resume_plan(resumed, cfg, cfg.ckpt_path)
             except CheckpointError as e:

@@ -167,7 +167,7 @@ def recipe(cfg: DictConfig) -> str:
 def strategy_plan(cfg: DictConfig) -> dict:
     """The strategy's own plan before any process starts (``strategy.plan``: a function of the config that
     returns Trainer overrides, such as the split's CPU processes on a machine without its GPUs), or none. What
-    a strategy cannot run at all is refused earlier, by ``config_check.py``."""
+    a strategy cannot run at all is refused earlier, by ``config_check/``."""
     return get_method(cfg.strategy.plan)(cfg) if cfg.strategy.get("plan") else {}
 
 

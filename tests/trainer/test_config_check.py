@@ -1,4 +1,4 @@
-"""Every value a user can set is checked before anything starts (trainer/config_check.py)."""
+"""Every value a user can set is checked before anything starts (trainer/config_check/)."""
 
 import pytest
 import torch
@@ -60,7 +60,7 @@ def test_every_numeric_setting_has_a_rule_and_the_defaults_pass(composed):
     for variant, cfg in composed:
         check_values(cfg)  # every shipped config is valid
         seen |= set(_numeric_keys(cfg))
-    assert sorted(seen - set(RULES)) == []  # a new numeric setting needs a rule in trainer/config_check.py
+    assert sorted(seen - set(RULES)) == []  # a new numeric setting needs a rule in trainer/config_check/rules.py
     assert len(seen) >= 25  # the walk found the settings (26 today)
 
 

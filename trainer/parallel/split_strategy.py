@@ -32,7 +32,7 @@ class StrategyConfigError(ValueError):
 
 def plan_processes(cfg: DictConfig) -> dict:
     """Picks where a ``two_gpu_split`` run's processes run (its model and process count were checked before
-    it started, by ``trainer/config_check.py``).
+    it started, by ``trainer/config_check/``).
 
     Returns:
         Trainer overrides: ``accelerator="cpu"`` when the machine has fewer GPUs than processes and

@@ -10,13 +10,10 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from .checkpoint_file import CheckpointError, check_checkpoint_file
 from .steps import at_epochs_last_batch, stops_mid_epoch
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used for this run: missing, unsafe, or of another model."""
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -176,21 +173,7 @@ def load_checkpoint(path, map_location: Any = "cpu", mmap: bool = False) -> dict
             text, another format), damaged (cut short, a byte changed: whatever error unpickling it raises), holding
             objects that would need code to rebuild, or holding something other than a checkpoint's dict.
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        inside = sorted(p.name for p in path.glob("*.ckpt"))[:3]
-        hint = f" (it holds {', '.join(inside)})" if inside else ""
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}; give a .ckpt file, e.g. "
-                              f"<run folder>/checkpoints/last.ckpt")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head != b"PK\x03\x04":  # torch.save writes a zip archive
-        what = "it is empty (0 bytes)" if not head else "it is not the zip archive torch.save writes" + (
-            " (it begins with text)" if head.isascii() and head.decode("ascii").isprintable() else "")
-        raise CheckpointError(f"{path} is not a checkpoint: {what}. Give a .ckpt file of a run, e.g. "
-                              f"<run folder>/checkpoints/last.ckpt or best.ckpt")
+    path = check_checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
