@@ -3,13 +3,15 @@ against a run never killed.
 
     python tools/kill_loop.py [--kills 10] [--epochs 4] [--seed 0] [--signal KILL|TERM|INT]
                                           [--within 25]
-                                          [--work /tmp/kill-loop]
+                                          [--work /tmp/kill-loop] [OVERRIDES ...]
 
 A benchmark-style script (minutes on 2 cores), not a CI test. The run is the main job (LeNet-5 on the digits,
 W&B offline) with ``checkpoint_every_n_steps=5``; the first kill waits for the first checkpoint (before it
 there is nothing to resume), each later one lands at a moment drawn uniformly from the next start's first
-25 seconds (``--within``), mid-write included. After the kills the run is resumed to its end. It checks and prints: the
-final weights against the uninterrupted run's (largest difference), every epoch's validation in the W&B run
+25 seconds (``--within``), mid-write included. After the kills the run is resumed to its end. Trainer overrides after
+the options go to every start (the modern recipe's options: ``ema.decay=0.9 model.mixup_alpha=0.2 ...``). It checks
+and prints: the final weights, and their moving average when the run keeps one (``ema.decay``), against the
+uninterrupted run's (largest difference), every epoch's validation in the W&B run
 (all its parts, read back with ``wandb leet inspect``), and no checkpoint left unreadable. With ``--signal TERM``
 or ``INT`` every stop must also end as ``run/interrupt.py`` says: exit 143 / 130 and one line, "stopped by ...
 at global step N" with the checkpoint it wrote (which the next start resumes), or "during set-up" with nothing
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--within", type=float, default=25.0, help="seconds after a start the moment is drawn from")
     parser.add_argument("--signal", choices=["KILL", "TERM", "INT"], default="KILL")
     parser.add_argument("--work", type=Path, default=Path("/tmp/kill-loop"))
+    parser.add_argument("overrides", nargs="*", help="trainer overrides for every start (key=value)")
     args = parser.parse_args(argv)
     from trainer.results.tracking import validation_history
     from trainer.run.checkpoints import load_checkpoint
@@ -52,16 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%H%M%S")
     whole, killed = args.work / f"whole-{stamp}", args.work / f"killed-{stamp}"
     env = {**os.environ, "WANDB_SILENT": "true"}
-    epochs = f"trainer.max_epochs={args.epochs}"
+    epochs = [f"trainer.max_epochs={args.epochs}", *args.overrides]
     t0 = time.monotonic()
-    subprocess.run(command(epochs, f"hydra.run.dir={whole}"), cwd=args.work, env=env, check=True,
+    subprocess.run(command(*epochs, f"hydra.run.dir={whole}"), cwd=args.work, env=env, check=True,
                    capture_output=True)
     print(f"uninterrupted run: {time.monotonic() - t0:.0f} s", flush=True)
     last = killed / "checkpoints" / "last.ckpt"
     kills, endings, sent = [], [], getattr(signal, f"SIG{args.signal}")
     for n in range(args.kills):
         first = not last.exists()
-        run = command(epochs, f"hydra.run.dir={killed}") if first else command(epochs, f"ckpt_path={last}")
+        run = command(*epochs, f"hydra.run.dir={killed}") if first else command(*epochs, f"ckpt_path={last}")
         process = subprocess.Popen(run, cwd=args.work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         started = time.monotonic()
         if first:  # nothing to resume before the first checkpoint
@@ -85,13 +88,15 @@ def main(argv: list[str] | None = None) -> int:
             endings.append(kills[-1]["ending"])
         print(f"kill {n + 1}: {kills[-1]['after_s']} s after the start, last.ckpt at step {step}"
               f"{', ' + kills[-1]['ending'] if 'ending' in kills[-1] else ''}", flush=True)
-    done = subprocess.run(command(epochs, f"ckpt_path={last}"), cwd=args.work, env=env, capture_output=True, text=True)
+    done = subprocess.run(command(*epochs, f"ckpt_path={last}"), cwd=args.work, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         print(done.stderr[-3000:], file=sys.stderr)
         return 1
-    a = load_checkpoint(whole / "checkpoints" / "last.ckpt")["state_dict"]
-    b = load_checkpoint(last)["state_dict"]
-    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    a, b = load_checkpoint(whole / "checkpoints" / "last.ckpt"), load_checkpoint(last)
+    worst = max((a["state_dict"][k] - b["state_dict"][k]).abs().max().item() for k in a["state_dict"])
+    if "ema_state_dict" in a:  # the weights' moving average too (trainer/run/callbacks/ema.py)
+        worst = max(worst, *((a["ema_state_dict"][k] - b["ema_state_dict"][k]).abs().max().item()
+                             for k in a["ema_state_dict"]))
     validated = {}
     parts = sorted((killed / "wandb").glob("offline-run-*"))
     for part in parts:
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - reported, not raised
             unreadable.append(f"{ckpt}: {e}")
     figures = {"kills": len([k for k in kills if k.get("after_s") is not None]), "epochs": args.epochs,
+               "overrides": args.overrides, "ema_compared": "ema_state_dict" in a,
                "largest_weight_difference": worst, "weights_equal": worst <= 1e-6,
                "wandb_parts": len(parts), "validated_epochs": sorted(validated),
                "every_epoch_in_wandb": sorted(validated) == list(range(1, args.epochs + 1)),
