@@ -133,15 +133,23 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     return trainer
 
 
-def ema_callback(cfg: DictConfig) -> EMAWeights | None:
-    """The weights' moving average the config asks for (``ema.decay``), or None."""
+def ema_decay(cfg: DictConfig) -> float | None:
+    """The decay of the weights' moving average the config asks for (``ema.decay``, adjusted as torchvision does
+    when ``ema.adjust``), or None for none."""
     ema = cfg.get("ema") or {}
     if not ema.get("decay"):
         return None
     decay, epochs = float(ema.decay), int(cfg.trainer.max_epochs)
     if ema.get("adjust") and epochs > 0:
         decay = adjusted_decay(decay, int(cfg.data.batch_size), int(ema.every_n_steps), epochs)
-    return EMAWeights(decay, int(ema.every_n_steps), int(cfg.schedule.get("warmup_epochs") or 0))
+    return decay
+
+
+def ema_callback(cfg: DictConfig) -> EMAWeights | None:
+    """The weights' moving average the config asks for, or None."""
+    decay = ema_decay(cfg)
+    return EMAWeights(decay, int(cfg.ema.every_n_steps), int(cfg.schedule.get("warmup_epochs") or 0)) \
+        if decay is not None else None
 
 
 def reported(cfg: DictConfig) -> str:
@@ -157,8 +165,8 @@ def recipe(cfg: DictConfig) -> str:
         schedule = f"{cfg.schedule.warmup_epochs} warm-up epochs, then {schedule}"
     length = (f"{cfg.trainer.max_epochs} epochs" if cfg.trainer.max_epochs and cfg.trainer.max_epochs > 0 else "") + (
         f", at most {cfg.trainer.max_steps} steps" if cfg.trainer.get("max_steps", -1) > 0 else "")
-    if ema := ema_callback(cfg):
-        length += f"; EMA of the weights, decay {ema.decay:.6g} every {ema.every_n_steps} step(s)"
+    if (decay := ema_decay(cfg)) is not None:
+        length += f"; EMA of the weights, decay {decay:.6g} every {cfg.ema.every_n_steps} step(s)"
     preset = cfg.data.get("preset")
     return (f"experiment={cfg.experiment_name}: {schedule}, {length}; augmentation {preset}; seed {cfg.seed}"
             if preset else f"experiment={cfg.experiment_name}: {schedule}, {length}; seed {cfg.seed}")

@@ -38,18 +38,26 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-LIGHTNING_TIP = "Tip: For seamless cloud logging"
+LIGHTNING_TIP = re.compile(r"Tip: For seamless cloud logging")
 DALI_OWN_ALIAS = re.compile(r"`nvidia\.dali\.fn\.experimental\.(equalize|filter)` is now deprecated")
 
 
-class _DropTip(logging.Filter):
+class _Drop(logging.Filter):
+    """Drops a logger's records whose message matches ``pattern``."""
+
+    def __init__(self, pattern: re.Pattern) -> None:
+        super().__init__()
+        self.pattern = pattern
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return LIGHTNING_TIP not in record.getMessage()
+        return not self.pattern.search(record.getMessage())
 
 
-class _DropDaliAlias(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not DALI_OWN_ALIAS.search(record.getMessage())
+def _drop_from(logger_name: str, pattern: re.Pattern) -> None:
+    """Adds the filter once (``quiet_known_noise`` is called in every process, and again for an in-process run)."""
+    target = logging.getLogger(logger_name)
+    if not any(isinstance(f, _Drop) and f.pattern is pattern for f in target.filters):
+        target.addFilter(_Drop(pattern))
 
 
 OURS = ("trainer", "data_pipelines", "models", "hydra_plugins", "__main__")
@@ -88,12 +96,8 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):  # rank_zero_info's
-        target = logging.getLogger(name)
-        if not any(isinstance(f, _DropTip) for f in target.filters):
-            target.addFilter(_DropTip())
-    warning_log = logging.getLogger("py.warnings")
-    if not any(isinstance(f, _DropDaliAlias) for f in warning_log.filters):
-        warning_log.addFilter(_DropDaliAlias())
+        _drop_from(name, LIGHTNING_TIP)
+    _drop_from("py.warnings", DALI_OWN_ALIAS)
     lightning_through_the_root()
 
 

@@ -65,9 +65,6 @@ class EMAWeights(WeightAveraging):
         pl_module.log("val_ema/top1_err", top1, sync_dist=True)
         pl_module.log("val_ema/top5_err", top5, sync_dist=True)
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "decay": self.decay, "every_n_steps": self.every_n_steps}
-
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if self._average_model is None:
             return
