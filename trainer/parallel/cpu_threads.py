@@ -18,15 +18,17 @@ Two remedies, both measured there:
   container or ``taskset`` set; divided among the run's processes on the node when nothing pinned them, as
   Lightning divides them for DDP), less the threads its DALI pipeline keeps busy decoding JPEGs (the digit
   sets' pipelines are idle next to the step); a step too small to split (``SMALL_STEP_FLOPS``) gets one
-  thread, as fast alone and 4x faster beside another run. An integer sets the number; ``OMP_NUM_THREADS``
-  in the environment is kept as the user's choice.
+  thread, nearly as fast alone (0.81-0.90 of two at LeNet-5's 32 a step) and 2-6x as fast beside another run.
+  An integer sets the number; ``OMP_NUM_THREADS`` in the environment is kept as the user's choice.
 """
 
 import os
 
-# At LeNet-5's 8 MFLOPs a step (4 images) one thread trains as fast as two on 2 cores (378 / 386 img/s); at
-# 62 MFLOPs (32 images) two are 1.46x faster (1,054 / 723): the line lies between (docs/speed.md).
-SMALL_STEP_FLOPS = 30e6
+# On 2 cores, LeNet-5 on MNIST through the trainer (docs/speed.md): at 62 MFLOPs a step (32 images) one thread
+# trains at 0.90 of two alone and 2.1x as fast beside another run; at 124 MFLOPs (64 images) one is at 0.72 of
+# two alone. The line lies between. (It lay at 30 MFLOPs while Python's collector still walked the libraries'
+# objects during training: the Python side of a step was slower then, and two threads helped more.)
+SMALL_STEP_FLOPS = 90e6
 
 SPIN_COUNT = "1000"  # libgomp's GOMP_SPINCOUNT for a process with more threads than CPUs
 

@@ -39,6 +39,9 @@ def test_auto_takes_the_cpus_of_the_affinity_mask_less_dalis_decoding_threads():
 def test_a_small_step_gets_one_thread_and_a_given_number_wins():
     threads, how = choose_in_a_process(set(range(os.cpu_count())), "auto", 1, 0, 8e6)
     assert threads == 1 and how.endswith("a step of 8 MFLOPs runs fastest on one")
+    # LeNet-5 at 32 a step (62 MFLOPs) still gets one; at 64 a step (124 MFLOPs) the CPUs' share
+    assert choose_in_a_process(set(range(os.cpu_count())), "auto", 1, 0, 62e6)[0] == 1
+    assert choose_in_a_process(set(range(os.cpu_count())), "auto", 1, 0, 124e6)[0] == os.cpu_count()
     assert choose_in_a_process({0}, 3, 1, 1, 8e6) == (3, "cpu_threads=3")
     # the user's OMP_NUM_THREADS is kept; one the trainer set for its own processes is chosen again
     assert choose_in_a_process({0}, "auto", 1, 0, 8e6, env={"OMP_NUM_THREADS": "2"}) == \
