@@ -32,6 +32,7 @@ try:  # The resolvers of conf/, registered here, where every command and test th
     from omegaconf import OmegaConf  # ${minus:a,b}: a cosine over the epochs after its warm-up (schedule/cosine.yaml)
 
     OmegaConf.register_new_resolver("minus", lambda a, b: a - b, replace=True)
+    OmegaConf.register_new_resolver("times", lambda a, b: a * b, replace=True)  # the effective batch (lenet5_passes)
     OmegaConf.register_new_resolver("model_input", _model_input, replace=True)  # conf/model_base/classifier.yaml
 except ImportError:  # tools/gpu_check's installer runs on the standard library alone, before OmegaConf exists
     pass

@@ -47,7 +47,7 @@ from .run.checkpoints import (
     remove_stale_temporaries,
 )
 from .run.console import quiet_known_noise
-from .run.resume import check_data_order, configured_lr, position, resume_plan
+from .run.resume import check_data_order, configured_lr, effective_batch, position, resume_plan
 from .run.run_folder import remove_unstarted
 from .run.steps import epoch_number
 
@@ -76,8 +76,10 @@ def build_optimizer(cfg: DictConfig):
     reference = optim.pop("batch_size_for_lr", None)
     if reference:
         optim["lr"] = configured_lr(cfg)
-        if cfg.data.batch_size != reference:
-            log.info("global batch %d instead of %d: lr scaled linearly to %g", cfg.data.batch_size, reference,
+        if effective_batch(cfg) != reference:
+            batches = int(cfg.trainer.get("accumulate_grad_batches") or 1)
+            what = "global batch" if batches == 1 else f"effective batch ({cfg.data.batch_size} x {batches} batches)"
+            log.info("%s %d instead of %d: lr scaled linearly to %g", what, effective_batch(cfg), reference,
                      optim["lr"])
     return instantiate(optim)
 
@@ -107,8 +109,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     callbacks = [RunRecord(logger, int(cfg.data.batch_size), title=run_title(cfg), recipe=recipe(cfg)), best, last,
                  step_metrics, NonFiniteLossGuard(last_ckpt=folder / "last.ckpt"),
                  StopOnSignal(last_ckpt=folder / "last.ckpt"), RequeueOnLostPeer(output_dir)]
-    if ema := ema_callback(cfg):
-        callbacks.append(ema)
+    if ema := ema_callback(cfg):  # first: a step's update is in the average before any callback saves that step
+        callbacks.insert(0, ema)   # (StopOnSignal's checkpoint, a preemption's; Lightning runs ModelCheckpoint last)
     if cfg.get("checkpoint_every_n_steps"):  # mid-epoch too: a crash in a long epoch loses at most N steps
         callbacks.append(LastCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
                                         every_n_train_steps=cfg.checkpoint_every_n_steps))
@@ -120,7 +122,11 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
             callbacks.append(ProgressLines(step_metrics, float(cfg.progress_every_s)))
     strategy = cfg.strategy.lightning
     if OmegaConf.is_dict(strategy):
-        strategy = instantiate(strategy)
+        # DDP's static graph and its no_sync() (Lightning's accumulated batches) crash on the first backward
+        # (pytorch#143580), and where they do not, stop averaging the gradients (pytorch#187732): dynamic then
+        accumulates = int(cfg.trainer.get("accumulate_grad_batches") or 1) > 1
+        strategy = instantiate(strategy, **({"static_graph": False} if accumulates and "static_graph" in strategy
+                                            else {}))
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # USR2: an hpc checkpoint and `scontrol requeue` (ours, not Lightning's handler)
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -141,7 +147,7 @@ def ema_decay(cfg: DictConfig) -> float | None:
         return None
     decay, epochs = float(ema.decay), int(cfg.trainer.max_epochs)
     if ema.get("adjust") and epochs > 0:
-        decay = adjusted_decay(decay, int(cfg.data.batch_size), int(ema.every_n_steps), epochs)
+        decay = adjusted_decay(decay, effective_batch(cfg), int(ema.every_n_steps), epochs)
     return decay
 
 

@@ -125,6 +125,7 @@ RULES: dict[str, Rule] = {
     "trainer.num_nodes": at_least(1),
     "trainer.max_epochs": at_least(1, or_values=(-1,)),
     "trainer.max_steps": at_least(1, or_values=(-1,)),
+    "trainer.accumulate_grad_batches": at_least(1),
     "trainer.log_every_n_steps": at_least(1),
     "trainer.check_val_every_n_epoch": at_least(1),
     "trainer.num_sanity_val_steps": at_least(0, or_values=(-1,)),

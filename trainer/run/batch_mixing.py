@@ -19,11 +19,12 @@ def batch_mixing(num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float
     return choices[0] if len(choices) == 1 else v2.RandomChoice(choices)
 
 
-def step_seed(seed: int, step: int, replica: int) -> int:
-    """The seed of one step's mixing: the run's seed, the step and the data-parallel replica (the two processes of
-    a split pair mix alike). Drawn afresh at every step, the mixing needs no state in the checkpoint: a resumed run
-    mixes its batches as the uninterrupted one did."""
-    return ((int(seed) * 1_000_003 + int(step)) * 1_009 + int(replica)) % 2**63
+def step_seed(seed: int, batch: int, replica: int) -> int:
+    """The seed of one batch's mixing: the run's seed, the batch's number in the run (``steps.batch_number``: the
+    global step, unless batches accumulate) and the data-parallel replica (the two processes of a split pair mix
+    alike). Drawn afresh for every batch, the mixing needs no state in the checkpoint: a resumed run mixes its
+    batches as the uninterrupted one did."""
+    return ((int(seed) * 1_000_003 + int(batch)) * 1_009 + int(replica)) % 2**63
 
 
 def mix_batch(mixing, images: torch.Tensor, labels: torch.Tensor, num_classes: int,

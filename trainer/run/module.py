@@ -21,7 +21,7 @@ from ..optim.param_groups import parameter_groups
 from .batch_mixing import batch_mixing, mix_batch, step_seed
 from .loss_choice import loss_refusal
 from .resume import main_schedule_state
-from .steps import epoch_number
+from .steps import batch_number, epoch_number
 
 
 class _Features(torch.nn.Module):
@@ -172,7 +172,7 @@ class ClassifierModule(pl.LightningModule):
         if self.mixing is not None:  # MixUp / CutMix on the batch's device (run/batch_mixing.py): labels -> targets
             replica, _ = data_parallel_rank_and_size(self.trainer)
             images, labels = mix_batch(self.mixing, images, labels, self.num_classes,
-                                       step_seed(self.seed, self.trainer.global_step, replica))
+                                       step_seed(self.seed, batch_number(self.trainer), replica))
         # Nothing logged here: callbacks.StepMetrics sends the loss (a tensor until then), the learning
         # rate and the throughput to the loggers every log_every_n_steps, and the progress bar shows it.
         # (LightningModule.log on every step cost 0.35 ms of host time a step, and prog_bar=True a host

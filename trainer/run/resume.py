@@ -44,11 +44,17 @@ def saved_base_lr(resumed: dict[str, Any]) -> float | None:
     return float(group.get("initial_lr", group["lr"])) if group else None
 
 
+def effective_batch(cfg) -> int:
+    """The images of one optimizer step: the global batch times the batches a step accumulates."""
+    return int(cfg.data.batch_size) * int(cfg.trainer.get("accumulate_grad_batches") or 1)
+
+
 def configured_lr(cfg) -> float:
-    """The rate this run's optimizer starts at: ``optim.lr``, scaled linearly to the global batch when the config
-    names the batch it was set for (``optim.batch_size_for_lr``)."""
+    """The rate this run's optimizer starts at: ``optim.lr``, scaled linearly to the effective batch (the global
+    batch times the batches a step accumulates) when the config names the batch it was set for
+    (``optim.batch_size_for_lr``)."""
     reference = cfg.optim.get("batch_size_for_lr")
-    return float(cfg.optim.lr) * (int(cfg.data.batch_size) / reference if reference else 1.0)
+    return float(cfg.optim.lr) * (effective_batch(cfg) / reference if reference else 1.0)
 
 
 def epochs_done(resumed: dict[str, Any]) -> int:

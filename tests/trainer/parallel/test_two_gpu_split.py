@@ -111,6 +111,21 @@ def test_split_trains_exactly_like_data_parallel_alexnet(split_run, tmp_path, di
     assert split["global_step"] == ddp["global_step"] == 2
 
 
+def test_a_split_pair_accumulating_two_batches_trains_as_one_process_on_both(tmp_path, digits_cache):
+    """One pair at 4 images x 2 batches a step against the grouped AlexNet in one process at 8 x 1: the same
+    updates (the towers' exchanges and the replica's no_sync window compose). Centred digits (preset=mnist): the
+    random placement's draws depend on the batch."""
+    same = ["model.dropout=0", "data.preset=mnist", "optim.batch_size_for_lr=8"]
+    result, split = run(tmp_path / "split", digits_cache, "strategy=two_gpu_split", "data.batch_size=4",
+                        "trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=4", *same)
+    _, single = run(tmp_path / "single", digits_cache, "strategy=single", *same)
+    assert "2 batches a step (gradients accumulated): effective batch 8" in result.stdout
+    mismatch = update_mismatch(split, single, initial_alexnet())
+    worst = max(mismatch, key=mismatch.get)
+    assert mismatch[worst] <= 1.0, (worst, mismatch[worst])
+    assert split["global_step"] == single["global_step"] == 2
+
+
 @pytest.mark.parametrize("args, message", [
     (["model=lenet5"], "strategy=two_gpu_split splits the 2012 two-GPU AlexNet between two processes, but "
                        "model=lenet5; use model=alexnet, or strategy=ddp"),

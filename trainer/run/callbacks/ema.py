@@ -13,11 +13,14 @@ import torch
 from pytorch_lightning.callbacks import WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from ..steps import optimizer_steps_on_this_batch
+
 
 def adjusted_decay(decay: float, global_batch: int, every_n_steps: int, max_epochs: int) -> float:
     """torchvision's adjustment (references/classification/train.py): the decay was tuned for a global batch and
     update period per epoch; ``1 - decay`` is scaled by ``global_batch x every_n_steps / max_epochs``, at most 1.
-    (Its V2 recipe: 1 - 2e-5 x 1024 x 32 / 600 = 0.99891.)"""
+    (Its V2 recipe: 1 - 2e-5 x 1024 x 32 / 600 = 0.99891.) ``global_batch`` is the images of an optimizer step: with
+    accumulated batches, the effective batch (torchvision accumulates none)."""
     return 1.0 - min(1.0, (1.0 - decay) * global_batch * every_n_steps / max_epochs)
 
 
@@ -33,6 +36,8 @@ class EMAWeights(WeightAveraging):
         return step_idx is not None and (step_idx + 1) % self.every_n_steps == 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not optimizer_steps_on_this_batch(trainer):  # (Lightning's test, a global step past the last update's,
+            return  # updates again at a resumed run's first accumulated batch: the resumed step was averaged in)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if trainer.current_epoch < self.warmup_epochs and self._average_model is not None:
             self._average_model.n_averaged.fill_(0)  # the next update copies

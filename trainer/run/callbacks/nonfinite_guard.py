@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 
 from ..interrupt import resume_command
-from ..steps import epoch_number, is_logging_step
+from ..steps import epoch_number, is_logging_step, optimizer_steps_on_this_batch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -25,18 +25,20 @@ class NonFiniteLossGuard(pl.Callback):
 
     def __init__(self, last_ckpt: str | Path | None = None) -> None:
         self._flags: torch.Tensor | None = None
-        self._slots: list[torch.Tensor] = []  # views of the buffer, one per step of the window
-        self._count = self._first_step = 0
+        self._slots: list[torch.Tensor] = []  # views of the buffer, one per batch of the window
+        self._steps: list[int] = []  # the global step each of those batches' gradients went into
+        self._count = 0
         self.last_ckpt = Path(last_ckpt) if last_ckpt else None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if self._flags is None or self._flags.device != loss.device or self._count == len(self._slots):
             self.check(trainer)
-            self._flags = torch.ones(max(1, trainer.log_every_n_steps), dtype=torch.bool, device=loss.device)
+            batches = max(1, trainer.log_every_n_steps) * trainer.accumulate_grad_batches
+            self._flags = torch.ones(batches, dtype=torch.bool, device=loss.device)
             self._slots = list(self._flags.unbind(0))
-        if self._count == 0:
-            self._first_step = trainer.global_step  # this batch's step (already counted)
+        # this batch's step: counted already when the optimizer stepped, the next one while gradients accumulate
+        self._steps[self._count:] = [trainer.global_step + (0 if optimizer_steps_on_this_batch(trainer) else 1)]
         self._slots[self._count].copy_(torch.isfinite(loss.detach()))
         self._count += 1
         if is_logging_step(trainer):
@@ -59,7 +61,7 @@ class NonFiniteLossGuard(pl.Callback):
             return
         window, self._count = self._flags[:self._count], 0
         if not bool(window.all()):
-            first_bad = self._first_step + int((~window).nonzero()[0, 0])
+            first_bad = self._steps[int((~window).nonzero()[0, 0])]
             self._raise(trainer, first_bad, "the training loss became NaN/inf at")
 
     def _raise(self, trainer, step: int, what: str) -> None:

@@ -101,11 +101,15 @@ class RunRecord(pl.Callback):
             lines.append(f"  data: {data.name}{sizes}, global batch {data.batch_size} = {replicas} replica(s) x "
                          f"{data.batch_size // replicas}; DALI {data.threads} thread(s) per process "
                          f"({data.threads_how}), decoder {data.decoder_for_device()[0]}")
+            if trainer.accumulate_grad_batches > 1:
+                lines[-1] += (f"; {trainer.accumulate_grad_batches} batches a step (gradients accumulated): effective "
+                              f"batch {data.batch_size * trainer.accumulate_grad_batches}")
         if trainer.optimizers:
             group = trainer.optimizers[0].param_groups[0]
             resumed = getattr(module, "resumed_lr", None)  # restored after this hook: the checkpoint's, as resumed
             rate = (f"lr {resumed:g} (resumed: the rate of its next step)" if resumed is not None else
-                    f"lr {group['lr']:g} (after scaling to the global batch)")
+                    f"lr {group['lr']:g} (after scaling to the "
+                    f"{'global' if trainer.accumulate_grad_batches == 1 else 'effective'} batch)")
             lines.append(f"  optimizer: {type(trainer.optimizers[0]).__name__}, {rate}, momentum "
                          f"{group.get('momentum', '-')}, weight decay {group.get('weight_decay', '-')}")
         if self.recipe:

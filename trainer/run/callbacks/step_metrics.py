@@ -58,6 +58,8 @@ class StepMetrics(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._images += len(batch[0])
         loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
+        if trainer.accumulate_grad_batches > 1:  # Lightning hands back the loss divided by it (what backward took)
+            loss = loss * trainer.accumulate_grad_batches
         self._loss_sum = loss.clone() if self._loss_sum is None else self._loss_sum.add_(loss)  # on the device
         self._epoch_steps += 1
         if not is_logging_step(trainer):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from .. import interrupt
-from ..steps import at_epochs_last_batch, epoch_number, is_logging_step
+from ..steps import at_epochs_last_batch, epoch_number, is_logging_step, optimizer_steps_on_this_batch
 
 
 def take_over_from_lightning(trainer) -> None:
@@ -52,6 +52,8 @@ class StopOnSignal(pl.Callback):
         return check_now and trainer.strategy.reduce_boolean_decision(bool(interrupt.received), all=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not optimizer_steps_on_this_batch(trainer):  # a checkpoint holds no gradients accumulated so far
+            return
         stop = self._agreed(trainer, is_logging_step(trainer))
         if stop and at_epochs_last_batch(trainer):
             self._at_epoch_end = True  # every process: the validation stops at its first batch, else the epoch's end
@@ -69,8 +71,9 @@ class StopOnSignal(pl.Callback):
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
-        if trainer.sanity_checking or not self._agreed(trainer, batch_idx % max(1, trainer.log_every_n_steps) == 0):
-            return
+        if trainer.sanity_checking or not optimizer_steps_on_this_batch(trainer) or \
+                not self._agreed(trainer, batch_idx % max(1, trainer.log_every_n_steps) == 0):
+            return  # (a validation inside a window of accumulated batches: the stop waits for the window's step)
         self._in_validation = True
         try:
             self._stop(trainer, f"in the validation of epoch {epoch_number(trainer)} of {trainer.max_epochs}, "
