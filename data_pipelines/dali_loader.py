@@ -168,7 +168,7 @@ class DALILoader:
                  device_id: int | None = None, decoder: str = "cpu", num_threads: int = 2,
                  hw_decoder_load: float = HW_DECODER_LOAD, prepared_side: int | None = None,
                  prepared_square: bool = False, scales: tuple[int, ...] = (), auto_augment: str | None = None,
-                 random_erase: float = 0.0) -> None:
+                 random_erase: float = 0.0, repeats: int = 1) -> None:
         if not files:
             raise ValueError("no images to read")
         # one line of DALI's file list per sample, and a last one for the padding entries (the first file); an
@@ -178,7 +178,7 @@ class DALILoader:
         self._evaluation_order = None if train else evaluation_order(labels)
         self.file_root, self.mmap = file_root, mmap
         self.batch_size, self.train, self.seed, self.epoch_fn = batch_size, train, seed, epoch_fn
-        self.rank, self.replicas = rank, replicas
+        self.rank, self.replicas, self.repeats = rank, replicas, int(repeats) if train else 1
         self.device_id, self.decoder, self.num_threads = device_id, decoder, num_threads
         self.graph = dict(train=train, preset=preset, protocol=protocol, image_size=image_size,
                           resize_size=resize_size, channels=channels,
@@ -210,9 +210,18 @@ class DALILoader:
 
     def shard(self, epoch: int) -> np.ndarray:
         """What this replica reads in ``epoch``: training, a permutation drawn from (seed, epoch); evaluation, the
-        one fixed ``evaluation_order``."""
-        order = (np.random.default_rng([self.seed, epoch]).permutation(self.num_samples) if self.train
-                 else self._evaluation_order)
+        one fixed ``evaluation_order``.
+
+        With ``repeats`` (repeated augmentation: Hoffer et al. 2020, Berman et al. 2019; torchvision's
+        ``RASampler``, ``--ra-reps``), every image of the permutation comes ``repeats`` times in a row and the epoch
+        keeps its length: it holds the first ``1 / repeats`` of the permutation, each image in as many copies,
+        which the replicas' stride deals to different processes (to the same batch in one process), each
+        augmented by its own draws. (torchvision also cuts the epoch to a multiple of 256 images; not here.)"""
+        if not self.train:
+            return epoch_shard(self._evaluation_order, self.rank, self.replicas)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+        if self.repeats > 1:
+            order = np.repeat(order, self.repeats)[:self.num_samples]
         return epoch_shard(order, self.rank, self.replicas)
 
     def _shard_lines(self, epoch: int) -> list[str]:

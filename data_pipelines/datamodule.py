@@ -95,6 +95,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             ``None``: none.
         random_erase: the probability that a training image has a random box erased (torchvision's
             ``RandomErasing``); 0: never.
+        repeated_augment: each training image read this many times in an epoch of the same length (``dali_loader``'s
+            ``shard``; torchvision's ``--ra-sampler --ra-reps``); 1: none.
         train_image_size: the side of the training crops when it differs from ``image_size``, which validation
             crops (torchvision's ResNet-50 V2 recipe trains at 176 and validates at 224 from a shorter side of
             232, Touvron et al. 2019's "train-test resolution discrepancy"); ``None``: ``image_size``.
@@ -107,7 +109,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                  hw_decoder_load: float | None = None, mmap: bool = True, name: str = "imagenet",
                  seed: int = 0, how_to_make: str | None = None, eval_scales: list[int] | None = None,
                  auto_augment: str | None = None, random_erase: float = 0.0,
-                 train_image_size: int | None = None) -> None:
+                 train_image_size: int | None = None, repeated_augment: int = 1) -> None:
         super().__init__()
         for value, valid, key in ((preset, PRESETS, "preset"), (eval_protocol, EVAL_PROTOCOLS, "eval_protocol"),
                                   (decoder, DECODERS, "decoder")):
@@ -132,7 +134,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                           channels=channels, scale_range=tuple(scale_range) if scale_range else None,
                           scales=scales if eval_protocol in DENSE_PROTOCOLS else (), auto_augment=auto_augment,
                           random_erase=float(random_erase))
-        self.train_image_size = train_image_size or image_size
+        self.train_image_size, self.repeated_augment = train_image_size or image_size, int(repeated_augment)
         self.threads, self.threads_how = 1, ""  # set in setup(), once the processes are known
         self.classes: list[str] = []
         self.listing: Listing | None = None
@@ -197,7 +199,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return DALILoader(files, labels, file_root=self.listing.root, mmap=self.mmap,
                           batch_size=self.per_process_batch_size, train=train, **self.graph_for(train), seed=self.seed,
                           epoch_fn=epoch, rank=rank, replicas=replicas, device_id=device_id,
-                          decoder=decoder, num_threads=self.threads, hw_decoder_load=self.hw_decoder_load)
+                          decoder=decoder, num_threads=self.threads, hw_decoder_load=self.hw_decoder_load,
+                          repeats=self.repeated_augment if train else 1)
 
     def sample_images(self, count: int, epoch: int) -> torch.Tensor:
         """``count`` training images drawn at random (seeded by the run's seed, the epoch and the data-parallel

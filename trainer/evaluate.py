@@ -77,7 +77,7 @@ def test_scales(cfg: DictConfig, references) -> list[int] | None:
         return None
     if cfg.get("scales"):
         return [int(s) for s in cfg.scales]
-    row = target(references, cfg.protocol, cfg.data.name, cfg.data.get("preset"))
+    row = target(references, cfg.protocol, cfg.data.name, cfg.data.get("preset"), cfg.get("experiment_name"))
     if row is not None and row.protocol == cfg.protocol and row.scales:
         return list(row.scales)
     if cfg.protocol == "dense":
@@ -142,7 +142,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
               f"eval/{cfg.protocol}/images": images, f"eval/{cfg.protocol}/set_images": set_images,
               f"eval/{cfg.protocol}/scales": list(datamodule.graph["scales"]) or None,
               f"eval/{cfg.protocol}/weights": cfg.get("eval_weights", "live") if ckpt else None,
-              **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name, cfg.data.get("preset"), partial)}
+              **summary_fields(top1, top5, cfg.protocol, references, cfg.data.name, cfg.data.get("preset"), partial,
+                               cfg.get("experiment_name"))}
     fields = {k: v for k, v in fields.items() if v is not None}
     if ckpt.get("wandb_run_id") and tracking.uses_wandb(cfg.get("logger")):  # into the training's W&B run
         here = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
@@ -162,7 +163,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
               f"{100 - acc['acc@1']:.2f} %, top-5 {100 - acc['acc@5']:.2f} % "
               f"(this run: gap {top1 - 100 + acc['acc@1']:+.2f},"
               f" {top5 - 100 + acc['acc@5']:+.2f})")
-    print_comparison(top1, top5, cfg.protocol, cfg.data.name, references, cfg.data.get("preset"), partial=partial)
+    print_comparison(top1, top5, cfg.protocol, cfg.data.name, references, cfg.data.get("preset"), partial=partial,
+                     experiment=cfg.get("experiment_name"))
     return {"val/top1_err": top1, "val/top5_err": top5, **fields}
 
 

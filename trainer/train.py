@@ -297,13 +297,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     preset = cfg.data.get("preset")
     partial = coverage(result["val/images"], result["val/set_images"])  # limit_val_batches: part of the set
     top1, top5 = result[f"{reported(cfg)}/top1_err"], result[f"{reported(cfg)}/top5_err"]  # eval_weights's
-    comparison = summary_fields(top1, top5, protocol, references, cfg.data.name, preset, partial)
+    comparison = summary_fields(top1, top5, protocol, references, cfg.data.name, preset, partial,
+                                cfg.get("experiment_name"))
     if trainer.is_global_zero:
         tracking.summarize(logger, comparison)
     tracking.finish(logger, exit_code=0)  # close the run here, not at exit: train() may run again in-process
     if trainer.is_global_zero:
         print_summary(cfg, result)
-        print_comparison(top1, top5, protocol, cfg.data.name, references, preset, partial=partial)
+        print_comparison(top1, top5, protocol, cfg.data.name, references, preset, partial=partial,
+                         experiment=cfg.get("experiment_name"))
     return {**result, **comparison}
 
 

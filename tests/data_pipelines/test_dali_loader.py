@@ -155,3 +155,22 @@ def test_the_gpu_decoder_gives_the_cpu_decoders_pixels(tmp_path):
     print(result)
     assert result["shape"] == [3, 224, 224] and result["images"] == 64
     assert result["mean_abs"] <= MEAN_ABS_TOLERANCE and result["max_abs"] <= MAX_ABS_TOLERANCE, result
+
+
+def test_repeated_augmentation_reads_a_quarter_of_the_images_four_times_each_augmented_apart(digits):
+    """``repeats=4`` (torchvision's ``--ra-reps 4``): an epoch as long as without, holding the first quarter of the
+    epoch's permutation, each image 4 times; in one process the copies come in a row, each augmented by its own
+    draws (the digits' random placement); over 4 replicas each replica gets one copy of every image."""
+    files, labels = digits["train"]
+    plain, repeated = loader(digits["train"], seed=3), loader(digits["train"], seed=3, repeats=4)
+    assert len(repeated) == len(plain) and len(repeated.shard(0)) == len(plain.shard(0)) == 1437
+    shard = repeated.shard(0)
+    assert np.array_equal(shard[:8], np.repeat(plain.shard(0)[:2], 4))  # the plain epoch's first images, in copies
+    assert set(Counter(shard.tolist()).values()) <= {4, 1} and len(set(shard.tolist())) == 360  # 359 x 4 + 1
+    images, read = next(iter(repeated))
+    assert torch.equal(read[:4], torch.full((4,), int(labels[shard[0]])))
+    assert all(not torch.equal(images[0], images[i]) for i in (1, 2, 3))  # one digit, placed four ways
+    over_four = [loader(digits["train"], seed=3, repeats=4, rank=r, replicas=4).shard(0) for r in range(4)]
+    assert all(np.array_equal(over_four[0][:50], s[:50]) for s in over_four[1:])  # every replica: the same images
+    assert loader(digits["val"], train=False, repeats=4).shard(0).tolist() == \
+        loader(digits["val"], train=False).shard(0).tolist()  # validation reads each image once

@@ -85,6 +85,7 @@ RULES: dict[str, Rule] = {
     "data.resize_size": at_least(1, or_none=True),
     "data.scale_range": size_range(),
     "data.random_erase": between(0, 1),
+    "data.repeated_augment": at_least(1),
     "data.hw_decoder_load": Rule(lambda v: v is None or (_number(v) and 0 <= v <= 1), "null (DALI's default), or "
                                 "a number in [0, 1]", 2),
     "model.input_size": at_least(8),

@@ -90,7 +90,8 @@ class SeedGroup:
                  f"  best top-1 error  {self.best.text()}"]
         if paper is not None:
             gap, low, high = self.gap()
-            lines.append(f"  against {self.paper.paper}, {self.paper.data}, {self.paper.protocol} ({paper:g} %): gap "
+            lines.append(f"  against {self.paper.paper}, {self.paper.data}, {self.paper.protocol_label} ({paper:g} %): "
+                         f"gap "
                          f"{gap:+.2f} (interval {low:+.2f} to {high:+.2f}); final error {self.final.against(paper)}")
         return "\n".join(lines)
 

@@ -39,7 +39,7 @@ def _paper(config: dict, protocol: str) -> Reference | None:
     except ValueError:  # a row that papers.yaml no longer has
         references = references_for(model)
     data = config.get("data", {})
-    return target(references, protocol, data.get("name"), data.get("preset"))
+    return target(references, protocol, data.get("name"), data.get("preset"), config.get("experiment_name"))
 
 
 def trained_on(data: dict) -> str:
@@ -119,7 +119,7 @@ def write_markdown(rows: list[Row], left_out: list[dict], path: Path, extra: lis
     for r in rows:
         best = f" ({percent(r.best_top1)})" if r.best_top1 is not None else ""
         paper = r.paper
-        reference = f"{paper.paper}, {paper.data}, {paper.protocol}" if paper else "-"
+        reference = f"{paper.paper}, {paper.data}, {paper.protocol_label}" if paper else "-"
         reference += f", {paper.preset} training" if paper and paper.preset else ""
         status = f"{r.status}; partial: {r.partial}" if r.partial else r.status
         lines.append(f"| {r.run} | {r.model} | {r.strategy} | {r.data} | {' '.join(r.differs) or '-'} | {r.protocol} "

@@ -25,6 +25,13 @@ class Reference:
     top5: float | None
     preset: str | None = None  # set on a figure of a particular training recipe (MNIST's distortions)
     scales: tuple[int, ...] | None = None  # a dense or multiscale figure's test scales (shorter sides)
+    resize: int | None = None  # a centre-crop figure's shorter side before the crop, where it is not 256
+    experiment: str | None = None  # the experiment (conf/experiment/) of a library's recipe that made the figure
+
+    @property
+    def protocol_label(self) -> str:
+        """``center``, or ``center 224 of 232`` where the figure's resize is its own."""
+        return f"{self.protocol} 224 of {self.resize}" if self.resize else self.protocol
 
     @property
     def single_model(self) -> bool:
@@ -57,12 +64,14 @@ def data_label(data_name: str | None) -> str | None:
 
 
 def target(references: list[Reference], protocol: str, data_name: str | None = None,
-           preset: str | None = None) -> Reference | None:
+           preset: str | None = None, experiment: str | None = None) -> Reference | None:
     """The figure a single run is measured against: a single model's, preferring the row of the run's data
     set and protocol, then the run's protocol on any data set, then any single model's. A row tied to a
-    training preset (``preset:`` in papers.yaml) is the target of runs of that preset only, and theirs first."""
-    single = sorted((r for r in references if r.single_model and r.preset in (None, preset)),
-                    key=lambda r: r.preset is None)  # stable: the preset's own rows first, else papers.yaml's order
+    training preset or to an experiment (``preset:``, ``experiment:`` in papers.yaml: a library's recipe) is the
+    target of runs of that preset or experiment only, and theirs first."""
+    single = sorted((r for r in references
+                     if r.single_model and r.preset in (None, preset) and r.experiment in (None, experiment)),
+                    key=lambda r: (r.experiment is None, r.preset is None))  # stable: else papers.yaml's order
     data = data_label(data_name)
     for matches in (lambda r: r.data == data and r.protocol == protocol, lambda r: r.protocol == protocol):
         found = next((r for r in single if matches(r)), None)
@@ -84,16 +93,17 @@ PARTIAL_NOTE = ("validated on {part} (trainer.limit_val_batches): not comparable
 
 
 def summary_fields(top1: float | None, top5: float | None, protocol: str, references: list[Reference],
-                   data_name: str | None = None, preset: str | None = None, partial: str | None = None) -> dict:
+                   data_name: str | None = None, preset: str | None = None, partial: str | None = None,
+                   experiment: str | None = None) -> dict:
     """``paper/*`` and ``gap/*`` (run minus paper, percentage points) for the W&B summary; for a validation of part
     of the set (``partial``: ``coverage``'s words), ``val/partial`` and no gap."""
     fields: dict = {"paper/protocol": protocol}
     if partial:
         fields["val/partial"] = partial
-    ref = target(references, protocol, data_name, preset)
+    ref = target(references, protocol, data_name, preset, experiment)
     if ref is None:
         return fields
-    fields.update({"paper/reference": f"{ref.paper}, {ref.data}, {ref.protocol}", "paper/top1_err": ref.top1,
+    fields.update({"paper/reference": f"{ref.paper}, {ref.data}, {ref.protocol_label}", "paper/top1_err": ref.top1,
                    "paper/top5_err": ref.top5})
     for k, run, paper in (("top1_err", top1, ref.top1), ("top5_err", top5, ref.top5)):
         if run is not None and paper is not None and not partial:
@@ -108,14 +118,14 @@ def percent(value: float | None, unit: str = "") -> str:
 
 def print_comparison(top1: float | None, top5: float | None, protocol: str, data_name: str,
                      references: list[Reference], preset: str | None = None, console: Console | None = None,
-                     partial: str | None = None) -> None:
+                     partial: str | None = None, experiment: str | None = None) -> None:
     """The run and the papers side by side; ensembles are shown as such, never as the run's target; a validation
     of part of the set (``partial``) gets no gap."""
     console = console or Console(width=None if sys.stdout.isatty() else 100)  # logs keep whole rows
     if not references:
         console.print("no published figure for this model in trainer/results/papers.yaml")
         return
-    ref = target(references, protocol, data_name, preset)
+    ref = target(references, protocol, data_name, preset, experiment)
     table = Table(title="this run and the papers (error %)", title_justify="left",
                   caption=None if partial else ("* the single-model figure this run is measured against "
                                                 "(gap = run - paper)"),
@@ -132,7 +142,7 @@ def print_comparison(top1: float | None, top5: float | None, protocol: str, data
             label += " *"
             gaps = tuple("-" if run is None or paper is None else f"{run - paper:+.2f}"
                          for run, paper in ((top1, r.top1), (top5, r.top5)))
-        table.add_row(label, r.data, r.protocol, percent(r.top1), percent(r.top5), *gaps)
+        table.add_row(label, r.data, r.protocol_label, percent(r.top1), percent(r.top5), *gaps)
     console.print(table)
     if partial:
         console.print(f"note: this run was {PARTIAL_NOTE.format(part=partial)}")

@@ -3,7 +3,13 @@
 import pytest
 
 from helpers import CONF, make_cfg
-from trainer.results.paper_comparison import load_references, references_for, summary_fields, target
+from trainer.results.paper_comparison import (
+    load_references,
+    print_comparison,
+    references_for,
+    summary_fields,
+    target,
+)
 
 
 def test_the_headline_figures_are_in_the_table():
@@ -51,6 +57,32 @@ def test_a_single_model_is_measured_against_a_single_model_under_its_protocol():
                              partial="64 of 360 images")
     assert partial["val/partial"] == "64 of 360 images" and partial["paper/top1_err"] == 40.7
     assert not [k for k in partial if k.startswith("gap/")]
+
+
+def test_torchvisions_recipes_are_the_targets_of_their_own_experiments_only(tmp_path, digits_cache, capsys):
+    rows = load_references()
+    v1, v2 = rows["resnet50_tv1_val_center"], rows["resnet50_tv2_val_center"]
+    assert (v1.top1, v1.top5, v2.top1, v2.top5) == (23.87, 7.138, 19.142, 4.566)  # 100 - torchvision's accuracies
+    assert (v1.protocol_label, v2.protocol_label) == ("center 224 of 256", "center 224 of 232")
+    resnet50 = references_for("resnet50")
+    assert {r.id for r in resnet50} == {"resnet50_2015_val_10crop", v1.id, v2.id}
+    # a ResNet-50 of no torchvision experiment, even at its centre crop on ImageNet: He et al.'s row
+    assert target(resnet50, "center", "imagenet").id == "resnet50_2015_val_10crop"
+    assert target(resnet50, "center", "imagenet", "resnet", "resnet50_2015").id == "resnet50_2015_val_10crop"
+    assert target(resnet50, "center", "imagenet", "inception", "resnet50_tv2").id == v2.id
+    assert target(resnet50, "center", "imagenet", "inception", "resnet50_tv1").id == v1.id
+    for experiment, first in (("resnet50_2015", "resnet50_2015_val_10crop"), ("resnet50_tv2", v2.id)):
+        cfg = make_cfg(tmp_path, digits_cache, f"experiment={experiment}", "data=imagenet", "data.root=/x")
+        assert set(cfg.compare_with) == {"resnet50_2015_val_10crop", v1.id, v2.id}  # each beside the others
+        fields = summary_fields(20.0, 5.0, "center", references_for("resnet50", list(cfg.compare_with)), "imagenet",
+                                cfg.data.preset, experiment=cfg.experiment_name)
+        assert fields["paper/reference"].startswith(rows[first].paper)
+    assert fields["gap/top1_err"] == pytest.approx(20.0 - 19.142)
+    print_comparison(20.0, 5.0, "center", "imagenet", references_for("resnet50"), "inception",
+                     experiment="resnet50_tv2")
+    table = capsys.readouterr().out
+    assert "center 224 of 232" in table and "He et al. 2015" in table
+    assert "+0.86" in table  # the gap, on the target's row only: V2's (20.0 - 19.142)
 
 
 def test_an_unknown_row_lists_the_valid_ones():

@@ -82,12 +82,33 @@ def test_experiments_compose_to_the_paper_recipes(tmp_path, digits_cache, experi
     recipe = {"alexnet_2012": ("alexnet", 0.01, 5e-4, 128, 90), "zfnet_2013": ("zfnet", 0.01, 5e-4, 128, 70),
               "vgg16_2014": ("vgg16", 0.01, 5e-4, 256, 74), "resnet50_2015": ("resnet50", 0.1, 1e-4, 256, 120),
               "resnet152_2015": ("resnet152", 0.1, 1e-4, 256, 120), "lenet5_sgd": ("lenet5", 0.001, 5e-4, 32, 30),
-              "lenet5_1998": ("lenet5", 0.0005, 0.0, 4, 20)}
+              "lenet5_1998": ("lenet5", 0.0005, 0.0, 4, 20), "resnet50_tv1": ("resnet50", 0.1, 1e-4, 256, 90),
+              "resnet50_tv2": ("resnet50", 0.5, 2e-5, 1024, 600)}
     assert (cfg.model.model_name, cfg.optim.lr, cfg.optim.weight_decay, cfg.data.batch_size,
             cfg.trainer.max_epochs) == recipe[experiment]
     if experiment == "lenet5_1998":  # the paper's SDLM with its own curvature estimate, at mu = 1 (the yaml says why)
         assert (cfg.optim.curvature, cfg.optim.mu, cfg.model.loss, cfg.schedule.scheduler.scale) == \
             ("per_connection", 1.0, "map", 4)
+    if experiment == "resnet50_tv1":  # torchvision's train.py defaults: StepLR every 30 epochs by 0.1
+        assert (cfg.schedule.scheduler.step_size, cfg.schedule.scheduler.gamma, cfg.optim.batch_size_for_lr) == \
+            (30, 0.1, 256)
+    if experiment == "resnet50_tv2":
+        assert_torchvision_v2_recipe(cfg)
+
+
+def assert_torchvision_v2_recipe(cfg) -> None:
+    """The values of torchvision's ResNet-50 V2 command (conf/experiment/resnet50_tv2.yaml names each flag)."""
+    from trainer.train import ema_decay
+
+    assert (cfg.optim.momentum, cfg.optim.batch_size_for_lr, cfg.optim.norm_weight_decay, cfg.optim.bias_weight_decay) \
+        == (0.9, 1024, 0.0, None)
+    assert cfg.schedule.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR"
+    assert (cfg.schedule.warmup_epochs, cfg.schedule.warmup_factor, cfg.schedule.scheduler.T_max) == (5, 0.01, 595)
+    assert (cfg.model.label_smoothing, cfg.model.mixup_alpha, cfg.model.cutmix_alpha) == (0.1, 0.2, 1.0)
+    assert (cfg.ema.decay, cfg.ema.every_n_steps, cfg.ema.adjust, cfg.eval_weights) == (0.99998, 32, True, "ema")
+    assert ema_decay(cfg) == pytest.approx(1 - 2e-5 * 1024 * 32 / 600)  # 0.99891, train.py's adjustment
+    assert (cfg.data.auto_augment, cfg.data.random_erase, cfg.data.repeated_augment) == ("trivial_augment", 0.1, 4)
+    assert (cfg.data.train_image_size, cfg.data.image_size) == (176, 224)
 
 
 def test_debug_tiny_cuts_any_recipe_to_a_few_batches_without_wandb(tmp_path, digits_cache):
@@ -150,10 +171,12 @@ def test_two_gpu_split_strategy_config(tmp_path, digits_cache):
 @pytest.mark.parametrize("experiment, preset, scales", [
     ("alexnet_2012", "alexnet", None), ("zfnet_2013", "alexnet", None),
     ("vgg16_2014", "resnet", [256, 512]), ("resnet50_2015", "resnet", [256, 480]),
-    ("resnet152_2015", "resnet", [256, 480])])
+    ("resnet152_2015", "resnet", [256, 480]), ("resnet50_tv1", "inception", None),
+    ("resnet50_tv2", "inception", None)])
 def test_experiments_set_their_papers_imagenet_augmentation(tmp_path, digits_cache, experiment, preset, scales):
     cfg = make_cfg(tmp_path, digits_cache, f"experiment={experiment}", "data=imagenet", "data.root=/x")
     assert (cfg.data.preset, OmegaConf.to_container(cfg.data).get("scale_range")) == (preset, scales)
+    assert cfg.data.resize_size == (232 if experiment == "resnet50_tv2" else 256)  # validation's shorter side
     # on the digits (no ImageNet) the config records the augmentation that runs, and no other under another name
     digits = make_cfg(tmp_path, digits_cache, f"experiment={experiment}")
     assert (digits.data.preset, digits.data.scale_range, "augment" in digits) == ("digits", None, False)

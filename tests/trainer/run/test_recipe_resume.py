@@ -70,3 +70,27 @@ def test_a_ddp_run_averages_the_weights_in_every_process_alike(tmp_path, digits_
     assert int(ckpt["ema_averaging_state"]["n_averaged"]) == 5  # debug=tiny: 5 steps of 16 images a process
     history = ckpt["callbacks"]["RunRecord"]["val_history"]
     assert history[-1]["val_ema/top1_err"] >= 0 and history[-1]["val/images"] == 64
+
+
+def test_torchvisions_v2_recipe_trains_on_the_digits_at_a_small_size(tmp_path, digits_cache):
+    """experiment=resnet50_tv2 as the user types it, made small (64 px, crops of 48, 8 images a step, one warm-up
+    epoch): every option of the recipe runs (repeated augmentation, TrivialAugment, erasing, MixUp/CutMix, label
+    smoothing, EMA, the exempt norms), the EMA is the run's result and torchvision's V2 row is its target."""
+    result = run_cli("trainer", "experiment=resnet50_tv2", "data=digits", "model.input_size=64",
+                     "data.train_image_size=48", "data.batch_size=8", "schedule.warmup_epochs=1",
+                     "trainer.max_epochs=2", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+                     "trainer.num_sanity_val_steps=0", "logger=none", "trainer.enable_progress_bar=false",
+                     cwd=tmp_path, env={"CONVNET_CACHE": str(digits_cache)}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert "global batch 8 instead of 1024: lr scaled linearly to 0.00390625" in console  # 0.5 x 8 / 1024
+    assert "recipe: experiment=resnet50_tv2: 1 warm-up epochs, then CosineAnnealingLR, 2 epochs" in console
+    assert "epoch 2/2: val top-1 error" in console and "EMA top-1" in console
+    table = console[console.index("this run and the papers"):]
+    assert table.index("torchvision V2") < table.index("torchvision V1") < table.index("He et al. 2015")
+    assert "19.14" in table and "23.87" in table and "22.85" in table
+    (last,) = tmp_path.glob("outputs/resnet50/*/checkpoints/last.ckpt")
+    ckpt = load_checkpoint(last)
+    assert ckpt["global_step"] == 2 and "ema_state_dict" in ckpt
+    groups = ckpt["optimizer_states"][0]["param_groups"]
+    assert sorted(g["weight_decay"] for g in groups) == [0.0, 2e-5]  # the norms' scales and shifts exempt
