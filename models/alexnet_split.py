@@ -112,6 +112,17 @@ class TowerDropout(nn.Dropout):
         return x * keep / (1.0 - self.p)
 
 
+class _ByReference:
+    """The pair's process group, held by reference: a copy of a tower (the moving average of its weights,
+    ``copy.deepcopy``) exchanges its activations over the same pair. A process group cannot be copied."""
+
+    def __init__(self, group) -> None:
+        self.group = group
+
+    def __deepcopy__(self, memo) -> "_ByReference":
+        return self
+
+
 class AlexNetTower(nn.Module):
     """The half of AlexNet that one GTX 580 held.
 
@@ -126,7 +137,7 @@ class AlexNetTower(nn.Module):
         if num_classes % 2:
             raise ValueError(f"the two-GPU split divides fc8 between the towers: num_classes must be even, "
                              f"got {num_classes}")
-        self.group = group
+        self._pair = _ByReference(group)
         self.pad = nn.ZeroPad2d((0, 3, 0, 3))  # cuda-convnet's implicit padding: 224 -> 55x55
         self.conv1 = nn.Conv2d(in_channels, 48, kernel_size=11, stride=4)
         self.norm1 = TowerLRN(towers=1)
@@ -141,6 +152,11 @@ class AlexNetTower(nn.Module):
         self.fc8 = nn.Linear(4096, num_classes // 2)  # reads both towers
         self.drop = TowerDropout(dropout, seed=dropout_seed)
         self.relu = nn.ReLU()
+
+    @property
+    def group(self):
+        """The two-process group of the pair."""
+        return self._pair.group
 
     def _gather(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         return _GatherTowers.apply(x, dim, self.group)

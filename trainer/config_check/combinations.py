@@ -42,15 +42,11 @@ def check_combinations(cfg: DictConfig) -> None:
 
 
 def check_ema(cfg: DictConfig) -> None:
-    """``eval_weights=ema`` needs an average, and the two-GPU split's towers are not averaged (yet)."""
+    """``eval_weights=ema`` needs an average."""
     decay = OmegaConf.select(cfg, "ema.decay", default=None)
     if OmegaConf.select(cfg, "eval_weights", default="live") == "ema" and not decay:
         raise ConfigValueError("eval_weights=ema reports the weights' moving average, but there is none "
                                "(ema.decay=null): set ema.decay (e.g. 0.99998, torchvision's), or eval_weights=live")
-    if decay and OmegaConf.select(cfg, "strategy.name", default=None) == "two_gpu_split":
-        raise ConfigValueError("ema.decay with strategy=two_gpu_split: each tower would average its half, and the "
-                               "checkpoint joins the towers' trained weights only, not their averages (not built "
-                               "yet); use strategy=ddp, or ema.decay=null")
 
 
 def check_warmup(cfg: DictConfig) -> None:

@@ -20,7 +20,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
 from models.alexnet import AlexNet
-from models.alexnet_split import all_gather_contiguous, grouped_state_dict, tower_from_grouped
+from models.alexnet_split import all_gather_contiguous, grouped_state_dict, tower_from_grouped, tower_state_dict
 
 log = logging.getLogger(__name__)
 NET = "net."  # the LightningModule holds the network as ``self.net``
@@ -124,13 +124,22 @@ class TwoGPUSplitStrategy(DDPStrategy):
         return torch.cat(all_gather_contiguous(tensor, self._pair_group))
 
     def lightning_module_state_dict(self) -> dict:
-        state = super().lightning_module_state_dict()
+        return self.joined_state_dict(super().lightning_module_state_dict())
+
+    def joined_state_dict(self, state: dict) -> dict:
+        """A LightningModule's state dict holding this process's tower (``net.``) as the grouped alexnet's: the
+        pair's two towers joined (both processes call it together). The trained weights' and their average's."""
         tower = {k[len(NET):]: v for k, v in state.items() if k.startswith(NET)}
         towers = [{}, {}]
         for key, value in tower.items():
             towers[0][key], towers[1][key] = self._gather_pair(value).chunk(2)
         whole = {NET + k: v for k, v in grouped_state_dict(towers).items()}
         return {**{k: v for k, v in state.items() if not k.startswith(NET)}, **whole}
+
+    def tower_state_dict(self, state: dict) -> dict:
+        """The converse: a LightningModule's state dict of the grouped alexnet, with this process's tower's half."""
+        net = tower_state_dict({k[len(NET):]: v for k, v in state.items() if k.startswith(NET)}, self.tower)
+        return {**{k: v for k, v in state.items() if not k.startswith(NET)}, **{NET + k: v for k, v in net.items()}}
 
     def optimizer_state(self, optimizer) -> dict:
         # per-parameter tensors (momentum buffers) have the tower parameter's shape: join them like the weights

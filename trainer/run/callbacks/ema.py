@@ -11,7 +11,7 @@ alike). ``eval_weights=ema`` makes the average the run's result (the papers' com
 
 import torch
 from pytorch_lightning.callbacks import WeightAveraging
-from torch.optim.swa_utils import get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..steps import optimizer_steps_on_this_batch
 
@@ -41,6 +41,19 @@ class EMAWeights(WeightAveraging):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if trainer.current_epoch < self.warmup_epochs and self._average_model is not None:
             self._average_model.n_averaged.fill_(0)  # the next update copies
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """With ``strategy=two_gpu_split`` each process holds one tower from here on, while the average (made in
+        ``setup``, and a resumed run's restored into it) is the whole grouped AlexNet's: it becomes this tower's
+        half, with its count. Its copy of the tower exchanges activations over the pair, as the trained one does."""
+        split = getattr(trainer.strategy, "tower_state_dict", None)
+        if self._average_model is None or split is None:
+            return
+        whole, count = self._average_model.module.state_dict(), self._average_model.n_averaged.clone()
+        self._average_model = AveragedModel(model=pl_module, device=self._device or pl_module.device,
+                                            use_buffers=self._use_buffers, **self._kwargs)
+        self._average_model.module.load_state_dict(split(whole))
+        self._average_model.n_averaged.copy_(count)
 
     # the trained weights stay in place: validated beside the average, kept at the end
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
@@ -74,7 +87,9 @@ class EMAWeights(WeightAveraging):
         if self._average_model is None:
             return
         state = self._average_model.state_dict()
-        checkpoint["ema_state_dict"] = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
+        average = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
+        join = getattr(trainer.strategy, "joined_state_dict", None)  # the split: both towers' halves, as one
+        checkpoint["ema_state_dict"] = join(average) if join is not None else average
         checkpoint["ema_averaging_state"] = {k: v for k, v in state.items() if not k.startswith("module.")}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
