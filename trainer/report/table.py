@@ -25,21 +25,26 @@ class Row:
     partial: str | None = None        # "64 of 360 images": validated on part of the set, never against a paper
     seed: int | None = None
     configuration: dict = field(default_factory=dict, repr=False)  # the settings less the seed (runs.configuration)
+    references: list = field(default_factory=list, repr=False)  # every figure the run's config compares it with
 
     def gap(self, key: str) -> float | None:
         run, paper = getattr(self, key), getattr(self.paper, key, None)
         return None if run is None or paper is None or self.partial else run - paper
 
 
-def _paper(config: dict, protocol: str) -> Reference | None:
-    """Computed from the run's config, not read from its summary: an unfinished run has no paper/* fields."""
+def _references(config: dict) -> list[Reference]:
+    """The figures a run's config compares it with (``compare_with``, else every row of its model)."""
     model = config.get("model", {}).get("model_name")
     try:
-        references = references_for(model, config.get("compare_with"))
+        return references_for(model, config.get("compare_with"))
     except ValueError:  # a row that papers.yaml no longer has
-        references = references_for(model)
+        return references_for(model)
+
+
+def _paper(config: dict, protocol: str) -> Reference | None:
+    """Computed from the run's config, not read from its summary: an unfinished run has no paper/* fields."""
     data = config.get("data", {})
-    return target(references, protocol, data.get("name"), data.get("preset"), config.get("experiment_name"))
+    return target(_references(config), protocol, data.get("name"), data.get("preset"), config.get("experiment_name"))
 
 
 def trained_on(data: dict) -> str:
@@ -83,7 +88,7 @@ def rows_of(runs: list[dict]) -> tuple[list[Row], list[dict]]:
         common = {"run": f"{run.get('name')} ({run['run_id']})", "model": config.get("model", {}).get("model_name"),
                   "strategy": config.get("strategy", {}).get("name"), "data": trained_on(config.get("data", {})),
                   "differs": [as_override(k, v) for k, v in differs.items()], "seed": config.get("seed"),
-                  "configuration": configuration(config, copies)}
+                  "configuration": configuration(config, copies), "references": _references(config)}
         epochs = max((int(h.get("epoch") or 0) for h in run["history"]), default=0)
         if run["history"]:
             protocol = config.get("data", {}).get("eval_protocol", "center")
@@ -101,6 +106,29 @@ def rows_of(runs: list[dict]) -> tuple[list[Row], list[dict]]:
                             partial=coverage(summary.get(f"eval/{protocol}/images"),
                                              summary.get(f"eval/{protocol}/set_images"))))
     return rows, left_out
+
+
+def figures_beside(rows: list[Row]) -> list[str]:
+    """Every figure the runs are compared with, one table row each (the papers' and the libraries' recipes side by
+    side: ``experiment=resnet50_2015`` and ``resnet50_tv2`` both name He et al.'s and torchvision's), with the runs
+    measured against it."""
+    seen: dict[str, tuple[Reference, list[str]]] = {}
+    for r in rows:
+        for ref in r.references:
+            seen.setdefault(ref.id, (ref, []))
+        if r.paper is not None and r.run not in seen[r.paper.id][1]:
+            seen[r.paper.id][1].append(r.run)
+    if not seen:
+        return []
+    lines = ["", "## The figures beside them", "",
+             "Every figure these runs' configs compare them with (`compare_with`), and the runs measured against it.",
+             "", "| model | figure | data | protocol | top-1 err % | top-5 err % | the target of |",
+             "|---|---|---|---|---:|---:|---|"]
+    for ref, runs in seen.values():
+        who = ref.paper + ("" if ref.single_model else f", ensemble of {ref.models}")
+        lines.append(f"| {ref.model} | {who} | {ref.data} | {ref.protocol_label} | {percent(ref.top1)} "
+                     f"| {percent(ref.top5)} | {', '.join(runs) or '-'} |")
+    return lines
 
 
 def write_markdown(rows: list[Row], left_out: list[dict], path: Path, extra: list[str] = ()) -> None:
@@ -126,6 +154,7 @@ def write_markdown(rows: list[Row], left_out: list[dict], path: Path, extra: lis
                      f"| {status} | {r.epochs} | {percent(r.top1)}{best} | {percent(r.top5)} "
                      f"| {percent(getattr(paper, 'top1', None))} / {percent(getattr(paper, 'top5', None))} "
                      f"| {percent(r.gap('top1'))} / {percent(r.gap('top5'))} | {reference} |")
+    lines += figures_beside(rows)
     if left_out:
         lines += ["", "Left out (no validation result: the run stopped or failed before its first validation):", ""]
         lines += [f"- {run.get('name')} ({run['run_id']}), W&B state {run.get('state')}: {run['folder']}"

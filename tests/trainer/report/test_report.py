@@ -79,3 +79,26 @@ def test_the_plot_shows_long_labels_whole_inside_the_image_and_a_rounded_axis_fl
         box = ax.get_legend().get_window_extent()
         assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
     assert top5.get_ylabel() == "error (%, 0, then log above 0.28 %)"
+
+
+def test_the_report_shows_torchvisions_figures_beside_he_et_als_and_whose_target_each_is(tmp_path, digits_cache):
+    """A ResNet-50 by the paper's recipe and one by torchvision's V2, as their configs reach the report (W&B's
+    config): every figure either is compared with, once, each with the runs measured against it."""
+    from omegaconf import OmegaConf
+
+    from helpers import make_cfg
+    from trainer.report.table import Row, _paper, _references, figures_beside
+
+    rows = []
+    for run, experiment in (("paper (a)", "resnet50_2015"), ("modern (b)", "resnet50_tv2")):
+        config = OmegaConf.to_container(make_cfg(tmp_path, digits_cache, f"experiment={experiment}", "data=imagenet",
+                                                 "data.root=/x"), resolve=True)
+        rows.append(Row(run, "resnet50", "single", "imagenet", [], "center", "complete", 1, 30.0, 10.0, 30.0,
+                        _paper(config, "center"), references=_references(config)))
+    lines = figures_beside(rows)
+    assert lines[1] == "## The figures beside them"
+    table = [line.split(" | ") for line in lines if line.startswith("| resnet50 |")]
+    assert [(cells[1], cells[3], cells[4], cells[6].rstrip(" |")) for cells in table] == [
+        ("He et al. 2015", "tencrop", "22.85", "paper (a)"),
+        ("torchvision V1 recipe", "center 224 of 256", "23.87", "-"),
+        ("torchvision V2 recipe", "center 224 of 232", "19.14", "modern (b)")]
