@@ -29,6 +29,12 @@ def check_combinations(cfg: DictConfig) -> None:
         raise ConfigValueError(refusal)
     check_warmup(cfg)
     check_ema(cfg)
+    batches = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1) or 1
+    if batches > 1 and OmegaConf.select(cfg, "trainer.val_check_interval", default=None) is not None:
+        # a validation inside a window would keep a best.ckpt without the window's gradients (run/checkpoints.py)
+        raise ConfigValueError(f"trainer.val_check_interval={cfg.trainer.val_check_interval} validates inside an "
+                               f"epoch, which trainer.accumulate_grad_batches={batches} cuts into windows of "
+                               f"{batches} batches a step: set trainer.val_check_interval=null (once an epoch)")
     if OmegaConf.select(cfg, "data.auto_augment", default=None) and OmegaConf.select(cfg, "data.channels",
                                                                                    default=3) == 1:
         raise ConfigValueError(f"data.auto_augment={cfg.data.auto_augment} works on RGB images, and this model reads "

@@ -11,7 +11,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from .checkpoint_file import CheckpointError, check_checkpoint_file
-from .steps import at_epochs_last_batch, stops_mid_epoch
+from .steps import at_epochs_last_batch, optimizer_steps_on_this_batch, stops_mid_epoch
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,15 @@ class RunCheckpoint(ModelCheckpoint):
     A run folder copied elsewhere (scratch to project storage) and resumed there: Lightning drops the
     best score when the checkpoint's folder name differs, and the next validation then overwrites
     best.ckpt with whatever it scores. When the files the state names are here, the state is moved here.
+
+    With accumulated batches (``trainer.accumulate_grad_batches``) nothing is written inside a window: the
+    gradients summed so far are not in a checkpoint, so one written there resumes without them. (Lightning's
+    every-N-steps test saw the global step of a resume's first batch as new, and wrote one.)
     """
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        if optimizer_steps_on_this_batch(trainer):
+            super()._save_checkpoint(trainer, filepath)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
@@ -84,7 +92,7 @@ class LastCheckpoint(RunCheckpoint):
     """
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if at_epochs_last_batch(trainer):
+        if at_epochs_last_batch(trainer) or not optimizer_steps_on_this_batch(trainer):
             return
         if stops_mid_epoch(trainer) and not self._every_n_train_steps:
             trainer.save_checkpoint(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}", weights_only=False)

@@ -11,6 +11,8 @@ import pytorch_lightning as pl
 
 import trainer.train as train_module
 from helpers import make_cfg, run_cli
+from trainer.config_check import ConfigValueError, check_values
+from trainer.config_check.combinations import check_combinations
 from trainer.run.checkpoints import load_checkpoint
 from trainer.run.interrupt import RunInterrupted
 from trainer.run.resume import configured_lr, effective_batch
@@ -32,6 +34,12 @@ def test_the_lr_scaling_the_ema_and_lenet5s_rate_count_the_effective_batch(tmp_p
     assert ema_decay(cfg) == pytest.approx(1 - 2e-5 * 32 * 32 / 600)  # torchvision's rule, at the images of a step
     passes = make_cfg(tmp_path, tmp_path, "experiment=lenet5_1998", "data=mnist", "trainer.accumulate_grad_batches=3")
     assert passes.schedule.scheduler.scale == 12  # the paper's rate is per pattern: times the 4 x 3 of a step
+    with pytest.raises(ConfigValueError, match=r"trainer.val_check_interval=0.5 validates inside an epoch, which "
+                                               r"trainer.accumulate_grad_batches=2 cuts into windows"):
+        check_combinations(make_cfg(tmp_path, tmp_path, "trainer.accumulate_grad_batches=2",
+                                    "trainer.val_check_interval=0.5"))
+    with pytest.raises(ConfigValueError, match=r"trainer.accumulate_grad_batches=0 is not allowed"):
+        check_values(make_cfg(tmp_path, tmp_path, "trainer.accumulate_grad_batches=0"))
 
 
 def test_two_accumulated_batches_train_as_one_batch_of_both(tmp_path, digits_cache, capsys):
@@ -116,3 +124,29 @@ def test_ddp_replicas_accumulating_train_as_one_process_on_all_their_images(tmp_
                             "trainer.limit_train_batches=3"))
     assert replicas["global_step"] == single["global_step"] == 3
     assert largest_difference(replicas["state_dict"], load_checkpoint(single["last_ckpt"])["state_dict"]) <= 1e-5
+
+
+def test_no_checkpoint_is_written_inside_a_window(tmp_path, digits_cache, monkeypatch):
+    """Checkpoints every 2 steps at 2 batches a step, the run stopped by max_steps and resumed: every checkpoint is
+    written at a batch after which the optimizer stepped. (Lightning's every-N test took a resumed run's first
+    batch, still at the checkpoint's global step, for a new step, and wrote last.ckpt without that batch's
+    gradient: the kill loop's resumes from it ended 1.9e-4 away from the uninterrupted run.)"""
+    from trainer.run.steps import optimizer_steps_on_this_batch
+
+    saves = []
+    real_save = pl.Trainer.save_checkpoint
+
+    def recording(self, *args, **kwargs):
+        if self.training:
+            saves.append((self.global_step, optimizer_steps_on_this_batch(self)))
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", recording)
+    common = [*QUIET, "trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=5", "trainer.max_epochs=2",
+              "checkpoint_every_n_steps=2"]
+    first = train(make_cfg(tmp_path / "run", digits_cache, *common, "trainer.max_steps=4"))
+    assert first["global_step"] == 4
+    resumed = train(make_cfg(tmp_path / "run", digits_cache, *common, f"ckpt_path={first['last_ckpt']}"))
+    assert resumed["global_step"] == 6
+    assert saves and all(stepped for _, stepped in saves), saves
+    assert {step for step, _ in saves} == {2, 3, 4, 6}  # every 2 steps, max_steps' stop and the epochs' ends
