@@ -72,7 +72,9 @@ def read_state_dict(source: str | Path, model_name: str) -> dict:
         theirs = loaded["hyper_parameters"].get("model_name")
         if theirs != model_name:
             raise WeightsError(f"model.weights={path} is a checkpoint of model={theirs}, not model={model_name}")
-        return {k[len(NET_PREFIX):]: v for k, v in loaded["state_dict"].items() if k.startswith(NET_PREFIX)}
+        # (a checkpoint of a compiled run from before they were written with the plain network's names)
+        return {k[len(NET_PREFIX):].removeprefix("_orig_mod."): v for k, v in loaded["state_dict"].items()
+                if k.startswith(NET_PREFIX)}
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
         raise WeightsError(f"model.weights={path} holds no state dict (a mapping of names to tensors)")
     return loaded

@@ -223,6 +223,20 @@ def check_compatible(path, model_name: str, num_classes: int, mmap: bool = False
     return ckpt
 
 
+COMPILED_NET, NET = "net._orig_mod.", "net."  # torch.compile's wrapper puts the network under _orig_mod
+
+
+def plain_names(state: dict[str, Any]) -> dict[str, Any]:
+    """A LightningModule state dict with the network's own names, whether or not it was compiled: what every
+    checkpoint holds, so that any command loads it, compiled or not (``module.py``'s checkpoint hooks)."""
+    return {NET + k[len(COMPILED_NET):] if k.startswith(COMPILED_NET) else k: v for k, v in state.items()}
+
+
+def compiled_names(state: dict[str, Any]) -> dict[str, Any]:
+    """The converse, for a module whose network is compiled."""
+    return {COMPILED_NET + k[len(NET):] if k.startswith(NET) else k: v for k, v in plain_names(state).items()}
+
+
 def checkpoint_weights(ckpt: dict[str, Any], which: str = "live", path=None) -> dict[str, Any]:
     """The LightningModule's weights a checkpoint holds: the trained ones (``live``) or their moving average
     (``ema``: ``callbacks/ema.py``).
@@ -231,8 +245,8 @@ def checkpoint_weights(ckpt: dict[str, Any], which: str = "live", path=None) -> 
         CheckpointError: ``ema`` asked of a checkpoint of a run without an average.
     """
     if which != "ema":
-        return ckpt["state_dict"]
+        return plain_names(ckpt["state_dict"])
     if "ema_state_dict" not in ckpt:
         raise CheckpointError(f"{path} holds no moving average of the weights (its run had ema.decay=null): ask "
                               f"for its trained weights (eval_weights=live, or export --weights live)")
-    return ckpt["ema_state_dict"]
+    return plain_names(ckpt["ema_state_dict"])

@@ -19,6 +19,7 @@ from ..optim import SDLM, SDLMCurvature
 from ..optim.map_loss import map_loss, output_hessian_factor, rbf_hessian_factor
 from ..optim.param_groups import parameter_groups
 from .batch_mixing import batch_mixing, mix_batch, step_seed
+from .checkpoints import compiled_names, plain_names
 from .loss_choice import loss_refusal
 from .resume import main_schedule_state
 from .steps import batch_number, epoch_number
@@ -249,11 +250,23 @@ class ClassifierModule(pl.LightningModule):
         if renormalize is not None:
             renormalize()
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the network's own names, compiled or not (torch.compile's wrapper adds _orig_mod): every command loads it
+        for key in ("state_dict", "ema_state_dict"):
+            if key in checkpoint:
+                checkpoint[key] = plain_names(checkpoint[key])
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A resumed run that re-plans or restarts its schedule (``resume.schedule_changes``): the
+        """The weights (and their average) under this run's names: ``_orig_mod`` when its network is compiled.
+
+        A resumed run that re-plans or restarts its schedule (``resume.schedule_changes``): the
         checkpoint's scheduler state takes the new plan (e.g. a cosine's ``T_max``) and, for a warm restart,
         the optimizer the new learning rate, before Lightning restores them. PyTorch's schedulers step from
         the current LR, so a longer cosine goes on falling from where it is; a restarted one begins again."""
+        names = compiled_names if isinstance(self.net, torch._dynamo.eval_frame.OptimizedModule) else plain_names
+        for key in ("state_dict", "ema_state_dict"):  # (the average's copy of the network is compiled alike)
+            if key in checkpoint:
+                checkpoint[key] = names(checkpoint[key])
         changes = self.schedule_replan
         lr, scale, planned = changes.get("lr"), changes.get("lr_scale"), changes.get("scheduler", {})
         groups = len(((checkpoint.get("optimizer_states") or [{}])[0]).get("param_groups") or [0])

@@ -16,8 +16,15 @@ from helpers import ctrl_c_at, library_lines, make_cfg, run_cli, wandb_inspect
 from trainer.parallel import cpu_threads
 from trainer.results.tracking import wandb_online_configured
 from trainer.run.callbacks import NonFiniteLossError
-from trainer.run.checkpoints import AtomicCheckpointIO, CheckpointError, RunCheckpoint, load_checkpoint
+from trainer.run.checkpoints import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    RunCheckpoint,
+    checkpoint_weights,
+    load_checkpoint,
+)
 from trainer.run.interrupt import RunInterrupted
+from trainer.run.module import ClassifierModule
 from trainer.train import train
 
 TINY = ["trainer.limit_train_batches=5", "trainer.limit_val_batches=3", "trainer.log_every_n_steps=1",
@@ -308,13 +315,23 @@ GPU_FAST_PATH = ["trainer.precision=bf16-mixed", "model.channels_last=true", "op
                  "trainer.benchmark=true", "tf32=true"]
 
 
-@pytest.mark.parametrize("switches", [GPU_FAST_PATH, ["model.compile=true"]])
+COMPILED = ["model.compile=true", "ema.decay=0.9", "ema.every_n_steps=1", "ema.adjust=false", "schedule=constant"]
+
+
+@pytest.mark.parametrize("switches", [GPU_FAST_PATH, COMPILED])
 def test_fast_path_and_compile_switches_train(tmp_path, digits_cache, switches):
     try:
         result = train(make_cfg(tmp_path, digits_cache, "trainer.max_epochs=1", "logger=none", *switches, *TINY))
     finally:
         torch.set_float32_matmul_precision("highest")  # process-wide: do not leak TF32 into later tests
     assert result["global_step"] == 5 and 0.0 <= result["val/top1_err"] <= 100.0
+    if switches is COMPILED:  # the checkpoint holds the network's own names (not torch.compile's _orig_mod): every
+        ckpt = load_checkpoint(result["last_ckpt"])  # command loads it, and a run resumes it compiled or not
+        assert not [k for k in (*ckpt["state_dict"], *ckpt["ema_state_dict"]) if "_orig_mod" in k]
+        ClassifierModule("lenet5", 10, 32, 1).load_state_dict(checkpoint_weights(ckpt, "ema"))  # strict
+        resumed = train(make_cfg(tmp_path / "plain", digits_cache, "trainer.max_epochs=2", "logger=none",
+                                 *COMPILED[1:], f"ckpt_path={result['last_ckpt']}", *TINY))
+        assert resumed["global_step"] == 10
 
 
 def test_a_cpu_checkpoint_resumes_with_channels_last_and_fused_sgd(tmp_path, digits_cache):
