@@ -122,11 +122,11 @@ def figures_beside(rows: list[Row]) -> list[str]:
         return []
     lines = ["", "## The figures beside them", "",
              "Every figure these runs' configs compare them with (`compare_with`), and the runs measured against it.",
-             "", "| model | figure | data | protocol | top-1 err % | top-5 err % | the target of |",
+             "", "| figure | model | data | protocol | top-1 err % | top-5 err % | the target of |",
              "|---|---|---|---|---:|---:|---|"]
-    for ref, runs in seen.values():
+    for ref, runs in seen.values():  # (the figure first: the runs' table above is the one whose rows start with a run)
         who = ref.paper + ("" if ref.single_model else f", ensemble of {ref.models}")
-        lines.append(f"| {ref.model} | {who} | {ref.data} | {ref.protocol_label} | {percent(ref.top1)} "
+        lines.append(f"| {who} | {ref.model} | {ref.data} | {ref.protocol_label} | {percent(ref.top1)} "
                      f"| {percent(ref.top5)} | {', '.join(runs) or '-'} |")
     return lines
 

@@ -25,7 +25,7 @@ class Reference:
     top5: float | None
     preset: str | None = None  # set on a figure of a particular training recipe (MNIST's distortions)
     scales: tuple[int, ...] | None = None  # a dense or multiscale figure's test scales (shorter sides)
-    resize: int | None = None  # a centre-crop figure's shorter side before the crop, where it is not 256
+    resize: int | None = None  # a centre-crop figure's shorter side before the crop, where the row gives it
     experiment: str | None = None  # the experiment (conf/experiment/) of a library's recipe that made the figure
 
     @property
