@@ -28,8 +28,7 @@ if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
 # leaves out (what a developer runs between edits); ``make test`` runs everything.
 SLOW = ("cluster/", "trainer/run/test_faults.py", "trainer/run/test_interrupt.py", "trainer/run/test_run.py",
         "trainer/run/test_recipe_resume.py", "trainer/run/test_ema.py", "trainer/run/test_accumulation.py",
-        "trainer/parallel/test_two_gpu_split.py", "trainer/parallel/test_split_recipe.py",
-        "trainer/parallel/test_cpu_threads.py",
+        "trainer/parallel/test_two_gpu_split.py", "trainer/parallel/test_cpu_threads.py",
         "trainer/test_evaluate_and_report.py", "trainer/test_evaluate_dense.py", "trainer/test_export.py",
         "trainer/report/test_seeds.py")
 

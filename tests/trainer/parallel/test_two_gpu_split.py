@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import run_cli
+from helpers import make_cfg, run_cli
 from models import create_model
 from trainer.run.checkpoints import load_checkpoint
+from trainer.train import train
 
 # two optimizer steps of a global batch of 8, one validation batch; gloo processes on the CPU
 TINY = ["model=alexnet", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -83,6 +84,11 @@ def test_split_checkpoint_is_the_grouped_alexnet(split_run):
 
 
 def test_split_and_single_checkpoints_resume_in_each_other(split_run, tmp_path, digits_cache):
+    """Split -> single -> split; the last leg with the modern options that touch the towers (4 images x 2 batches
+    a step, a moving average of the weights) against one process resuming the same checkpoint at 8 x 1: the same
+    updates and the same average (the replica's no_sync window and the towers' exchanges compose; the average,
+    restored whole, becomes each tower's half and is joined again in the checkpoint; validation scores it through
+    the pair). Dropout off and centred digits (preset=mnist: the random placement's draws depend on the batch)."""
     _, ckpt = split_run
     path = tmp_path / "split.ckpt"
     torch.save(ckpt, path)
@@ -91,10 +97,23 @@ def test_split_and_single_checkpoints_resume_in_each_other(split_run, tmp_path, 
                     "trainer.max_epochs=2", *extend)
     assert single["global_step"] == 4  # 2 restored + 2
     torch.save(single, path)
-    result, back = run(tmp_path / "back", digits_cache, "strategy=two_gpu_split", f"ckpt_path={path}",
-                       "trainer.max_epochs=3", *extend)  # one pair, as in the paper
+    same = [f"ckpt_path={path}", "trainer.max_epochs=3", *extend, "model.dropout=0", "data.preset=mnist",
+            "optim.batch_size_for_lr=8", "ema.decay=0.5", "ema.every_n_steps=1", "ema.adjust=false", "eval_weights=ema"]
+    result, back = run(tmp_path / "back", digits_cache, "strategy=two_gpu_split", *same, "data.batch_size=4",
+                       "trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=4")  # one pair, as in 2012
     says_once_it_runs_on_cpu(result, 2)
-    assert back["global_step"] == 6
+    assert "2 batches a step (gradients accumulated): effective batch 8" in result.stdout
+    assert "EMA top-1" in result.stdout
+    reference = load_checkpoint(train(make_cfg(tmp_path / "ref", digits_cache, *TINY, "strategy=single",
+                                               *same))["last_ckpt"])
+    assert back["global_step"] == reference["global_step"] == 6
+    for kind in ("state_dict", "ema_state_dict"):
+        mismatch = update_mismatch({"state_dict": back[kind]}, {"state_dict": reference[kind]}, single["state_dict"])
+        worst = max(mismatch, key=mismatch.get)
+        assert mismatch[worst] <= 1.0, (kind, worst, mismatch[worst])
+    average = {k.removeprefix("net."): v for k, v in back["ema_state_dict"].items()}
+    create_model("alexnet", num_classes=10).load_state_dict(average)  # strict: the grouped model's every tensor
+    assert int(back["ema_averaging_state"]["n_averaged"]) == 2
 
 
 def test_split_trains_exactly_like_data_parallel_alexnet(split_run, tmp_path, digits_cache):
