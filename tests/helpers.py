@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -34,6 +35,26 @@ def ctrl_c_at(step: int):
                 os.kill(os.getpid(), signal.SIGINT)
 
     return CtrlC()
+
+
+@contextmanager
+def callback_in_runs(callback):
+    """Inside the block, every Trainer ``trainer.train`` builds also has ``callback`` (a test's probe, or a signal
+    at a chosen moment): the run's own callbacks are left as they are."""
+    import trainer.train as train_module
+
+    real = train_module.build_trainer
+
+    def build_trainer(*args, **kwargs):
+        built = real(*args, **kwargs)
+        built.callbacks.append(callback)
+        return built
+
+    train_module.build_trainer = build_trainer
+    try:
+        yield
+    finally:
+        train_module.build_trainer = real
 
 
 def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 600):

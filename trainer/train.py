@@ -47,7 +47,7 @@ from .run.checkpoints import (
     remove_stale_temporaries,
 )
 from .run.console import quiet_known_noise
-from .run.resume import check_data_order, configured_lr, effective_batch, position, resume_plan
+from .run.resume import batches_per_step, check_data_order, configured_lr, effective_batch, position, resume_plan
 from .run.run_folder import remove_unstarted
 from .run.steps import epoch_number
 
@@ -76,11 +76,10 @@ def build_optimizer(cfg: DictConfig):
     reference = optim.pop("batch_size_for_lr", None)
     if reference:
         optim["lr"] = configured_lr(cfg)
-        if effective_batch(cfg) != reference:
-            batches = int(cfg.trainer.get("accumulate_grad_batches") or 1)
+        if (images := effective_batch(cfg)) != reference:
+            batches = batches_per_step(cfg)
             what = "global batch" if batches == 1 else f"effective batch ({cfg.data.batch_size} x {batches} batches)"
-            log.info("%s %d instead of %d: lr scaled linearly to %g", what, effective_batch(cfg), reference,
-                     optim["lr"])
+            log.info("%s %d instead of %d: lr scaled linearly to %g", what, images, reference, optim["lr"])
     return instantiate(optim)
 
 
@@ -124,9 +123,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path, logger, **overrides) -> pl.
     if OmegaConf.is_dict(strategy):
         # DDP's static graph and its no_sync() (Lightning's accumulated batches) crash on the first backward
         # (pytorch#143580), and where they do not, stop averaging the gradients (pytorch#187732): dynamic then
-        accumulates = int(cfg.trainer.get("accumulate_grad_batches") or 1) > 1
-        strategy = instantiate(strategy, **({"static_graph": False} if accumulates and "static_graph" in strategy
-                                            else {}))
+        dynamic = batches_per_step(cfg) > 1 and "static_graph" in strategy
+        strategy = instantiate(strategy, **({"static_graph": False} if dynamic else {}))
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # USR2: an hpc checkpoint and `scontrol requeue` (ours, not Lightning's handler)
         plugins.append(SLURMEnvironment(auto_requeue=False))

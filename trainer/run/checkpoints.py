@@ -92,7 +92,7 @@ class LastCheckpoint(RunCheckpoint):
     """
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if at_epochs_last_batch(trainer) or not optimizer_steps_on_this_batch(trainer):
+        if at_epochs_last_batch(trainer):
             return
         if stops_mid_epoch(trainer) and not self._every_n_train_steps:
             trainer.save_checkpoint(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}", weights_only=False)

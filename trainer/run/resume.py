@@ -44,9 +44,14 @@ def saved_base_lr(resumed: dict[str, Any]) -> float | None:
     return float(group.get("initial_lr", group["lr"])) if group else None
 
 
+def batches_per_step(cfg) -> int:
+    """The batches whose gradients one optimizer step sums (``trainer.accumulate_grad_batches``)."""
+    return int(cfg.trainer.get("accumulate_grad_batches") or 1)
+
+
 def effective_batch(cfg) -> int:
     """The images of one optimizer step: the global batch times the batches a step accumulates."""
-    return int(cfg.data.batch_size) * int(cfg.trainer.get("accumulate_grad_batches") or 1)
+    return int(cfg.data.batch_size) * batches_per_step(cfg)
 
 
 def configured_lr(cfg) -> float:

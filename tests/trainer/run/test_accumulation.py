@@ -9,8 +9,7 @@ import signal
 import pytest
 import pytorch_lightning as pl
 
-import trainer.train as train_module
-from helpers import make_cfg, run_cli
+from helpers import callback_in_runs, make_cfg, run_cli
 from trainer.config_check import ConfigValueError, check_values
 from trainer.config_check.combinations import check_combinations
 from trainer.run.checkpoints import load_checkpoint
@@ -63,7 +62,7 @@ def test_two_accumulated_batches_train_as_one_batch_of_both(tmp_path, digits_cac
     assert [float(x) for x in losses[0]] == pytest.approx([float(x) for x in losses[1]], rel=2e-3)
 
 
-def test_a_signal_inside_a_window_stops_at_its_step_and_the_run_resumes_exactly(tmp_path, digits_cache, monkeypatch):
+def test_a_signal_inside_a_window_stops_at_its_step_and_the_run_resumes_exactly(tmp_path, digits_cache):
     """2 batches a step, 5 batches an epoch (steps of 2, 2 and 1), EMA, MixUp/CutMix and warm-up on: Ctrl-C at the
     first batch of a window stops after its second (no checkpoint of half a step's gradients); resumed, the run
     ends with the weights and the average of one never stopped."""
@@ -84,17 +83,9 @@ def test_a_signal_inside_a_window_stops_at_its_step_and_the_run_resumes_exactly(
             if self.batches == 8:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    real_build = train_module.build_trainer
-
-    def with_ctrl_c(*args, **kwargs):
-        built = real_build(*args, **kwargs)
-        built.callbacks.append(CtrlCAtBatch())
-        return built
-
-    monkeypatch.setattr(train_module, "build_trainer", with_ctrl_c)
-    with pytest.raises(RunInterrupted, match=r"at global step 5 \(in epoch 2 of 3, after 4 of its 5 batches\)"):
+    with callback_in_runs(CtrlCAtBatch()), \
+            pytest.raises(RunInterrupted, match=r"at global step 5 \(in epoch 2 of 3, after 4 of its 5 batches\)"):
         train(make_cfg(tmp_path / "parts", digits_cache, *common))
-    monkeypatch.setattr(train_module, "build_trainer", real_build)
     last = tmp_path / "parts" / "run" / "checkpoints" / "last.ckpt"
     assert load_checkpoint(last)["global_step"] == 5
     resumed = train(make_cfg(tmp_path / "parts", digits_cache, *common, f"ckpt_path={last}"))

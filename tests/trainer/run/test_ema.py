@@ -4,7 +4,7 @@ validated beside the trained weights, taken by evaluate and export when asked, r
 import pytest
 import torch
 
-from helpers import make_cfg, run_cli
+from helpers import callback_in_runs, make_cfg, run_cli
 from trainer.config_check import ConfigValueError, check_values
 from trainer.run.callbacks.ema import adjusted_decay
 from trainer.run.checkpoints import CheckpointError, checkpoint_weights, load_checkpoint
@@ -13,7 +13,7 @@ TINY = ["logger=none", "trainer.max_epochs=2", "trainer.limit_train_batches=3", 
         "trainer.num_sanity_val_steps=0", "ema.adjust=false"]
 
 
-def test_the_average_is_the_decayed_sum_of_the_weights_after_each_update(tmp_path, digits_cache, monkeypatch):
+def test_the_average_is_the_decayed_sum_of_the_weights_after_each_update(tmp_path, digits_cache):
     import pytorch_lightning as pl
 
     import trainer.train as train_module
@@ -24,15 +24,8 @@ def test_the_average_is_the_decayed_sum_of_the_weights_after_each_update(tmp_pat
         def on_train_batch_end(self, trainer, pl_module, *args) -> None:
             after_step.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
 
-    real = train_module.build_trainer
-
-    def with_record(*args, **kwargs):
-        built = real(*args, **kwargs)
-        built.callbacks.append(Record())
-        return built
-
-    monkeypatch.setattr(train_module, "build_trainer", with_record)
-    result = train_module.train(make_cfg(tmp_path, digits_cache, *TINY, "ema.decay=0.5", "ema.every_n_steps=2"))
+    with callback_in_runs(Record()):
+        result = train_module.train(make_cfg(tmp_path, digits_cache, *TINY, "ema.decay=0.5", "ema.every_n_steps=2"))
     assert len(after_step) == 6 and result["val_ema/top1_err"] is not None
     expected = after_step[1]  # steps 2, 4, 6 update it; the first update copies
     for weights in (after_step[3], after_step[5]):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ctrl_c_at, make_cfg, run_cli
+from helpers import callback_in_runs, ctrl_c_at, make_cfg, run_cli
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "logger=none", "schedule=constant"]
@@ -158,9 +158,7 @@ def largest_difference(a: dict, b: dict) -> float:
 
 
 
-def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(tmp_path, digits_cache, capsys,
-                                                                              monkeypatch):
-    import trainer.train as train_module
+def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(tmp_path, digits_cache, capsys):
     from trainer.run.interrupt import RunInterrupted
     from trainer.train import train
 
@@ -200,18 +198,10 @@ def test_stopped_by_max_steps_or_at_an_epochs_last_batch_a_run_resumes_exactly(t
 
     # Ctrl-C at epoch 1's last batch: the stop comes at the validation's first batch, with the training state;
     # resumed, epoch 1's whole validation runs again and the run is the whole run
-    real_build = train_module.build_trainer
-
-    def with_ctrl_c(*args, **kwargs):
-        built = real_build(*args, **kwargs)
-        built.callbacks.append(ctrl_c_at(44))  # noticed at the next step: step 45, the last batch
-        return built
-
-    monkeypatch.setattr(train_module, "build_trainer", with_ctrl_c)
-    with pytest.raises(RunInterrupted, match=r"at global step 45 \(in the validation of epoch 1 of 2, after its 45 "
-                                             r"batches of training; resumed, the validation runs again\)"):
-        train(make_cfg(tmp_path / "last-batch", digits_cache, *common))
-    monkeypatch.setattr(train_module, "build_trainer", real_build)
+    with callback_in_runs(ctrl_c_at(44)), \
+            pytest.raises(RunInterrupted, match=r"at global step 45 \(in the validation of epoch 1 of 2, after its 45 "
+                                                r"batches of training; resumed, the validation runs again\)"):
+        train(make_cfg(tmp_path / "last-batch", digits_cache, *common))  # noticed at step 45, the last batch
     last = tmp_path / "last-batch" / "run" / "checkpoints" / "last.ckpt"
     from trainer.run.checkpoints import load_checkpoint
 

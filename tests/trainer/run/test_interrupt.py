@@ -15,7 +15,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from helpers import make_cfg
+from helpers import callback_in_runs, make_cfg
 from trainer.run.checkpoints import load_checkpoint
 
 SIGNAL_AT = Path(__file__).with_name("signal_at.py")
@@ -67,8 +67,7 @@ def test_a_signal_during_set_up_stops_in_one_line_and_leaves_nothing_behind(tmp_
     assert tree(run) == before
 
 
-def test_a_signal_during_a_checkpoint_write_lets_it_finish_then_stops_at_the_next_step(tmp_path, digits_cache,
-                                                                                       monkeypatch):
+def test_a_signal_during_a_checkpoint_write_lets_it_finish_then_stops_at_the_next_step(tmp_path, digits_cache):
     import trainer.train as train_module
     from trainer.run.interrupt import RunInterrupted
 
@@ -77,11 +76,9 @@ def test_a_signal_during_a_checkpoint_write_lets_it_finish_then_stops_at_the_nex
             if trainer.global_step == 10:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    real_build = train_module.build_trainer
-    monkeypatch.setattr(train_module, "build_trainer",
-                        lambda *a, **k: (t := real_build(*a, **k)).callbacks.append(TermWhileSaving()) or t)
-    with pytest.raises(RunInterrupted, match=r"stopped by SIGTERM at global step 11 \(in epoch 1 of 1, after 11 of its "
-                                             r"45 batches\)") as stop:
+    with callback_in_runs(TermWhileSaving()), \
+            pytest.raises(RunInterrupted, match=r"stopped by SIGTERM at global step 11 \(in epoch 1 of 1, after 11 of "
+                                                r"its 45 batches\)") as stop:
         train_module.train(make_cfg(tmp_path, digits_cache, "trainer.max_epochs=1", "logger=none",
                                     "checkpoint_every_n_steps=5"))
     assert stop.value.exit_status == 143

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ctrl_c_at, library_lines, make_cfg, run_cli, wandb_inspect
+from helpers import callback_in_runs, ctrl_c_at, library_lines, make_cfg, run_cli, wandb_inspect
 from trainer.parallel import cpu_threads
 from trainer.results.tracking import wandb_online_configured
 from trainer.run.callbacks import NonFiniteLossError
@@ -369,21 +369,17 @@ def test_the_main_job_trains_on_the_gpu_with_the_fast_path(tmp_path, digits_cach
 
 
 
-def test_ctrl_c_mid_epoch_saves_and_resumes_exactly_like_an_uninterrupted_run(tmp_path, digits_cache, monkeypatch):
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly_like_an_uninterrupted_run(tmp_path, digits_cache):
     """Ctrl-C after step 13 of an epoch's 45: the run stops at the next step with last.ckpt for it, and
     resumed from it trains the remaining batches to the same weights as a run never interrupted."""
     common = ["trainer.max_epochs=1", "schedule=constant", "logger=none", "trainer.num_sanity_val_steps=0"]
     whole = train(make_cfg(tmp_path / "whole", digits_cache, *common))
     before = signal.getsignal(signal.SIGINT)  # Python's own, or SIG_IGN where the suite was started in the background
 
-    import trainer.train as train_module
-
-    real_build = train_module.build_trainer
-    monkeypatch.setattr(train_module, "build_trainer", lambda *a, **k: _with_callback(real_build(*a, **k)))
-    with pytest.raises(RunInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at global step 14 \(in epoch 1 of 1, "
-                                             r"after 14 of its 45 batches\)") as stop:
+    with callback_in_runs(ctrl_c_at(13)), \
+            pytest.raises(RunInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at global step 14 \(in epoch 1 of 1, "
+                                                r"after 14 of its 45 batches\)") as stop:
         train(make_cfg(tmp_path / "stopped", digits_cache, *common))
-    monkeypatch.setattr(train_module, "build_trainer", real_build)
     assert stop.value.exit_status == 130 and signal.getsignal(signal.SIGINT) is before  # the handler given back
     saved_path = tmp_path / "stopped" / "run" / "checkpoints" / "last.ckpt"
     assert f"checkpoint: {saved_path}" in str(stop.value) and f"ckpt_path={saved_path}" in str(stop.value)
@@ -397,11 +393,6 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly_like_an_uninterrupted_run(tm
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"largest weight difference after resuming mid-epoch: {worst:.1e}")
     assert worst <= 1e-6
-
-
-def _with_callback(trainer):
-    trainer.callbacks.append(ctrl_c_at(13))
-    return trainer
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -38,7 +38,8 @@ class NonFiniteLossGuard(pl.Callback):
             self._flags = torch.ones(batches, dtype=torch.bool, device=loss.device)
             self._slots = list(self._flags.unbind(0))
         # this batch's step: counted already when the optimizer stepped, the next one while gradients accumulate
-        self._steps[self._count:] = [trainer.global_step + (0 if optimizer_steps_on_this_batch(trainer) else 1)]
+        del self._steps[self._count:]  # the window's earlier batches stay; a checked window's are dropped
+        self._steps.append(trainer.global_step + (0 if optimizer_steps_on_this_batch(trainer) else 1))
         self._slots[self._count].copy_(torch.isfinite(loss.detach()))
         self._count += 1
         if is_logging_step(trainer):
