@@ -49,9 +49,10 @@ def _main(cfg: DictConfig) -> None:
     if in_process_sweep and cfg.strategy.name != "single":
         print(MULTIRUN_REFUSED.format(strategy=cfg.strategy.name), file=sys.stderr)
         sys.exit(REFUSED)
+    pause_collector()  # main() paused it; a sweep point on Slurm (submitit's process) starts here, without main()
     from .train import train  # heavy imports after Hydra has parsed the command line (fast --help)
 
-    resume_collector()  # paused by main() for the imports
+    resume_collector()
 
     with console.copied_to(Path(hydra_cfg.runtime.output_dir)):
         exit_on_user_error(train, cfg)

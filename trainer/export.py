@@ -14,6 +14,11 @@ The file is written beside its target and renamed into place; an existing file i
 ONNX and safetensors need the optional ``export`` dependencies (``make install`` installs them).
 """
 
+if __name__ == "__main__":  # before the libraries load (seconds): the collector paused, as python -m trainer does
+    from .cli import pause_collector
+
+    pause_collector()
+
 import argparse
 import os
 import shutil
@@ -177,4 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from .cli import resume_collector
+
+    resume_collector()
     sys.exit(main())
