@@ -1,15 +1,16 @@
 """The suite's fixtures and hooks: an isolated HOME, a cached digits folder, a folder per module, the GPU and slow
 marks, the workers' CPU share. What tests share besides fixtures is in helpers.py."""
 
-import gc
 import os
 import shutil
 from pathlib import Path
 
 from data_pipelines.sharding import cpu_share
+from trainer.cli import pause_collector, resume_collector
 from trainer.parallel.cpu_threads import openmp_wait
 
 openmp_wait()  # the suite's processes wait for OpenMP as python -m trainer's do (before torch is loaded)
+pause_collector()  # and the collector, as python -m trainer does, while the libraries and test modules load
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -33,10 +34,26 @@ SLOW = ("cluster/", "trainer/run/test_faults.py", "trainer/run/test_interrupt.py
         "trainer/report/test_seeds.py")
 
 
+# The order the workers take the files in (make test: --no-loadscope-reorder keeps it). xdist's own order, files
+# with the most tests first, put the two-node Slurm job, one test of a minute spent mostly waiting for Slurm, last:
+# it ran alone while the other worker had nothing left (docs/development.md, "The suite"). It starts first, beside
+# the files of many quick tests; the rest keep xdist's order, so the suite ends on short files.
+FIRST = ("cluster/test_slurm_two_nodes.py",)
+
+
+def in_worker_order(items: list, tests: Path) -> list:
+    """``items`` grouped by file (in-file order kept): ``FIRST``, then the files with the most tests."""
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(Path(item.fspath).relative_to(tests).as_posix(), []).append(item)
+    order = sorted(files, key=lambda name: (name not in FIRST, -len(files[name])))
+    return [item for name in order for item in files[name]]
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the marks
 def pytest_collection_modifyitems(config, items):
     """``@pytest.mark.gpu(n)``: skipped, with the reason, where fewer than n CUDA GPUs can be used. The files of
-    ``SLOW`` get the ``slow`` mark."""
+    ``SLOW`` get the ``slow`` mark. The files in the workers' order (``in_worker_order``)."""
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     tests = Path(__file__).parent
     for item in items:
@@ -47,12 +64,13 @@ def pytest_collection_modifyitems(config, items):
         if needed > have:
             item.add_marker(pytest.mark.skip(reason=f"needs {needed} CUDA GPU(s), this machine has {have}: "
                                                     f"run `make gpu-check` on a GPU machine"))
+    items[:] = in_worker_order(items, tests)
 
 
 def pytest_collection_finish(session):
-    """The libraries the test modules loaded are frozen, as python -m trainer freezes its own (trainer/cli.py's
-    resume_collector): the collections during the tests' in-process runs skip them."""
-    gc.freeze()
+    """The collector on again once the test modules are loaded, what they loaded frozen first, as python -m trainer
+    does (trainer/cli.py's resume_collector): the collections during the tests' in-process runs skip them."""
+    resume_collector()
 
 
 @pytest.fixture(scope="session")
