@@ -31,7 +31,8 @@ train: $(STAMP)
 	$(PY) -m trainer $(ARGS)
 
 # A test file at a time per worker (pytest-xdist), one worker per core, so that a file's fixtures (a trained run, a
-# local Slurm cluster) are made once. (One worker more than the cores: 9 min 53 s against 9 min 58 s and 10 min 26 s on 2.)
+# local Slurm cluster) are made once; the files in tests/conftest.py's order (in_worker_order), which
+# --no-loadscope-reorder keeps. (One worker more than the cores: 9 min 53 s against 9 min 58 s and 10 min 26 s on 2.)
 TEST_WORKERS ?= auto
 test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
