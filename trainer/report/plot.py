@@ -99,8 +99,8 @@ def make_figure(rows: list[Row], groups: list[SeedGroup] = ()):
                 ax.axhline(value, linestyle="--", color="black", linewidth=0.9)
                 preset = f", {paper.preset} training" if paper.preset else ""
                 ax.annotate(f"paper {value:g} % ({paper.paper}, {paper.data}, {paper.protocol_label}{preset})",
-                            (0.01, value),
-                            xycoords=("axes fraction", "data"), xytext=(0, 3), textcoords="offset points", fontsize=7)
+                            (0.01, value), xycoords=("axes fraction", "data"), xytext=(0, 3),
+                            textcoords="offset points", fontsize=7)
                 values.append(value)
             positive = [v for v in values if v > 0]
             scale = "log"

@@ -91,8 +91,8 @@ class SeedGroup:
         if paper is not None:
             gap, low, high = self.gap()
             lines.append(f"  against {self.paper.paper}, {self.paper.data}, {self.paper.protocol_label} ({paper:g} %): "
-                         f"gap "
-                         f"{gap:+.2f} (interval {low:+.2f} to {high:+.2f}); final error {self.final.against(paper)}")
+                         f"gap {gap:+.2f} (interval {low:+.2f} to {high:+.2f}); "
+                         f"final error {self.final.against(paper)}")
         return "\n".join(lines)
 
 

@@ -41,10 +41,11 @@ def _references(config: dict) -> list[Reference]:
         return references_for(model)
 
 
-def _paper(config: dict, protocol: str) -> Reference | None:
-    """Computed from the run's config, not read from its summary: an unfinished run has no paper/* fields."""
+def _paper(config: dict, references: list[Reference], protocol: str) -> Reference | None:
+    """Computed from the run's config (its ``references``), not read from its summary: an unfinished run has no
+    paper/* fields."""
     data = config.get("data", {})
-    return target(_references(config), protocol, data.get("name"), data.get("preset"), config.get("experiment_name"))
+    return target(references, protocol, data.get("name"), data.get("preset"), config.get("experiment_name"))
 
 
 def trained_on(data: dict) -> str:
@@ -95,14 +96,14 @@ def rows_of(runs: list[dict]) -> tuple[list[Row], list[dict]]:
             last = run["history"][-1]
             rows.append(Row(**common, protocol=protocol, status=_status(run, epochs), epochs=epochs,
                             top1=last.get("val/top1_err"), top5=last.get("val/top5_err"),
-                            best_top1=min(h["val/top1_err"] for h in run["history"]), paper=_paper(config, protocol),
-                            history=run["history"],
+                            best_top1=min(h["val/top1_err"] for h in run["history"]),
+                            paper=_paper(config, common["references"], protocol), history=run["history"],
                             partial=coverage(last.get("val/images"), last.get("val/set_images"))))
         for protocol in evaluations:  # `python -m trainer.evaluate ... protocol=<p>` on this run's checkpoint
             rows.append(Row(**common, protocol=protocol, status="evaluation", epochs=epochs,
                             top1=summary.get(f"eval/{protocol}/top1_err"),
                             top5=summary.get(f"eval/{protocol}/top5_err"),
-                            best_top1=None, paper=_paper(config, protocol),
+                            best_top1=None, paper=_paper(config, common["references"], protocol),
                             partial=coverage(summary.get(f"eval/{protocol}/images"),
                                              summary.get(f"eval/{protocol}/set_images"))))
     return rows, left_out

@@ -53,6 +53,14 @@ def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(param).copy_(value)  # empty_like keeps the parameter's strides
 
 
+def _rename_weights(checkpoint: dict, names) -> None:
+    """The checkpoint's weights and their average (where it has one) under ``names`` (``plain_names`` or
+    ``compiled_names``), in place."""
+    for key in ("state_dict", "ema_state_dict"):
+        if key in checkpoint:
+            checkpoint[key] = names(checkpoint[key])
+
+
 class ClassifierModule(pl.LightningModule):
     """Cross-entropy training of ``models.create_model(model_name)`` with top-1/top-5 error in percent.
 
@@ -252,9 +260,7 @@ class ClassifierModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the network's own names, compiled or not (torch.compile's wrapper adds _orig_mod): every command loads it
-        for key in ("state_dict", "ema_state_dict"):
-            if key in checkpoint:
-                checkpoint[key] = plain_names(checkpoint[key])
+        _rename_weights(checkpoint, plain_names)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """The weights (and their average) under this run's names: ``_orig_mod`` when its network is compiled.
@@ -263,10 +269,9 @@ class ClassifierModule(pl.LightningModule):
         checkpoint's scheduler state takes the new plan (e.g. a cosine's ``T_max``) and, for a warm restart,
         the optimizer the new learning rate, before Lightning restores them. PyTorch's schedulers step from
         the current LR, so a longer cosine goes on falling from where it is; a restarted one begins again."""
-        names = compiled_names if isinstance(self.net, torch._dynamo.eval_frame.OptimizedModule) else plain_names
-        for key in ("state_dict", "ema_state_dict"):  # (the average's copy of the network is compiled alike)
-            if key in checkpoint:
-                checkpoint[key] = names(checkpoint[key])
+        # (the average's copy of the network is compiled alike)
+        _rename_weights(checkpoint, compiled_names if isinstance(self.net, torch._dynamo.eval_frame.OptimizedModule)
+                        else plain_names)
         changes = self.schedule_replan
         lr, scale, planned = changes.get("lr"), changes.get("lr_scale"), changes.get("scheduler", {})
         groups = len(((checkpoint.get("optimizer_states") or [{}])[0]).get("param_groups") or [0])

@@ -93,8 +93,9 @@ def test_the_report_shows_torchvisions_figures_beside_he_et_als_and_whose_target
     for run, experiment in (("paper (a)", "resnet50_2015"), ("modern (b)", "resnet50_tv2")):
         config = OmegaConf.to_container(make_cfg(tmp_path, digits_cache, f"experiment={experiment}", "data=imagenet",
                                                  "data.root=/x"), resolve=True)
+        references = _references(config)
         rows.append(Row(run, "resnet50", "single", "imagenet", [], "center", "complete", 1, 30.0, 10.0, 30.0,
-                        _paper(config, "center"), references=_references(config)))
+                        _paper(config, references, "center"), references=references))
     lines = figures_beside(rows)
     assert lines[1] == "## The figures beside them"
     table = [line.split(" | ") for line in lines if " | resnet50 | " in line]
