@@ -7,10 +7,8 @@ from pathlib import Path
 
 from data_pipelines.sharding import cpu_share
 from trainer.cli import pause_collector, resume_collector
-from trainer.parallel.cpu_threads import openmp_wait
 
-openmp_wait()  # the suite's processes wait for OpenMP as python -m trainer's do (before torch is loaded)
-pause_collector()  # and the collector, as python -m trainer does, while the libraries and test modules load
+pause_collector()  # as python -m trainer does, while the libraries and test modules load
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -30,6 +28,7 @@ if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
 SLOW = ("cluster/", "trainer/run/test_faults.py", "trainer/run/test_interrupt.py", "trainer/run/test_run.py",
         "trainer/run/test_recipe_resume.py", "trainer/run/test_ema.py", "trainer/run/test_accumulation.py",
         "trainer/parallel/test_two_gpu_split.py", "trainer/parallel/test_cpu_threads.py",
+        "trainer/parallel/test_shared_cpus.py",
         "trainer/test_evaluate_and_report.py", "trainer/test_evaluate_dense.py", "trainer/test_export.py",
         "trainer/report/test_seeds.py")
 

@@ -28,7 +28,6 @@ from .cli import (
     run_folder_of,
 )
 from .config_check import ConfigValueError, check_data_root, check_values
-from .parallel.cpu_threads import openmp_wait
 from .results import tracking
 from .run import console, interrupt
 from .run.run_folder import RunFolderError, claim_run_folder, hold, launched_alone, remove_unstarted
@@ -219,7 +218,6 @@ def resume_in_place(overrides: list[str]) -> list[str]:
 def main() -> None:
     pause_collector()  # until the libraries are loaded (_main)
     tracking.own_service()  # not one inherited from whatever started this command
-    openmp_wait()  # before torch is loaded (trainer/parallel/cpu_threads.py)
     try:
         interrupt.setup_begins()
         sys.argv[1:] = check_before_start(resume_in_place(default_data_overrides(sys.argv[1:])))

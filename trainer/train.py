@@ -243,9 +243,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, output_dir, logger, **trainer_overrides)
     if resumed:  # the data-parallel replicas are known now
         check_data_order(resumed, ckpt_path, None, data_parallel_rank_and_size(trainer)[1])
-    threads, threads_how = cpu_threads.for_run(cfg, trainer)
-    cpu_threads.apply(threads)
-    next(c for c in trainer.callbacks if isinstance(c, RunRecord)).cpu_threads = (threads, threads_how)
+    threads = cpu_threads.take(cfg, trainer)  # fewer while other processes keep the CPUs busy, where it may
+    next(c for c in trainer.callbacks if isinstance(c, RunRecord)).cpu_threads = threads[:2]
     if logger:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **tracking.git_state(),
                                 **tracking.environment()})

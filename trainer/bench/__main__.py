@@ -1,10 +1,8 @@
 """``python -m trainer.bench``: see the package docstring."""
 
 from ..cli import pause_collector, resume_collector
-from ..parallel.cpu_threads import openmp_wait
 
-openmp_wait()  # as python -m trainer runs, before torch is loaded
-pause_collector()  # and the collector, as python -m trainer does, until the libraries are loaded
+pause_collector()  # as python -m trainer does, until the libraries are loaded
 
 import argparse
 import json
@@ -129,14 +127,14 @@ def bench(cfg, warmup: int, steps: int, repeats: int, real_data: bool = False, t
           f"{'DALI, ' + cfg.data.name if real_data else 'an in-memory batch'}", flush=True)
     trainer_rates, bare_rates, first_steps, peaks = [], [], [], {}
     for repeat in range(repeats):
-        rate, first, first_process = bench_trainer(cfg, warmup, steps, overrides, real_data)
+        rate, first, first_process, threads = bench_trainer(cfg, warmup, steps, overrides, real_data)
         if not first_process:  # the other processes only take part in the trainer's collective steps
             continue
         peaks["trainer"] = peak_gpu_mb(device)
         trainer_rates.append(rate)
         first_steps.append(first)
         if trainer_only:  # one process of --beside: its rate and threads, nothing else
-            print(json.dumps({"trainer_img_s": rate, "cpu_threads": torch.get_num_threads()}))
+            print(json.dumps({"trainer_img_s": rate, "cpu_threads": threads}))
             return
         bare_rates.append(bench_bare(cfg, warmup, steps, device))
         peaks["bare"] = peak_gpu_mb(device)

@@ -69,21 +69,24 @@ def one_measurement(processes: int, overrides: list[str], warmup: int, steps: in
 
 def bench_beside(beside: int, overrides: list[str], warmup: int, steps: int, repeats: int) -> dict:
     """Alone and ``beside`` at once, ``repeats`` times in turn (so the machine's drift hits both alike); prints a
-    line per measurement and the table, returns the figures (medians)."""
-    alone, together, threads = [], [], None
+    line per measurement and the table, returns the figures (medians; torch's threads: the count most timed steps
+    ran with, alone and in each process at once, of the last repeat)."""
+    alone, together, threads, threads_beside = [], [], None, []
     for repeat in range(repeats):
         first = one_measurement(1, overrides, warmup, steps)[0]
         alone.append(first["trainer_img_s"])
         threads = first.get("cpu_threads")
-        each = [r["trainer_img_s"] for r in one_measurement(beside, overrides, warmup, steps)]
+        results = one_measurement(beside, overrides, warmup, steps)
+        each, threads_beside = [r["trainer_img_s"] for r in results], [r.get("cpu_threads") for r in results]
         together.append(statistics.median(each))
-        print(f"repeat {repeat + 1}: alone {alone[-1]:8.1f} img/s; {beside} at once "
-              f"{', '.join(f'{r:.1f}' for r in each)} img/s", flush=True)
+        print(f"repeat {repeat + 1}: alone {alone[-1]:8.1f} img/s ({threads} threads); {beside} at once "
+              f"{', '.join(f'{r:.1f}' for r in each)} img/s ({', '.join(map(str, threads_beside))} threads)",
+              flush=True)
     alone_img_s, beside_img_s = statistics.median(alone), statistics.median(together)
     figures = {"beside": beside, "alone_img_s": round(alone_img_s, 1), "beside_img_s": round(beside_img_s, 1),
-               "ratio": round(beside_img_s / alone_img_s, 3), "cpu_threads": threads, "cpus": os.cpu_count(),
-               "steps": steps, "repeats": repeats}
-    print(f"{'processes':>9}  {'img/s each':>10}  {'of alone':>8}")
-    print(f"{1:>9}  {alone_img_s:>10.1f}  {1.0:>8.2f}")
-    print(f"{beside:>9}  {beside_img_s:>10.1f}  {figures['ratio']:>8.2f}")
+               "ratio": round(beside_img_s / alone_img_s, 3), "cpu_threads": threads,
+               "cpu_threads_beside": threads_beside, "cpus": os.cpu_count(), "steps": steps, "repeats": repeats}
+    print(f"{'processes':>9}  {'img/s each':>10}  {'of alone':>8}  threads")
+    print(f"{1:>9}  {alone_img_s:>10.1f}  {1.0:>8.2f}  {threads}")
+    print(f"{beside:>9}  {beside_img_s:>10.1f}  {figures['ratio']:>8.2f}  {', '.join(map(str, threads_beside))}")
     return figures

@@ -28,12 +28,16 @@ class StepTimer(pl.Callback):
 
     ``together`` (``--beside``): the processes of one measurement start timing at once, after their warm-up,
     and each trains on, untimed, until the last one has timed its steps.
+
+    ``threads``: the timed steps at each count of torch's threads (``cpu_threads: auto`` may change it while
+    other processes keep the CPUs busy).
     """
 
     def __init__(self, warmup: int, steps: int, start: float, together=None) -> None:
         self.warmup, self.steps, self.start, self.together = warmup, steps, start, together
         self.first_step_s, self.t0, self.elapsed, self.done = None, None, 0.0, 0
         self.cpu0, self.cpu_elapsed = 0.0, 0.0
+        self.threads: dict[int, int] = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self.first_step_s is None:
@@ -46,6 +50,8 @@ class StepTimer(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.done += 1
+        if self.t0 is not None:
+            self.threads[torch.get_num_threads()] = self.threads.get(torch.get_num_threads(), 0) + 1
         finished = self.done == self.warmup + self.steps
         if self.t0 is not None and (finished or batch_idx + 1 == trainer.num_training_batches):
             _sync(pl_module.device)
@@ -93,11 +99,12 @@ def synthetic_batch(cfg, device):
     return images.to(device), labels.to(device)
 
 
-def bench_trainer(cfg, warmup: int, steps: int, overrides: dict, real_data: bool = False) -> tuple[float, float, bool]:
+def bench_trainer(cfg, warmup: int, steps: int, overrides: dict, real_data: bool = False) -> tuple[float, float, bool,
+                                                                                                  int]:
     """Images/s of ``steps`` timed steps of the trainer (of this process: ``data.batch_size`` images a
     step; with ``real_data``, what the data config reads, through DALI), the seconds from start to its
-    first step, and whether this is the first process (a multi-process strategy runs this in every
-    process)."""
+    first step, whether this is the first process (a multi-process strategy runs this in every
+    process), and the count of torch's threads most of the timed steps ran with."""
     from .beside import from_environment
 
     start = time.perf_counter()
@@ -108,7 +115,7 @@ def bench_trainer(cfg, warmup: int, steps: int, overrides: dict, real_data: bool
         if real_data:  # as many epochs as the steps need
             overrides = {**overrides, "max_epochs": -1, "max_steps": -1 if together else warmup + steps}
         trainer = build_trainer(cfg, Path(folder), build_logger(cfg, Path(folder)), **overrides)
-        cpu_threads.apply(cpu_threads.for_run(cfg, trainer)[0])  # as a run chooses them
+        cpu_threads.take(cfg, trainer)  # as a run chooses them
         timer = StepTimer(warmup, steps, start, together)
         trainer.callbacks.append(timer)
         if real_data:
@@ -116,7 +123,8 @@ def bench_trainer(cfg, warmup: int, steps: int, overrides: dict, real_data: bool
         else:
             trainer.fit(module, train_dataloaders=Repeat(synthetic_batch(cfg, "cpu"), warmup + steps))
         tracking.finish(trainer.logger, exit_code=0)
-    return steps * cfg.data.batch_size / timer.elapsed, timer.first_step_s, trainer.is_global_zero
+    threads = max(timer.threads, key=timer.threads.get) if timer.threads else torch.get_num_threads()
+    return steps * cfg.data.batch_size / timer.elapsed, timer.first_step_s, trainer.is_global_zero, threads
 
 
 def reset_peak_memory() -> None:
