@@ -80,7 +80,3 @@ class SharedCpus(pl.Callback):
             spent = ", ".join(f"{t} for {s:.1f} s" for t, s in sorted(self.seconds.items(), reverse=True) if s >= 0.05)
             log.info("CPU threads while training: torch %s (fewer while other processes kept this process's CPUs "
                      "busy)", spent)
-
-    def most_used(self) -> int:
-        """The count most of the training ran with (the benchmark's figure)."""
-        return max(self.seconds, key=self.seconds.get) if self.seconds else self.threads
