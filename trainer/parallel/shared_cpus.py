@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 0.5  # 50 ticks of each CPU a check: the others' load to about a tenth of a CPU
 QUIET_CHECKS = 2  # checks in a row with a CPU free before a thread comes back: a second
-FIRST_CHECK_AFTER_S = 0.2  # the start-up's ticks decide the first count, when there are enough of them
+FIRST_CHECK_AFTER_S = 0.2  # the first count's window at least: 20 ticks of each CPU
 
 
 class SharedCpus(pl.Callback):
@@ -43,10 +43,11 @@ class SharedCpus(pl.Callback):
         self.since: float | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
+        # the first count from the start-up's ticks, or, where the start-up since ``take`` was too short to read
+        # them, from a short idle wait: what the others do while this process does nothing
+        time.sleep(max(0.0, FIRST_CHECK_AFTER_S - self.load.seconds_since()))
         self.since = time.monotonic()
-        if self.load.seconds_since() >= FIRST_CHECK_AFTER_S:
-            self.check(self.since)
-        self.next_check = self.since + CHECK_EVERY_S
+        self.check(self.since)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if (now := time.monotonic()) >= self.next_check:
