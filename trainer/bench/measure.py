@@ -2,6 +2,7 @@
 
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -37,7 +38,7 @@ class StepTimer(pl.Callback):
         self.warmup, self.steps, self.start, self.together = warmup, steps, start, together
         self.first_step_s, self.t0, self.elapsed, self.done = None, None, 0.0, 0
         self.cpu0, self.cpu_elapsed = 0.0, 0.0
-        self.threads: dict[int, int] = {}
+        self.threads: Counter[int] = Counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self.first_step_s is None:
@@ -51,7 +52,7 @@ class StepTimer(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.done += 1
         if self.t0 is not None:
-            self.threads[torch.get_num_threads()] = self.threads.get(torch.get_num_threads(), 0) + 1
+            self.threads[torch.get_num_threads()] += 1
         finished = self.done == self.warmup + self.steps
         if self.t0 is not None and (finished or batch_idx + 1 == trainer.num_training_batches):
             _sync(pl_module.device)
@@ -123,7 +124,7 @@ def bench_trainer(cfg, warmup: int, steps: int, overrides: dict, real_data: bool
         else:
             trainer.fit(module, train_dataloaders=Repeat(synthetic_batch(cfg, "cpu"), warmup + steps))
         tracking.finish(trainer.logger, exit_code=0)
-    threads = max(timer.threads, key=timer.threads.get) if timer.threads else torch.get_num_threads()
+    threads = timer.threads.most_common(1)[0][0] if timer.threads else torch.get_num_threads()
     return steps * cfg.data.batch_size / timer.elapsed, timer.first_step_s, trainer.is_global_zero, threads
 
 

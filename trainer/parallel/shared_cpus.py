@@ -49,11 +49,14 @@ class SharedCpus(pl.Callback):
         self.since = time.monotonic()
         self.check(self.since)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if (now := time.monotonic()) >= self.next_check:
-            self.check(now)
+    def on_train_batch_end(self, *args) -> None:
+        self.check_when_due()
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
+    def on_validation_batch_end(self, *args) -> None:
+        self.check_when_due()
+
+    def check_when_due(self) -> None:
+        """A check once ``CHECK_EVERY_S`` have passed, from training's start (not the sanity check's batches)."""
         if self.since is not None and (now := time.monotonic()) >= self.next_check:
             self.check(now)
 
@@ -71,7 +74,7 @@ class SharedCpus(pl.Callback):
             self.quiet = 0
 
     def set(self, threads: int, now: float) -> None:
-        self.seconds[self.threads] = self.seconds.get(self.threads, 0.0) + now - (self.since or now)
+        self.seconds[self.threads] = self.seconds.get(self.threads, 0.0) + now - self.since
         self.threads, self.since, self.quiet = threads, now, 0
         torch.set_num_threads(threads)
 
